@@ -1,0 +1,59 @@
+"""Shared fixtures and the rules that skip gpu / tensorrt / camera tests with a reason where absent."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+# Keep tests polite on a 2-core machine and independent of the user's cache/config.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("VCAM_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+def _camera_available() -> bool:
+    if os.environ.get("VCAM_TEST_CAMERA") is None:
+        return False  # opening cameras in CI is slow and side-effectful: opt in explicitly
+    import cv2
+
+    cap = cv2.VideoCapture(int(os.environ["VCAM_TEST_CAMERA"] or 0))
+    ok = cap.isOpened() and cap.read()[0]
+    cap.release()
+    return bool(ok)
+
+
+def pytest_collection_modifyitems(config, items):
+    reasons = {}
+    if not _cuda_available():
+        reasons["gpu"] = "needs a CUDA GPU; torch.cuda.is_available() is False here"
+    if importlib.util.find_spec("tensorrt") is None:
+        reasons["tensorrt"] = "needs the tensorrt package (pip install 'vcam[trt]' on an NVIDIA machine)"
+    elif "gpu" in reasons:
+        reasons["tensorrt"] = "tensorrt imports but there is no CUDA GPU to build an engine on"
+    if not _camera_available():
+        reasons["camera"] = "needs a webcam: set VCAM_TEST_CAMERA=<index> on a machine that has one"
+    for item in items:
+        for marker, reason in reasons.items():
+            if marker in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The development data beside the checkout (../shared/data); skips with a reason where missing."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"development data not found at {SHARED_DATA} (set VCAM_SHARED_DATA)")
+    return SHARED_DATA

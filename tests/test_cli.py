@@ -1,0 +1,37 @@
+"""The CLI's contract: in-process main(argv), --help lists subcommands, usage errors are one line + exit 2."""
+
+import subprocess
+import sys
+
+import pytest
+
+from vcam.cli import build_parser, main
+
+
+def test_packages_import():
+    import engine  # noqa: F401
+    import trainer  # noqa: F401
+    import vcam  # noqa: F401
+
+
+def test_help_lists_every_subcommand(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert sub.choices, "no subcommands registered"
+    for name in sub.choices:
+        assert name in out
+
+
+@pytest.mark.parametrize("argv", [["no-such-command"], ["--no-such-flag"]])
+def test_usage_error_is_one_line_and_exit_2(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "error" in err[0]
+
+
+def test_python_dash_m_entry_point():
+    proc = subprocess.run([sys.executable, "-m", "vcam", "--bogus"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

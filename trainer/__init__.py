@@ -1,0 +1,1 @@
+"""trainer: synthesize composites (FFHQH recipe), train PHNet (one GPU or torchrun DDP), evaluate it."""
