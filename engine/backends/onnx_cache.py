@@ -1,0 +1,78 @@
+"""ONNX exports cached in the user cache dir, shared by the ONNX Runtime and TensorRT backends.
+
+The key is a hash of the model (name, config, every weight) and of the engine's source files (a code
+change can change the graph without changing a weight), plus the opset. Exports are written to a temporary
+name and renamed, so a crash never leaves a half file under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from engine import paths
+from engine.weights import model_fingerprint
+
+log = logging.getLogger(__name__)
+
+_ENGINE_DIR = Path(__file__).resolve().parents[1]
+
+
+def _source_hash() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(_ENGINE_DIR.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:8]
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes (the TensorRT engine cache key uses the ONNX file's)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def onnx_cache_path(model: torch.nn.Module, opset: int = 17) -> Path:
+    """Where `cached_onnx` keeps this model's dynamic-shape export (the file may not exist yet)."""
+    name = str(getattr(model, "name", "model")).replace("/", "_")
+    return paths.user_cache_dir() / "onnx" / f"{name}-{model_fingerprint(model)}-{_source_hash()}-op{opset}.onnx"
+
+
+def cached_onnx(model: torch.nn.Module, opset: int = 17, refresh: bool = False) -> Path:
+    """A dynamic height/width ONNX export of `model`, made once and reused.
+
+    Args:
+        model: the nn.Module (from create_model / load_weights).
+        opset: ONNX opset (>= 17).
+        refresh: export again even if a cached file exists (after a corrupt file was found).
+
+    Returns:
+        The path of the .onnx file.
+
+    Raises:
+        RuntimeError: the export failed or the cache dir is not writable.
+    """
+    from engine.export import export_onnx
+
+    path = onnx_cache_path(model, opset)
+    if path.is_file() and path.stat().st_size > 0 and not refresh:
+        return path
+    paths.ensure_dir(path.parent)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.onnx")
+    log.info("exporting %s to ONNX (opset %d, dynamic size): %s", getattr(model, "name", "model"), opset, path)
+    try:
+        export_onnx(model, tmp, height=None, width=None, opset=opset)
+        os.replace(tmp, path)
+    except Exception as exc:  # the exporter raises many types; the caller needs one clear reason
+        for leftover in tmp.parent.glob(tmp.name + "*"):
+            leftover.unlink(missing_ok=True)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RuntimeError(f"ONNX export of {getattr(model, 'name', 'model')} failed: {first}") from exc
+    return path

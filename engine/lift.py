@@ -1,0 +1,355 @@
+"""Lift a low-resolution harmonization result to full resolution without blurring the person.
+
+The network sees the frame at `net_size` (e.g. 256 px); the camera frame is 720p-4K. Resizing the network's
+image up would blur the person, so instead a *correction* is fitted at low resolution (where the network's
+input and output are both known) and applied to the sharp full-resolution composite. Three methods:
+
+- "delta":       the additive correction `harmonized - composite`, extended outside the mask by normalised
+                 convolution (so a person who moves in a later frame is still covered) and upsampled
+                 bilinearly. Exact for offsets; misses gain changes in fine texture.
+- "affine-grid": a 3x4 affine colour transform per node of a coarse grid (bilateral-grid-like), fitted by
+                 ridge-regularised weighted least squares (towards the global fit, which is itself
+                 regularised towards identity) and interpolated bilinearly per pixel. Keeps texture,
+                 follows spatially varying corrections.
+- "poly":        one global polynomial colour mapping (degree 2 by default), as the IPH paper does.
+
+Conventions: images are float32 H x W x 3 RGB in [0, 1], masks float32 H x W in [0, 1] (the person).
+`composite_low`/`harmonized_low`/`mask_low` are the network's input/output *cropped to the frame's content*
+(no padding), so that low and full resolution cover the same field of view. Interpolation uses OpenCV's
+half-pixel convention (`cv2.resize(..., INTER_LINEAR)`), so grids and images line up at any scale.
+Everything is vectorised float32 NumPy; work at full resolution is done in row stripes inside an optional
+box (the person's bounding box) to bound memory at 4K.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+METHODS = ("affine-grid", "delta", "poly")
+
+# Rows per stripe at full resolution: 128 rows x 3840 px x 12 coefficients x 4 B = 24 MB peak.
+_STRIPE = 128
+
+
+@dataclass(frozen=True)
+class LiftParams:
+    """A fitted correction: `method` and its parameters (float32), independent of the full frame size.
+
+    delta:       data (h, w, 3), the additive correction at low resolution, defined everywhere.
+    affine-grid: data (ny, nx, 12), per node the coefficients laid out as [c_r(3), c_g(3), c_b(3), bias(3)]
+                 so that out = c_r*r + c_g*g + c_b*b + bias (each a 3-vector over output channels).
+    poly:        data (n_features, 3), out = features(rgb - centre) @ data.
+    """
+
+    method: str
+    data: np.ndarray
+    degree: int = 0  # poly only
+    centre: np.ndarray | None = None  # poly only: the colour the features are centred on
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Interpolation helpers (the same maths as cv2.resize INTER_LINEAR when upsampling)
+
+
+def _taps(n_out: int, n_in: int, start: int = 0, stop: int | None = None):
+    """Two-tap linear interpolation from n_in samples to output positions start..stop of n_out.
+
+    Returns (i0, i1, w1) with out[j] = (1 - w1[j]) * in[i0[j]] + w1[j] * in[i1[j]].
+    """
+    stop = n_out if stop is None else stop
+    pos = (np.arange(start, stop, dtype=np.float32) + 0.5) * np.float32(n_in / n_out) - 0.5
+    pos = np.clip(pos, 0, n_in - 1)
+    i0 = np.floor(pos).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w1 = (pos - i0).astype(np.float32)
+    return i0, i1, w1
+
+
+def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """Dense (n_out, n_in) float32 matrix of the same interpolation (for fitting on small grids)."""
+    i0, i1, w1 = _taps(n_out, n_in)
+    m = np.zeros((n_out, n_in), np.float32)
+    rows = np.arange(n_out)
+    np.add.at(m, (rows, i0), 1 - w1)
+    np.add.at(m, (rows, i1), w1)
+    return m
+
+
+def _resize_box(src: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
+    """Bilinearly resize `src` (h, w, C) to `size` = (H, W) and return only rows y0:y1, cols x0:x1."""
+    height, width = size
+    y0, y1, x0, x1 = box
+    i0, i1, wy = _taps(height, src.shape[0], y0, y1)
+    j0, j1, wx = _taps(width, src.shape[1], x0, x1)
+    rows = src[i0] * (1 - wy)[:, None, None] + src[i1] * wy[:, None, None]
+    return rows[:, j0] * (1 - wx)[None, :, None] + rows[:, j1] * wx[None, :, None]
+
+
+def _full_box(shape) -> tuple[int, int, int, int]:
+    return 0, int(shape[0]), 0, int(shape[1])
+
+
+def _check_images(**arrays: np.ndarray) -> None:
+    shape = None
+    for name, a in arrays.items():
+        if not isinstance(a, np.ndarray) or a.dtype != np.float32:
+            raise TypeError(f"{name} must be a float32 ndarray, got {getattr(a, 'dtype', type(a).__name__)}")
+        hw = a.shape[:2]
+        if shape is None:
+            shape = hw
+        elif hw != shape:
+            raise ValueError(f"{name} has size {hw}, expected {shape} like the other low-resolution inputs")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# delta
+
+
+def fit_delta(composite_low: np.ndarray, harmonized_low: np.ndarray, mask_low: np.ndarray,
+              sigma: float | None = None) -> LiftParams:
+    """The additive correction at low resolution, extended smoothly outside the mask.
+
+    Inside the person the correction is `harmonized - composite`; elsewhere it is filled by normalised
+    convolution (a Gaussian-weighted average of nearby person corrections, falling back to the global mean),
+    so that bilinear upsampling does not pull zeros into the person's edge and a later frame where the
+    person has moved is still corrected.
+    """
+    _check_images(composite_low=composite_low, harmonized_low=harmonized_low, mask_low=mask_low)
+    h, w = mask_low.shape[:2]
+    m = np.clip(mask_low.reshape(h, w), 0, 1)
+    delta = harmonized_low - composite_low
+    total = float(m.sum())
+    if total <= 1e-6:
+        return LiftParams("delta", np.zeros_like(delta))
+    mean = (delta * m[..., None]).reshape(-1, 3).sum(0) / np.float32(total)
+    sigma = sigma or max(h, w) / 16
+    blurred_dm = cv2.GaussianBlur(delta * m[..., None], (0, 0), sigma)
+    blurred_m = cv2.GaussianBlur(m, (0, 0), sigma)[..., None]
+    eps = np.float32(1e-3)  # where no person is near, blend towards the global mean correction
+    fill = (blurred_dm + eps * mean) / (blurred_m + eps)
+    return LiftParams("delta", (m[..., None] * delta + (1 - m[..., None]) * fill).astype(np.float32))
+
+
+def apply_delta(params: LiftParams, composite: np.ndarray, box=None) -> np.ndarray:
+    """composite[box] + upsampled correction[box] (not clipped, not masked)."""
+    box = box or _full_box(composite.shape)
+    y0, y1, x0, x1 = box
+    out = np.empty((y1 - y0, x1 - x0, 3), np.float32)
+    for s in range(y0, y1, _STRIPE):
+        e = min(s + _STRIPE, y1)
+        up = _resize_box(params.data, composite.shape[:2], (s, e, x0, x1))
+        np.add(composite[s:e, x0:x1], up, out=out[s - y0:e - y0])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# affine-grid
+
+_IDENTITY12 = np.array([1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0], np.float32)  # [c_r, c_g, c_b, bias]
+
+
+def _features4(x: np.ndarray) -> np.ndarray:
+    """(..., 3) -> (..., 4) with a constant 1 (the bias)."""
+    return np.concatenate([x, np.ones(x.shape[:-1] + (1,), np.float32)], axis=-1)
+
+
+def _ridge(xtx: np.ndarray, xty: np.ndarray, lam: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Solve (XtX + diag(lam)) A = XtY + diag(lam) prior for a batch (..., k, k), (..., k, 3)."""
+    k = xtx.shape[-1]
+    # The floor keeps a flat-coloured person (zero variance, singular X^T X) solvable: it falls to the prior.
+    reg = np.eye(k, dtype=np.float32) * (np.asarray(lam, np.float32) + np.float32(1e-6))
+    return np.linalg.solve(xtx + reg, xty + reg @ prior).astype(np.float32)
+
+
+def _to12(a: np.ndarray) -> np.ndarray:
+    """(..., 4, 3) solution [rows: r, g, b, 1; cols: out channel] -> (..., 12) [c_r, c_g, c_b, bias]."""
+    return a.reshape(a.shape[:-2] + (12,))
+
+
+def grid_shape(height: int, width: int, grid: int) -> tuple[int, int]:
+    """Nodes (ny, nx) for a frame: `grid` along the longer side, proportionally fewer along the shorter."""
+    long_side = max(height, width)
+    return max(2, round(grid * height / long_side)), max(2, round(grid * width / long_side))
+
+
+def _centre(composite_low: np.ndarray, m: np.ndarray, mass: float) -> np.ndarray:
+    """The person's mean colour (features are centred on it so that shrinking A keeps the mean)."""
+    return ((composite_low.reshape(-1, 3) * m.reshape(-1, 1)).sum(0) / np.float32(mass)).astype(np.float32)
+
+
+def _uncentre(a: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Coefficients (..., 4, 3) of y = A (x - mean) + b  ->  of y = A x + (b - A mean)."""
+    a = a.copy()
+    a[..., 3, :] -= np.einsum("k,...kc->...c", mean, a[..., :3, :])
+    return a
+
+
+def fit_affine_grid(composite_low: np.ndarray, harmonized_low: np.ndarray, mask_low: np.ndarray,
+                    grid: int = 8, lam: float = 0.05, lam_global: float = 0.01) -> LiftParams:
+    """Per-node affine colour transforms (3x4) on a coarse grid, fitted where the person is.
+
+    Colours are centred on the person's mean colour mu, and each node's transform [A; b] minimises
+        sum_p t(p) m(p) |A (x_p - mu) + b - y_p|^2 + sum_i lam_i |[A; b]_i - [A; b]_global,i|^2
+    with t the bilinear tent weight of the node (exactly the transpose of the interpolation used to apply
+    it), m the mask, and lam_i = lam * (the person's total X^T X)_ii / number of nodes: `lam` is the
+    shrinkage as a fraction of a typical node's information, whatever the resolution or image contrast.
+    A_global is the same fit over the whole person, shrunk towards identity with `lam_global`. A node far
+    from the person (or on a flat patch whose colour transform is ill-determined) inherits the global
+    transform, never a wild extrapolation.
+
+    Args:
+        composite_low, harmonized_low: (h, w, 3) float32, the network's input and output.
+        mask_low: (h, w) float32 in [0, 1].
+        grid: nodes along the longer side.
+        lam, lam_global: ridge strengths (see above).
+
+    Returns:
+        LiftParams("affine-grid", (ny, nx, 12)).
+    """
+    _check_images(composite_low=composite_low, harmonized_low=harmonized_low, mask_low=mask_low)
+    h, w = mask_low.shape[:2]
+    ny, nx = grid_shape(h, w, grid)
+    m = np.clip(mask_low.reshape(h, w), 0, 1)
+    mass = float(m.sum())
+    if mass <= 1e-6:
+        return LiftParams("affine-grid", np.broadcast_to(_IDENTITY12, (ny, nx, 12)).copy())
+    mean = _centre(composite_low, m, mass)
+    x4 = _features4(composite_low - mean)
+    xw = x4 * m[..., None]
+    # Per pixel outer products m*x x^T (16) and m*x y^T (12), flattened to one (h, w, 28) array.
+    prods = np.concatenate([(xw[..., :, None] * x4[..., None, :]).reshape(h, w, 16),
+                            (xw[..., :, None] * harmonized_low[..., None, :]).reshape(h, w, 12)], axis=-1)
+    wy = _interp_matrix(h, ny)  # (h, ny): how much pixel row y belongs to node row i
+    wx = _interp_matrix(w, nx)
+    node = np.einsum("yi,yxk->ixk", wy, prods, optimize=True)
+    node = np.einsum("xj,ixk->ijk", wx, node, optimize=True)  # (ny, nx, 28)
+    total = prods.reshape(-1, 28).sum(0)
+
+    prior = _IDENTITY12.reshape(4, 3).copy()
+    prior[3] = mean  # identity in centred coordinates: y = (x - mu) + mu
+    # Ridge per coefficient proportional to its own data term (Levenberg-Marquardt style): `lam` is then a
+    # fraction of the information, whatever the resolution, mask area or image contrast.
+    xtx = total[:16].reshape(4, 4)
+    diag = np.diagonal(xtx).astype(np.float32)
+    a_global = _ridge(xtx, total[16:].reshape(4, 3), lam_global * diag, prior)
+    a_nodes = _ridge(node[..., :16].reshape(ny, nx, 4, 4), node[..., 16:].reshape(ny, nx, 4, 3),
+                     lam * diag / np.float32(ny * nx), np.broadcast_to(a_global, (ny, nx, 4, 3)))
+    return LiftParams("affine-grid", _to12(_uncentre(a_nodes, mean)))
+
+
+def apply_affine_grid(params: LiftParams, composite: np.ndarray, box=None) -> np.ndarray:
+    """Interpolate the node transforms per pixel and apply them to composite[box] (not clipped)."""
+    box = box or _full_box(composite.shape)
+    y0, y1, x0, x1 = box
+    out = np.empty((y1 - y0, x1 - x0, 3), np.float32)
+    for s in range(y0, y1, _STRIPE):
+        e = min(s + _STRIPE, y1)
+        coef = _resize_box(params.data, composite.shape[:2], (s, e, x0, x1))  # (rows, cols, 12)
+        x = composite[s:e, x0:x1]
+        o = out[s - y0:e - y0]
+        np.multiply(coef[..., 0:3], x[..., 0:1], out=o)
+        o += coef[..., 3:6] * x[..., 1:2]
+        o += coef[..., 6:9] * x[..., 2:3]
+        o += coef[..., 9:12]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# poly
+
+
+def _monomials(degree: int) -> list[tuple[int, ...]]:
+    """Channel index tuples of every monomial of degree 1..degree (r, g, b, rr, rg, ...)."""
+    return [c for d in range(1, degree + 1) for c in itertools.combinations_with_replacement(range(3), d)]
+
+
+def poly_features(x: np.ndarray, degree: int) -> np.ndarray:
+    """(..., 3) -> (..., n) monomials of degree 1..degree followed by a constant 1."""
+    feats = [np.prod([x[..., i] for i in combo], axis=0) if len(combo) > 1 else x[..., combo[0]]
+             for combo in _monomials(degree)]
+    feats.append(np.ones(x.shape[:-1], np.float32))
+    return np.stack(feats, axis=-1).astype(np.float32)
+
+
+def fit_poly(composite_low: np.ndarray, harmonized_low: np.ndarray, mask_low: np.ndarray,
+             degree: int = 2, lam: float = 1e-3) -> LiftParams:
+    """One global polynomial colour mapping fitted on the person, ridge-regularised towards identity."""
+    _check_images(composite_low=composite_low, harmonized_low=harmonized_low, mask_low=mask_low)
+    if degree not in (1, 2, 3):
+        raise ValueError(f"poly degree must be 1, 2 or 3, got {degree}")
+    m = np.clip(mask_low.reshape(-1), 0, 1)
+    n = len(_monomials(degree)) + 1
+    mass = float(m.sum())
+    identity = np.zeros((n, 3), np.float32)
+    identity[0:3] = np.eye(3, dtype=np.float32)
+    if mass <= 1e-6:
+        return LiftParams("poly", identity, degree, np.zeros(3, np.float32))
+    # Features of the centred colour (better conditioned); coefficients are converted back below.
+    mean = _centre(composite_low, m.reshape(mask_low.shape[:2]), mass)
+    feats = poly_features(composite_low.reshape(-1, 3) - mean, degree)
+    prior = np.zeros((n, 3), np.float32)
+    prior[0:3] = np.eye(3, dtype=np.float32)
+    prior[-1] = mean
+    fw = feats * m[:, None]
+    xtx = fw.T @ feats
+    coef = _ridge(xtx, fw.T @ harmonized_low.reshape(-1, 3), lam * np.diagonal(xtx), prior)
+    return LiftParams("poly", coef, degree, mean)
+
+
+def apply_poly(params: LiftParams, composite: np.ndarray, box=None) -> np.ndarray:
+    """The polynomial mapping applied to composite[box] (not clipped)."""
+    box = box or _full_box(composite.shape)
+    y0, y1, x0, x1 = box
+    out = np.empty((y1 - y0, x1 - x0, 3), np.float32)
+    for s in range(y0, y1, _STRIPE):
+        e = min(s + _STRIPE, y1)
+        out[s - y0:e - y0] = poly_features(composite[s:e, x0:x1] - params.centre, params.degree) @ params.data
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# dispatch
+
+
+def fit_lift(method: str, composite_low: np.ndarray, harmonized_low: np.ndarray, mask_low: np.ndarray,
+             **options) -> LiftParams:
+    """Fit `method` ("affine-grid", "delta" or "poly") on the network's input/output at low resolution.
+
+    Raises:
+        ValueError: unknown method, or low-resolution inputs of different sizes.
+        TypeError: inputs are not float32 arrays.
+    """
+    if method == "delta":
+        return fit_delta(composite_low, harmonized_low, mask_low, **options)
+    if method == "affine-grid":
+        return fit_affine_grid(composite_low, harmonized_low, mask_low, **options)
+    if method == "poly":
+        return fit_poly(composite_low, harmonized_low, mask_low, **options)
+    raise ValueError(f"unknown lift method {method!r}; expected one of {', '.join(METHODS)}")
+
+
+def apply_lift(params: LiftParams, composite: np.ndarray, box: tuple[int, int, int, int] | None = None
+               ) -> np.ndarray:
+    """The harmonized image at full resolution inside `box` = (y0, y1, x0, x1), clipped to [0, 1].
+
+    Args:
+        params: from `fit_lift`.
+        composite: (H, W, 3) float32 full-resolution composite.
+        box: rows y0:y1 and columns x0:x1 to compute (default: the whole frame).
+
+    Returns:
+        (y1 - y0, x1 - x0, 3) float32. The caller blends it with the mask.
+    """
+    if params.method == "delta":
+        out = apply_delta(params, composite, box)
+    elif params.method == "affine-grid":
+        out = apply_affine_grid(params, composite, box)
+    elif params.method == "poly":
+        out = apply_poly(params, composite, box)
+    else:
+        raise ValueError(f"unknown lift method {params.method!r}; expected one of {', '.join(METHODS)}")
+    return np.clip(out, 0.0, 1.0, out=out)

@@ -1,0 +1,208 @@
+"""Model weights on disk: a `.safetensors` file of tensors beside a `.json` file that says how to rebuild
+the model (its name and config) plus free metadata (training recipe, metrics).
+
+Never unpickles: safetensors holds raw tensors only, the JSON is parsed as JSON, and the model is rebuilt
+with `engine.phnet.create_model(name, **config)` before the tensors are checked (names, shapes, finite)
+and loaded. Every way a file can be wrong ends in one `ValueError` line naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# The weights the package ships (written by trainer/; see docs). Harmonizer(model=None) loads these.
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.safetensors"
+
+FORMAT = "vcam-weights"
+FORMAT_VERSION = 1
+
+
+def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(tensors, config) paths for a path given as either file or without a suffix."""
+    path = Path(path)
+    if path.suffix == ".json":
+        return path.with_suffix(".safetensors"), path
+    if path.suffix != ".safetensors":
+        path = path.with_name(path.name + ".safetensors") if path.suffix == "" else path
+    return path, path.with_suffix(".json")
+
+
+def _config_dict(model: torch.nn.Module) -> dict[str, Any]:
+    config = getattr(model, "config", None)
+    if config is None:
+        return {}
+    if dataclasses.is_dataclass(config):
+        return dataclasses.asdict(config)
+    if isinstance(config, dict):
+        return dict(config)
+    raise TypeError(f"model.config must be a dataclass or dict, got {type(config).__name__}")
+
+
+def _tuples(value: Any) -> Any:
+    """JSON turns tuples into lists; configs use tuples (hashable, immutable), so turn them back."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    # clone(): safetensors refuses tensors that share storage (tied weights, views).
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of a model's name, config and every tensor's bytes (cache keys for exports/engines)."""
+    digest = hashlib.sha256()
+    digest.update(str(getattr(model, "name", type(model).__name__)).encode())
+    digest.update(json.dumps(_config_dict(model), sort_keys=True, default=str).encode())
+    for key, tensor in sorted(_tensors(model).items()):
+        digest.update(key.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def save_weights(model: torch.nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Write `path` (.safetensors) and `path.with_suffix(".json")` (model name, config, `extra`).
+
+    Both files are written to a temporary name first and renamed, so a crash never leaves a half file.
+
+    Args:
+        model: a model from `engine.phnet.create_model` (has `.name` and `.config`).
+        path: where the tensors go; a missing suffix gets ".safetensors".
+        extra: JSON-serialisable metadata (training recipe, metrics, data sources).
+
+    Returns:
+        The .safetensors path.
+
+    Raises:
+        TypeError: `model` is not an nn.Module with a `.name`, or `extra` is not JSON-serialisable.
+    """
+    from safetensors.torch import save_file
+
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    name = getattr(model, "name", None)
+    if not isinstance(name, str):
+        raise TypeError("model must have a .name (str) so that load_weights can rebuild it")
+    tensors_path, config_path = _paths(path)
+    tensors_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tensors_path.with_name(tensors_path.name + ".tmp")
+    save_file(_tensors(model), str(tmp), metadata={"format": FORMAT, "model": name})
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": name,
+        "config": _config_dict(model),
+        "sha256": _sha256(tmp),
+        "extra": extra or {},
+    }
+    try:
+        text = json.dumps(meta, indent=2, sort_keys=False)
+    except TypeError as exc:
+        tmp.unlink(missing_ok=True)
+        raise TypeError(f"extra metadata must be JSON-serialisable: {exc}") from exc
+    tmp_json = config_path.with_name(config_path.name + ".tmp")
+    tmp_json.write_text(text + "\n")
+    os.replace(tmp, tensors_path)
+    os.replace(tmp_json, config_path)
+    return tensors_path
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The parsed JSON beside a weights file (model, config, extra).
+
+    Raises:
+        FileNotFoundError: the JSON file is missing.
+        ValueError: it is not valid JSON or lacks the model name.
+    """
+    _, config_path = _paths(path)
+    if not config_path.is_file():
+        raise FileNotFoundError(f"weights config not found: {config_path} (expected beside the .safetensors)")
+    try:
+        meta = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"corrupt weights config {config_path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("model"), str):
+        raise ValueError(f"corrupt weights config {config_path}: expected an object with a 'model' name")
+    if not isinstance(meta.get("config", {}), dict):
+        raise ValueError(f"corrupt weights config {config_path}: 'config' must be an object")
+    return meta
+
+
+def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Rebuild the model described by the JSON beside `path` and load the tensors into it.
+
+    Args:
+        path: the .safetensors file (or its .json, or the common stem).
+        device: where the model goes.
+
+    Returns:
+        The model in eval mode on `device`.
+
+    Raises:
+        FileNotFoundError: either file is missing.
+        ValueError: a corrupt, truncated or mismatched file (one line saying which and why).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from engine.phnet import create_model
+
+    tensors_path, config_path = _paths(path)
+    if not tensors_path.is_file():
+        raise FileNotFoundError(f"weights file not found: {tensors_path}")
+    meta = read_metadata(tensors_path)
+    expected_sha = meta.get("sha256")
+    if isinstance(expected_sha, str) and _sha256(tensors_path) != expected_sha:
+        raise ValueError(f"corrupt weights {tensors_path}: contents do not match the sha256 in {config_path.name}")
+    try:
+        model = create_model(meta["model"], **_tuples(meta.get("config", {})))
+    except (TypeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"weights config {config_path} does not describe a buildable model: {first}") from None
+    try:
+        tensors = load_file(str(tensors_path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"corrupt or truncated weights file {tensors_path}: {first}") from None
+
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        raise ValueError(f"weights {tensors_path} do not match model {meta['model']!r}: " + ", ".join(parts))
+    for key, ref in expected.items():
+        got = tensors[key]
+        if tuple(got.shape) != tuple(ref.shape):
+            raise ValueError(f"weights {tensors_path} do not match model {meta['model']!r}: {key} has shape "
+                             f"{tuple(got.shape)}, expected {tuple(ref.shape)}")
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise ValueError(f"corrupt weights {tensors_path}: {key} contains NaN or infinity")
+        if got.dtype != ref.dtype:
+            tensors[key] = got.to(ref.dtype)
+    model.load_state_dict(tensors, strict=True)
+    return model.eval().to(device)
