@@ -207,25 +207,26 @@ def plan(settings: EngineBenchSettings, availability: dict[str, str | None]) -> 
             runnable.append(("torch", v))
     for precision in settings.precisions:
         for backend, variant in runnable:
-            reason = _precision_skip(backend, device, precision)
+            reason = _precision_skip(backend, variant, device, precision)
             if reason:
                 cases.append(Case(backend, variant, device, precision, "*", None, skip=reason))
     for model in settings.models:
         for size in settings.sizes:
             for precision in settings.precisions:
                 for backend, variant in runnable:
-                    if _precision_skip(backend, device, precision) is None:
+                    if _precision_skip(backend, variant, device, precision) is None:
                         cases.append(Case(backend, variant, device, precision, model, size))
     return cases
 
 
-def _precision_skip(backend: str, device: str, precision: str) -> str | None:
+def _precision_skip(backend: str, variant: str, device: str, precision: str) -> str | None:
+    """Why `precision` cannot run for this backend/variant on `device`, or None when it can."""
     if device == "cpu" and precision == "fp16":
         return "fp16 on the CPU: neither torch nor ONNX Runtime has fast fp16 CPU kernels (slower than fp32)"
-    if precision == "bf16" and backend != "torch":
-        return f"bf16 is only measured for torch ({backend} runs fp32/fp16)"
-    if device == "cpu" and precision == "bf16":
-        return None  # torch has bf16 CPU kernels (AVX512-BF16/AMX): allowed when asked for
+    if backend == "onnxruntime" and precision != "fp32":
+        return "the onnxruntime backend runs fp32 only (engine/backends/onnxruntime_backend.py)"
+    if precision == "bf16" and variant == "default":
+        return "bf16 is only measured on the raw torch variants (the backends run fp32/fp16)"
     return None
 
 
