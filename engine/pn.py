@@ -18,7 +18,8 @@ exact (a weighted pooled moment) and a patch a person walks out of decays instea
 Moments: mean = S1/(S0+eps), var = clamp(S2/(S0+eps) - mean^2, 0), std = sqrt(var + var_eps). A patch
 with little coverage is blended towards its region's global moments with weight S0/(S0+patch_tau); a
 region with little coverage (no person, an empty reference) towards the other region's with weight
-coverage/(coverage+region_tau), so an empty reference gives the identity transfer. Every division has a
+coverage/(coverage+region_tau): the reference first (towards the foreground), then the foreground towards
+the repaired reference, so an empty reference gives exactly the identity transfer. Every division has a
 positive denominator and every sqrt a positive argument: outputs and gradients stay finite for empty
 patches, all-foreground or all-background masks and zero variance.
 
@@ -131,8 +132,10 @@ def region_moments(
     """Foreground and reference moments from one block's flat statistics (B, stats_size(C, G))."""
     sums = stats.reshape(-1, 2, 1 + 2 * channels, grid * grid)
     fg = moments(sums[:, 0], eps, patch_tau)
-    ref = moments(sums[:, 1], eps, patch_tau)
-    return fall_back(fg, ref, region_tau), fall_back(ref, fg, region_tau)
+    ref = fall_back(moments(sums[:, 1], eps, patch_tau), fg, region_tau)
+    # The foreground falls back to the (already repaired) reference, so that an empty reference gives
+    # exactly fg == ref (identity transfer), and an empty foreground (which the mask hides) stays finite.
+    return fall_back(fg, ref, region_tau), ref
 
 
 def local_moments(region: Moments, alpha: Tensor, beta: Tensor, var_eps: float) -> tuple[Tensor, Tensor]:
