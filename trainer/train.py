@@ -1,0 +1,390 @@
+"""Train PHNet on one device or many (torchrun + DistributedDataParallel), with PHNet's staged schedule.
+
+    python -m trainer.train --synth .pack/train --eval-data .pack/heldout --model phnet-xs \
+        --stages 1:6000:3e-4,3:2000:1e-4 --batch 8 --size 256 --out runs/xs
+    torchrun --nproc_per_node 4 -m trainer.train --synth .pack/train ... --amp     # 4 GPUs, bf16 autocast
+    python -m trainer.train ... --resume runs/xs/last.pt                           # continue exactly
+
+Data: ``--data DIR`` (fixed iHarmony4-layout composites, the train list) or ``--synth DIR`` (fresh FFHQH
+re-colourings of the photos + masks every epoch; see trainer.datasets). ``--stages`` is a comma list of
+``KIND:STEPS:LR`` run one after the other, KIND being the paper's stage: 1 = no PFE, everything trained;
+2 = PFE on, encoder frozen; 3 = PFE on, everything trained (paper: 1:..:1e-4, 2:..:1e-5, 3:..:1e-7).
+``--steps`` stops the run early at that global step (the schedule stays the same, so a stopped run resumes
+into exactly the same schedule).
+
+Exactness of ``--resume``: the checkpoint holds the model (name, config, tensors), the optimiser, the torch
+RNG states and the step; data order and augmentations are functions of (seed, epoch, index) only, and the
+sampler skips the batches of the current epoch already seen. A resumed CPU run therefore ends with the
+same weights as an uninterrupted one (tests/test_trainer_train.py checks it).
+
+Outputs in ``--out``: ``log.csv`` (every loss term per step), ``eval.csv`` (held-out metrics every
+``--eval-every`` steps), ``ckpt_<step>.pt``, ``last.pt``, ``best.pt`` and ``best.safetensors`` (+ .json,
+via engine.weights.save_weights) for the best held-out PSNR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from trainer.cli import run_main
+from trainer.datasets import IHarmonyDataset, SynthesisDataset
+from trainer.evaluate import evaluate_model, run_model
+from trainer.lion import Lion
+from trainer.losses import harmonization_loss
+
+STAGE_KINDS = {
+    1: {"use_pfe": False, "freeze_encoder": False},
+    2: {"use_pfe": True, "freeze_encoder": True},
+    3: {"use_pfe": True, "freeze_encoder": False},
+}
+
+
+@dataclass(frozen=True)
+class Stage:
+    kind: int  # 1, 2 or 3 (STAGE_KINDS)
+    steps: int
+    lr: float
+
+
+def parse_stages(text: str) -> list[Stage]:
+    """``"1:1000:1e-4,2:100:1e-5"`` -> [Stage(1, 1000, 1e-4), Stage(2, 100, 1e-5)].
+
+    Raises:
+        ValueError: on a malformed entry, an unknown kind, or a non-positive step count / negative lr.
+    """
+    stages = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        fields = part.split(":")
+        try:
+            kind, steps, lr = int(fields[0]), int(fields[1]), float(fields[2])
+            if len(fields) != 3:
+                raise IndexError
+        except (IndexError, ValueError):
+            raise ValueError(f"--stages entry {part!r} is not KIND:STEPS:LR (e.g. 1:1000:1e-4)") from None
+        if kind not in STAGE_KINDS:
+            raise ValueError(f"--stages kind must be one of {sorted(STAGE_KINDS)}, got {kind} in {part!r}")
+        if steps <= 0 or lr < 0:
+            raise ValueError(f"--stages entry {part!r}: steps must be > 0 and lr >= 0")
+        stages.append(Stage(kind, steps, lr))
+    if not stages:
+        raise ValueError("--stages is empty")
+    return stages
+
+
+def stage_at(stages: list[Stage], step: int) -> int:
+    """Index of the stage that global step ``step`` (0-based) belongs to."""
+    end = 0
+    for i, stage in enumerate(stages):
+        end += stage.steps
+        if step < end:
+            return i
+    return len(stages) - 1
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler that can skip the first ``skip`` indices of an epoch (for an exact resume)."""
+
+    skip = 0
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        return iter(indices[self.skip:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.skip
+
+
+# ---------------------------------------------------------------------------------------------- set-up
+
+
+def setup_distributed(device_arg: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); starts the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_arg == "cuda" or (device_arg == "auto" and torch.cuda.is_available())
+    if device_arg == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked for but torch.cuda.is_available() is False")
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if world > 1:
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return rank, world, device
+
+
+def build_model(args) -> torch.nn.Module:
+    from engine.phnet import create_model
+
+    overrides = json.loads(args.model_overrides) if args.model_overrides else {}
+    torch.manual_seed(args.seed)  # same initial weights in every process and every rerun
+    return create_model(args.model, **overrides)
+
+
+def build_train_data(args, rank: int, world: int):
+    if args.synth is not None:
+        dataset = SynthesisDataset(args.synth, size=args.size, seed=args.seed, cache_side=args.cache_side)
+    else:
+        dataset = IHarmonyDataset(args.data, split="train", size=args.size, train=True, seed=args.seed)
+    if len(dataset) < args.batch * world:
+        raise ValueError(f"training set has {len(dataset)} samples, fewer than one global batch "
+                         f"({args.batch} x {world} processes)")
+    sampler = ResumableSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=args.seed,
+                               drop_last=True)
+    loader = DataLoader(dataset, batch_size=args.batch, sampler=sampler, num_workers=args.workers,
+                        drop_last=True, pin_memory=torch.cuda.is_available())
+    steps_per_epoch = (len(dataset) // world) // args.batch
+    return dataset, sampler, loader, steps_per_epoch
+
+
+def encoder_parameter_names(model: torch.nn.Module) -> set[str]:
+    """Names of the encoder's parameters (what stage 2 freezes)."""
+    names = {n for n, _ in model.named_parameters() if n.split(".")[0] in ("encoder", "enc", "encoders")}
+    if not names:
+        names = {n for n, _ in model.named_parameters() if "encoder" in n}
+    return names
+
+
+def apply_stage(model: torch.nn.Module, stage: Stage, device: torch.device, world: int):
+    """Switch PFE and the encoder's trainability for ``stage``; return (wrapped model, fresh optimiser)."""
+    spec = STAGE_KINDS[stage.kind]
+    if hasattr(model, "config") and hasattr(model.config, "use_pfe"):
+        model.config.use_pfe = spec["use_pfe"]
+    frozen = encoder_parameter_names(model) if spec["freeze_encoder"] else set()
+    for name, p in model.named_parameters():
+        p.requires_grad_(name not in frozen)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    wrapped = model
+    if world > 1:
+        # Re-wrapped at every stage: DDP fixes the set of trainable parameters when it is built, and
+        # stage 1 leaves the PFE's parameters unused.
+        wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                          find_unused_parameters=True)
+    return wrapped, Lion(trainable, lr=stage.lr, weight_decay=0.0)
+
+
+def rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def save_checkpoint(path: Path, model, optimizer, step: int, stage_index: int, best: float, args, device) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({
+        "model_name": model.name, "model_config": dataclasses.asdict(model.config),
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+        "stage_index": stage_index, "best_psnr": best, "rng": rng_state(device),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    }, tmp)
+    os.replace(tmp, path)  # never leave a half-written checkpoint behind a crash
+
+
+def broadcast_buffers(model: torch.nn.Module, world: int) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running stats drift apart between DDP's broadcasts)."""
+    if world > 1:
+        for buf in model.buffers():
+            dist.broadcast(buf, src=0)
+
+
+# ---------------------------------------------------------------------------------------------- loops
+
+
+def train_one_step(model, optimizer, batch, device, args) -> dict[str, float]:
+    composite = batch["composite"].to(device, non_blocking=True)
+    mask = batch["mask"].to(device, non_blocking=True)
+    real = batch["real"].to(device, non_blocking=True)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=args.amp and device.type == "cuda"):
+        harmonized = run_model(model, composite, mask)
+    losses = harmonization_loss(harmonized.float(), real, mask, lm_weight=args.lm_weight)
+    optimizer.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    if args.clip_grad:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
+    optimizer.step()
+    return {k: v.detach() for k, v in losses.items()}
+
+
+def reduce_mean(values: dict[str, torch.Tensor], world: int) -> dict[str, float]:
+    """Average the loss terms over processes (for logging only)."""
+    keys = sorted(values)
+    flat = torch.stack([values[k].float().cpu() for k in keys])
+    if world > 1:
+        dist.all_reduce(flat)
+        flat /= world
+    return {k: float(v) for k, v in zip(keys, flat)}
+
+
+def evaluate(model, eval_set, device) -> dict:
+    summary, _, _ = evaluate_model(model, eval_set, device=device)
+    return summary["all"]
+
+
+def main(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.size <= 0 or args.size % 8:
+        raise ValueError(f"--size must be a positive multiple of 8, got {args.size}")
+    if (args.data is None) == (args.synth is None):
+        raise ValueError("give exactly one of --data DIR (fixed composites) or --synth DIR (on-the-fly synthesis)")
+    stages = parse_stages(args.stages)
+    total_steps = sum(s.steps for s in stages)
+    end_step = min(total_steps, args.steps) if args.steps else total_steps
+    rank, world, device = setup_distributed(args.device)
+    is_main = rank == 0
+    out = Path(args.out)
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=2) + "\n")
+
+    model = build_model(args).to(device)
+    dataset, sampler, loader, steps_per_epoch = build_train_data(args, rank, world)
+    eval_set = IHarmonyDataset(args.eval_data, "test", size=args.size) if (args.eval_data and is_main) else None
+
+    step, best, stage_index = 0, -math.inf, stage_at(stages, 0)
+    ckpt = None
+    if args.resume:
+        ckpt = torch.load(args.resume, map_location="cpu", weights_only=True)
+        if ckpt["model_name"] != model.name:
+            raise ValueError(f"--resume {args.resume} holds a {ckpt['model_name']!r} model, not {model.name!r}")
+        model.load_state_dict(ckpt["model"])
+        step, best, stage_index = int(ckpt["step"]), float(ckpt["best_psnr"]), int(ckpt["stage_index"])
+    wrapped, optimizer = apply_stage(model, stages[stage_index], device, world)
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if device.type == "cuda" and "cuda" in ckpt["rng"]:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
+
+    log_fields = ["step", "epoch", "stage", "lr", "total", "psnr", "fn_mse", "grad"] + (
+        ["lm"] if args.lm_weight > 0 else []) + ["sec_per_step"]
+    log_file = eval_file = None
+    if is_main:
+        new_log = not (out / "log.csv").exists() or not args.resume
+        log_file = open(out / "log.csv", "w" if new_log else "a", newline="")
+        log = csv.DictWriter(log_file, fieldnames=log_fields)
+        if new_log:
+            log.writeheader()
+        new_eval = not (out / "eval.csv").exists() or not args.resume
+        eval_file = open(out / "eval.csv", "w" if new_eval else "a", newline="")
+        eval_log = csv.DictWriter(eval_file, fieldnames=["step", "psnr", "fpsnr", "mse", "fmse", "count"])
+        if new_eval:
+            eval_log.writeheader()
+    bar = tqdm(total=end_step, initial=step, desc="train", unit="step", disable=not is_main or args.no_progress)
+    model.train()
+    t_last = time.perf_counter()
+    try:
+        while step < end_step:
+            epoch, offset = divmod(step, steps_per_epoch)
+            sampler.set_epoch(epoch)
+            sampler.skip = offset * args.batch
+            dataset.set_epoch(epoch)
+            for batch in loader:
+                index = stage_at(stages, step)
+                if index != stage_index:
+                    stage_index = index
+                    wrapped, optimizer = apply_stage(model, stages[index], device, world)
+                losses = reduce_mean(train_one_step(wrapped, optimizer, batch, device, args), world)
+                step += 1
+                now = time.perf_counter()
+                if is_main:
+                    log.writerow({"step": step, "epoch": epoch, "stage": stages[stage_index].kind,
+                                  "lr": stages[stage_index].lr, **{k: f"{v:.6g}" for k, v in losses.items()},
+                                  "sec_per_step": f"{now - t_last:.4f}"})
+                    if step % args.log_every == 0:
+                        log_file.flush()
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses['total']:.4f}", stage=stages[stage_index].kind)
+                last = step >= end_step
+                if eval_set is not None and (step % args.eval_every == 0 or last):
+                    metrics = evaluate(model, eval_set, device)
+                    eval_log.writerow({"step": step, **{k: metrics[k] for k in ("psnr", "fpsnr", "mse", "fmse", "count")}})
+                    eval_file.flush()
+                    tqdm.write(f"step {step}: held-out PSNR {metrics['psnr']:.2f} dB, fMSE {metrics['fmse']:.1f}")
+                    if metrics["psnr"] > best:
+                        best = metrics["psnr"]
+                        save_checkpoint(out / "best.pt", model, optimizer, step, stage_index, best, args, device)
+                        save_best_weights(model, out / "best.safetensors", step, best, args)
+                if step % args.ckpt_every == 0 or last:
+                    broadcast_buffers(model, world)
+                    if is_main:
+                        save_checkpoint(out / f"ckpt_{step:07d}.pt", model, optimizer, step, stage_index, best,
+                                        args, device)
+                        save_checkpoint(out / "last.pt", model, optimizer, step, stage_index, best, args, device)
+                t_last = time.perf_counter()  # evaluation and checkpoints are not counted as step time
+                if last:
+                    break
+        broadcast_buffers(model, world)
+    finally:
+        bar.close()
+        if log_file is not None:
+            log_file.close()
+            eval_file.close()
+        if world > 1 and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+    if is_main:
+        print(f"done: step {step}, best held-out PSNR {best:.2f} dB, outputs in {out}")
+    return 0
+
+
+def save_best_weights(model, path: Path, step: int, best: float, args) -> None:
+    """The best model as a shippable weights file (engine.weights), with the recipe in its metadata."""
+    from engine.weights import save_weights
+
+    recipe = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    save_weights(model, path, extra={"trainer": {"step": step, "heldout_psnr": best, "args": recipe}})
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainer.train", description=__doc__.split("\n\n")[0])
+    src = p.add_argument_group("data")
+    src.add_argument("--data", type=Path, default=None, help="iHarmony4-layout set (its *_train.txt list)")
+    src.add_argument("--synth", type=Path, default=None, help="make_dataset output: photos+masks, re-coloured live")
+    src.add_argument("--eval-data", type=Path, default=None, help="held-out iHarmony4-layout set (its *_test.txt)")
+    src.add_argument("--size", type=int, default=256, help="training/evaluation resolution (multiple of 8)")
+    src.add_argument("--cache-side", type=int, default=512, help="--synth: photos kept in memory at this side")
+    src.add_argument("--workers", type=int, default=0, help="DataLoader workers per process")
+    m = p.add_argument_group("model and schedule")
+    m.add_argument("--model", default="phnet-xs", help="engine.phnet model name")
+    m.add_argument("--model-overrides", default=None, help="JSON dict of config overrides")
+    m.add_argument("--stages", default="1:1000:1e-4", help="KIND:STEPS:LR,... (see the module docstring)")
+    m.add_argument("--steps", type=int, default=None, help="stop at this global step (default: end of --stages)")
+    m.add_argument("--batch", type=int, default=16, help="batch size per process")
+    m.add_argument("--lm-weight", type=float, default=0.0, help="weight of the luminance-matching loss (0: off)")
+    m.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm (0: off)")
+    m.add_argument("--seed", type=int, default=0)
+    r = p.add_argument_group("run")
+    r.add_argument("--out", type=Path, required=True, help="run directory")
+    r.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from")
+    r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    r.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (ignored on CPU)")
+    r.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    r.add_argument("--log-every", type=int, default=10, help="flush log.csv every N steps")
+    r.add_argument("--eval-every", type=int, default=500)
+    r.add_argument("--ckpt-every", type=int, default=500)
+    r.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def cli(argv: list[str] | None = None) -> int:
+    return main(get_args_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(cli))
