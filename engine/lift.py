@@ -89,6 +89,14 @@ def _resize_box(src: np.ndarray, size: tuple[int, int], box: tuple[int, int, int
     return rows[:, j0] * (1 - wx)[None, :, None] + rows[:, j1] * wx[None, :, None]
 
 
+def _stripe(composite: np.ndarray, s: int, e: int, x0: int, x1: int) -> np.ndarray:
+    """composite[s:e, x0:x1] as float32 in [0, 1]; uint8 frames are converted one stripe at a time."""
+    part = composite[s:e, x0:x1]
+    if part.dtype == np.uint8:
+        return part.astype(np.float32) * np.float32(1 / 255)
+    return part
+
+
 def _full_box(shape) -> tuple[int, int, int, int]:
     return 0, int(shape[0]), 0, int(shape[1])
 
@@ -142,7 +150,7 @@ def apply_delta(params: LiftParams, composite: np.ndarray, box=None) -> np.ndarr
     for s in range(y0, y1, _STRIPE):
         e = min(s + _STRIPE, y1)
         up = _resize_box(params.data, composite.shape[:2], (s, e, x0, x1))
-        np.add(composite[s:e, x0:x1], up, out=out[s - y0:e - y0])
+        np.add(_stripe(composite, s, e, x0, x1), up, out=out[s - y0:e - y0])
     return out
 
 
@@ -249,7 +257,7 @@ def apply_affine_grid(params: LiftParams, composite: np.ndarray, box=None) -> np
     for s in range(y0, y1, _STRIPE):
         e = min(s + _STRIPE, y1)
         coef = _resize_box(params.data, composite.shape[:2], (s, e, x0, x1))  # (rows, cols, 12)
-        x = composite[s:e, x0:x1]
+        x = _stripe(composite, s, e, x0, x1)
         o = out[s - y0:e - y0]
         np.multiply(coef[..., 0:3], x[..., 0:1], out=o)
         o += coef[..., 3:6] * x[..., 1:2]
@@ -307,7 +315,7 @@ def apply_poly(params: LiftParams, composite: np.ndarray, box=None) -> np.ndarra
     out = np.empty((y1 - y0, x1 - x0, 3), np.float32)
     for s in range(y0, y1, _STRIPE):
         e = min(s + _STRIPE, y1)
-        out[s - y0:e - y0] = poly_features(composite[s:e, x0:x1] - params.centre, params.degree) @ params.data
+        out[s - y0:e - y0] = poly_features(_stripe(composite, s, e, x0, x1) - params.centre, params.degree) @ params.data
     return out
 
 
@@ -338,7 +346,8 @@ def apply_lift(params: LiftParams, composite: np.ndarray, box: tuple[int, int, i
 
     Args:
         params: from `fit_lift`.
-        composite: (H, W, 3) float32 full-resolution composite.
+        composite: (H, W, 3) full-resolution composite, float32 in [0, 1] or uint8 (converted per stripe,
+            so a 4K frame never exists as a whole float copy).
         box: rows y0:y1 and columns x0:x1 to compute (default: the whole frame).
 
     Returns:

@@ -8,6 +8,7 @@ name and renamed, so a crash never leaves a half file under the final name.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import os
 from pathlib import Path
@@ -20,11 +21,19 @@ from engine.weights import model_fingerprint
 log = logging.getLogger(__name__)
 
 _ENGINE_DIR = Path(__file__).resolve().parents[1]
+# The files that define the exported graph (the model, its statistics, the exporter). Others (harmonizer,
+# lift, backends) do not change the ONNX file, so editing them keeps the cache.
+_GRAPH_SOURCES = ("config.py", "phnet.py", "pn.py", "stats_transfer.py", "export.py")
 
 
-def _source_hash() -> str:
+def _source_hash(model: torch.nn.Module) -> str:
+    files = {_ENGINE_DIR / name for name in _GRAPH_SOURCES}
+    try:
+        files.add(Path(inspect.getsourcefile(type(model))).resolve())
+    except TypeError:  # a class defined in an interactive session has no file
+        pass
     digest = hashlib.sha256()
-    for path in sorted(_ENGINE_DIR.glob("*.py")):
+    for path in sorted(p for p in files if p.is_file()):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:8]
@@ -42,7 +51,7 @@ def file_sha256(path: Path) -> str:
 def onnx_cache_path(model: torch.nn.Module, opset: int = 17) -> Path:
     """Where `cached_onnx` keeps this model's dynamic-shape export (the file may not exist yet)."""
     name = str(getattr(model, "name", "model")).replace("/", "_")
-    return paths.user_cache_dir() / "onnx" / f"{name}-{model_fingerprint(model)}-{_source_hash()}-op{opset}.onnx"
+    return paths.user_cache_dir() / "onnx" / f"{name}-{model_fingerprint(model)}-{_source_hash(model)}-op{opset}.onnx"
 
 
 def cached_onnx(model: torch.nn.Module, opset: int = 17, refresh: bool = False) -> Path:

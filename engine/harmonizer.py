@@ -1,0 +1,388 @@
+"""Harmonizer: the one object the app and the benchmarks use to harmonize frames.
+
+    h = Harmonizer()                                    # shipped weights, fastest backend
+    out = h.harmonize(composite, mask)                  # uint8 RGB H x W x 3 in and out
+    correction = h.estimate(composite, mask)            # network at net_size (a few Hz on a CPU) ...
+    out = h.apply(correction, later_composite, later_mask)  # ... applied cheaply to every camera frame
+
+What happens to a frame:
+1. Validate (uint8 RGB H x W x 3; mask H x W float in [0,1] or uint8 0..255, or bool).
+2. Resize to the network size keeping the aspect ratio: the longer side becomes `net_size` and the
+   shorter the nearest multiple of 8 (an aspect error of at most 4 px in 256). Not a square resize, which
+   stretches the person and changes what each PN patch covers, and not padding, whose pixels would enter
+   the convolutions and need masking out of every statistic; a 16:9 frame is also 44 % fewer pixels.
+   Frames smaller than `net_size` are not upsampled (only rounded up to a multiple of 8).
+3. Run the backend with the temporal state: the smoothed PN statistics (`stats`), momentum = `smoothing`,
+   except on the first frame, after `reset()` and after a scene change (momentum 0 there).
+4. Fit a low-resolution -> full-resolution colour correction (engine.lift, default "affine-grid",
+   chosen by measurement: docs/notes/runtime.md) and return it as a `Correction`.
+5. `apply`: evaluate the correction at full resolution inside the person's bounding box, blend
+   `composite + strength * mask * (corrected - composite)`, and copy the composite wherever mask == 0, so
+   the background is bit-exact.
+
+Thread use: `estimate` mutates the temporal state (call it from one thread); `apply` only reads its
+arguments, so the app's main loop can apply the newest Correction while a worker runs `estimate`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+from engine import lift as lift_mod
+from engine.backends import create_backend
+from engine.weights import DEFAULT_WEIGHTS, load_weights
+
+log = logging.getLogger(__name__)
+
+#: A mask whose maximum is below this has no person: the composite is returned unchanged. MediaPipe's
+#: soft masks hover at a few percent on empty frames; a real person reaches ~1.
+NO_PERSON = 0.05
+#: Scene-change threshold: the reference region's mean colour (0..1 per channel, max over the channels and
+#: the 2x2 quadrants) moving by more than this between estimates resets the temporal state. A new virtual
+#: background moves it by 0.1-0.5; a person moving or a camera's auto-exposure by a few hundredths.
+SCENE_CHANGE = 0.1
+DEFAULT_LIFT = "affine-grid"
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A colour correction estimated on one frame, applicable to that frame or a later one of the same size.
+
+    Attributes:
+        size: (height, width) of the frame it was estimated on.
+        net_size: (height, width) the network ran at.
+        params: the fitted lift (engine.lift.LiftParams), or None when there was no person (identity).
+        momentum: the momentum the network ran with (0 on a first frame or after a reset).
+        scene_change: whether this estimate reset the temporal state.
+    """
+
+    size: tuple[int, int]
+    net_size: tuple[int, int]
+    params: lift_mod.LiftParams | None
+    momentum: float = 0.0
+    scene_change: bool = False
+    harmonized_low: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+
+def net_shape(height: int, width: int, net_size: int) -> tuple[int, int]:
+    """(h, w) the network runs at for a frame: longer side net_size (or less for small frames), the
+    shorter side the nearest multiple of 8, both >= 8."""
+    long_side = max(height, width)
+    target = min(net_size, max(8, -(-long_side // 8) * 8))
+    scale = target / long_side
+    h = max(8, int(round(height * scale / 8)) * 8)
+    w = max(8, int(round(width * scale / 8)) * 8)
+    return (target, w) if height >= width else (h, target)
+
+
+def _validate_image(composite) -> np.ndarray:
+    if not isinstance(composite, np.ndarray):
+        raise TypeError(f"composite must be a numpy array (H x W x 3 uint8 RGB), got {type(composite).__name__}")
+    if composite.dtype != np.uint8:
+        raise TypeError(f"composite must be uint8 RGB, got dtype {composite.dtype}")
+    if composite.ndim != 3 or composite.shape[2] != 3 or composite.shape[0] < 1 or composite.shape[1] < 1:
+        raise ValueError(f"composite must be H x W x 3, got shape {composite.shape}")
+    return composite
+
+
+def _validate_mask(mask, size: tuple[int, int], name: str = "mask") -> np.ndarray:
+    """Any accepted mask -> float32 H x W in [0, 1] (NaN -> 0)."""
+    if not isinstance(mask, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array (H x W float in [0,1] or uint8), got {type(mask).__name__}")
+    if mask.ndim == 3 and mask.shape[2] == 1:
+        mask = mask[..., 0]
+    if mask.ndim != 2 or mask.shape != tuple(size):
+        raise ValueError(f"{name} must be H x W = {tuple(size)} like the composite, got shape {mask.shape}")
+    if mask.dtype == np.uint8:
+        return mask.astype(np.float32) * np.float32(1 / 255)
+    if mask.dtype == np.bool_:
+        return mask.astype(np.float32)
+    if mask.dtype in (np.float32, np.float64, np.float16):
+        return np.clip(np.nan_to_num(mask.astype(np.float32, copy=False), nan=0.0), 0.0, 1.0)
+    raise TypeError(f"{name} must be float in [0,1], uint8 0..255 or bool, got dtype {mask.dtype}")
+
+
+def _resolve_model(model, weights):
+    """(nn.Module, description) from the Harmonizer's model/weights arguments."""
+    if weights is not None:
+        loaded = load_weights(weights)
+        if isinstance(model, str) and model != loaded.name and not _looks_like_path(model):
+            raise ValueError(f"weights {weights} hold model {loaded.name!r}, but model={model!r} was asked for")
+        return loaded, f"{loaded.name} from {weights}"
+    if model is None:
+        if DEFAULT_WEIGHTS.is_file():
+            return load_weights(DEFAULT_WEIGHTS), f"default weights {DEFAULT_WEIGHTS.name}"
+        log.warning("no trained weights ship yet (%s is missing): using the statistics-only 'stats' model, "
+                    "which has no learned weights", DEFAULT_WEIGHTS)
+        from engine.phnet import create_model
+
+        return create_model("stats").eval(), "stats (no trained weights found)"
+    if isinstance(model, torch.nn.Module):
+        return model.eval(), getattr(model, "name", type(model).__name__)
+    if isinstance(model, (str, os.PathLike)):
+        if _looks_like_path(model):
+            return load_weights(model), f"weights {model}"
+        from engine.phnet import create_model
+
+        if model != "stats" and DEFAULT_WEIGHTS.is_file():
+            from engine.weights import read_metadata
+
+            if read_metadata(DEFAULT_WEIGHTS).get("model") == model:
+                return load_weights(DEFAULT_WEIGHTS), f"{model} (default weights)"
+        built = create_model(str(model)).eval()
+        if model != "stats":
+            log.warning("model %r has no weights given: running it with random initial weights", model)
+        return built, str(model)
+    raise TypeError(f"model must be None, a model name, a weights path or an nn.Module, got {type(model).__name__}")
+
+
+def _looks_like_path(value) -> bool:
+    text = str(value)
+    return isinstance(value, os.PathLike) or text.endswith((".safetensors", ".json")) or os.sep in text
+
+
+class Harmonizer:
+    """Harmonize a person composited onto a background, frame after frame.
+
+    Args:
+        model: None (the shipped default weights, or the "stats" model with a warning where none ship),
+            a model name (engine.phnet.MODEL_NAMES), a weights path, or an nn.Module.
+        weights: a .safetensors path (its JSON beside it says which model).
+        backend: "auto", "torch", "onnxruntime" or "tensorrt" (engine.backends.create_backend).
+        device: "auto", "cpu", "cuda" or "cuda:N".
+        precision: "fp32", "fp16" or None (fp16 on CUDA, fp32 on CPU).
+        net_size: the network's longer side in pixels (a multiple of 8).
+        smoothing: momentum of the PN statistics' moving average, in [0, 1); 0 = every frame on its own.
+        strength: 0 returns the composite, 1 the full harmonization.
+        lift: how the low-resolution result is lifted to full resolution (engine.lift.METHODS).
+
+    Raises:
+        ValueError, TypeError: invalid arguments (message names expected vs actual).
+        FileNotFoundError: a weights file that does not exist.
+        RuntimeError: the requested backend cannot start.
+    """
+
+    def __init__(self, model=None, weights=None, backend: str = "auto", device: str = "auto",
+                 precision: str | None = None, net_size: int = 256, smoothing: float = 0.0,
+                 strength: float = 1.0, lift: str = DEFAULT_LIFT):
+        if not isinstance(net_size, int) or isinstance(net_size, bool) or net_size < 8 or net_size % 8:
+            raise ValueError(f"net_size must be a positive multiple of 8, got {net_size!r}")
+        if lift not in lift_mod.METHODS:
+            raise ValueError(f"lift must be one of {', '.join(lift_mod.METHODS)}, got {lift!r}")
+        self.net_size = net_size
+        self.lift = lift
+        self.smoothing = smoothing
+        self.strength = strength
+        self._model, self.model_description = _resolve_model(model, weights)
+        self.model_name = getattr(self._model, "name", type(self._model).__name__)
+        self._backend = create_backend(backend, self._model, device, precision)
+        self._device = self._backend.device
+        self._stats: torch.Tensor | None = None
+        self._scene: tuple[tuple[int, int], np.ndarray] | None = None
+        log.info("harmonizer: model %s, backend %s, net_size %d, lift %s", self.model_description,
+                 self._backend.description, net_size, lift)
+
+    # -- settings ------------------------------------------------------------------------------------------
+
+    @property
+    def smoothing(self) -> float:
+        """Momentum of the temporal statistics in [0, 1); settable while streaming."""
+        return self._smoothing
+
+    @smoothing.setter
+    def smoothing(self, value: float) -> None:
+        value = float(value)
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {value}")
+        self._smoothing = value
+
+    @property
+    def strength(self) -> float:
+        """Blend from the composite (0) to the full harmonization (1); settable while streaming."""
+        return self._strength
+
+    @strength.setter
+    def strength(self, value: float) -> None:
+        value = float(value)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {value}")
+        self._strength = value
+
+    @property
+    def backend_name(self) -> str:
+        """The running backend, e.g. "onnxruntime (cpu, fp32, 2 threads)"."""
+        return self._backend.description
+
+    # -- state ---------------------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget the temporal statistics: the next frame is harmonized on its own (momentum 0)."""
+        self._stats = None
+        self._scene = None
+
+    def _scene_signature(self, composite_low: np.ndarray, reference_low: np.ndarray) -> np.ndarray:
+        """Mean colour of the reference region in each 2x2 quadrant (NaN where a quadrant has none)."""
+        h, w = reference_low.shape
+        sig = np.full((4, 3), np.nan, np.float32)
+        for i, (ys, xs) in enumerate(((slice(0, h // 2 or 1), slice(0, w // 2 or 1)),
+                                      (slice(0, h // 2 or 1), slice(w // 2, w)),
+                                      (slice(h // 2, h), slice(0, w // 2 or 1)),
+                                      (slice(h // 2, h), slice(w // 2, w)))):
+            weight = reference_low[ys, xs]
+            total = float(weight.sum())
+            if total > 0.05 * weight.size:  # too little reference area there to judge
+                sig[i] = (composite_low[ys, xs] * weight[..., None]).reshape(-1, 3).sum(0) / total
+        return sig
+
+    def _is_scene_change(self, size, signature: np.ndarray) -> bool:
+        if self._scene is None:
+            return False
+        last_size, last_sig = self._scene
+        if last_size != size:
+            return True
+        valid = ~(np.isnan(signature[:, 0]) | np.isnan(last_sig[:, 0]))
+        if not valid.any():
+            return False
+        return float(np.abs(signature[valid] - last_sig[valid]).max()) > SCENE_CHANGE
+
+    # -- estimate / apply ----------------------------------------------------------------------------------
+
+    def estimate(self, composite: np.ndarray, mask: np.ndarray, reference: np.ndarray | None = None) -> Correction:
+        """Run the network at net_size on this frame and return its colour correction.
+
+        Updates the temporal state (smoothed statistics); resets it first on a scene change (a frame size
+        change or a jump in the reference region's colour).
+
+        Args:
+            composite: H x W x 3 uint8 RGB.
+            mask: H x W float in [0, 1], uint8 0..255 or bool: the person.
+            reference: optional H x W mask of the background region to match (default: 1 - mask).
+
+        Returns:
+            A Correction for `apply`.
+
+        Raises:
+            TypeError, ValueError: inputs of the wrong type, dtype or shape.
+            RuntimeError: the backend failed.
+        """
+        composite = _validate_image(composite)
+        size = composite.shape[:2]
+        mask_f = _validate_mask(mask, size)
+        ref_f = None if reference is None else _validate_mask(reference, size, "reference")
+        h, w = net_shape(*size, self.net_size)
+        if float(mask_f.max()) < NO_PERSON:
+            return Correction(size=size, net_size=(h, w), params=None)
+        interp = cv2.INTER_AREA if h <= size[0] and w <= size[1] else cv2.INTER_LINEAR
+        comp_low = cv2.resize(composite, (w, h), interpolation=interp).astype(np.float32) * np.float32(1 / 255)
+        mask_low = np.clip(cv2.resize(mask_f, (w, h), interpolation=interp), 0, 1)
+        ref_low = 1 - mask_low if ref_f is None else np.clip(cv2.resize(ref_f, (w, h), interpolation=interp), 0, 1)
+
+        signature = self._scene_signature(comp_low, ref_low)
+        scene_change = self._is_scene_change(size, signature)
+        if scene_change:
+            log.info("scene change detected: temporal statistics reset")
+            self._stats = None
+        self._scene = (size, signature)
+        stateful = self._stats is not None and self._stats.shape[1] == self._backend.stats_size
+        momentum = self._smoothing if stateful else 0.0
+        stats_in = self._stats if stateful else torch.zeros(1, self._backend.stats_size, device=self._device)
+
+        def tensor(a: np.ndarray) -> torch.Tensor:
+            t = torch.from_numpy(np.ascontiguousarray(a))
+            t = t.permute(2, 0, 1) if t.ndim == 3 else t[None]
+            return t[None].contiguous().to(self._device, non_blocking=True)
+
+        harmonized, stats_out = self._backend.run(tensor(comp_low), tensor(mask_low), tensor(ref_low), stats_in,
+                                                  torch.tensor([momentum], dtype=torch.float32))
+        harm_low = harmonized[0].permute(1, 2, 0).float().cpu().numpy()
+        stats_out = stats_out.detach().clone()
+        # Graceful while streaming: a non-finite network output never reaches a frame or the state.
+        if not np.isfinite(harm_low).all():
+            log.warning("backend returned non-finite values; replaced (frame kept as composite there)")
+            harm_low = np.where(np.isfinite(harm_low), harm_low, comp_low)
+        if bool(torch.isfinite(stats_out).all()):
+            self._stats = stats_out
+        else:
+            self._stats = None
+        harm_low = np.clip(harm_low, 0, 1).astype(np.float32, copy=False)
+        params = lift_mod.fit_lift(self.lift, comp_low, harm_low, mask_low)
+        if not np.isfinite(params.data).all():
+            log.warning("lift fit was not finite; this frame is left as the composite")
+            params = None
+        return Correction(size=size, net_size=(h, w), params=params, momentum=momentum,
+                          scene_change=scene_change, harmonized_low=harm_low)
+
+    def apply(self, correction: Correction, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Apply a correction at full resolution to this frame (or a later frame of the same size).
+
+        Args:
+            correction: from `estimate`.
+            composite: H x W x 3 uint8 RGB, the same H x W the correction was estimated on.
+            mask: H x W float in [0, 1], uint8 or bool: this frame's person.
+
+        Returns:
+            H x W x 3 uint8 RGB: the composite where mask == 0, the harmonized person elsewhere.
+
+        Raises:
+            TypeError, ValueError: inputs of the wrong type or shape, or a frame size that differs from
+                the correction's.
+        """
+        if not isinstance(correction, Correction):
+            raise TypeError(f"correction must be a Correction from estimate(), got {type(correction).__name__}")
+        composite = _validate_image(composite)
+        size = composite.shape[:2]
+        if tuple(size) != tuple(correction.size):
+            raise ValueError(f"correction was estimated on a {correction.size[0]}x{correction.size[1]} frame, "
+                             f"got {size[0]}x{size[1]} (call estimate again after a size change)")
+        mask_f = _validate_mask(mask, size)
+        out = composite.copy()
+        if correction.params is None or self._strength == 0.0 or float(mask_f.max()) < NO_PERSON:
+            return out
+        rows = np.flatnonzero(mask_f.any(axis=1))
+        cols = np.flatnonzero(mask_f.any(axis=0))
+        box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+        y0, y1, x0, x1 = box
+        corrected = lift_mod.apply_lift(correction.params, composite, box)
+        np.nan_to_num(corrected, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+        comp = composite[y0:y1, x0:x1].astype(np.float32) * np.float32(1 / 255)
+        m = mask_f[y0:y1, x0:x1, None] * np.float32(self._strength)
+        blended = comp + m * (corrected - comp)
+        blended = np.clip(blended * 255 + 0.5, 0, 255).astype(np.uint8)
+        # Bit-exact background: wherever the mask is 0 the composite's own pixel is kept.
+        region = out[y0:y1, x0:x1]
+        np.copyto(region, blended, where=mask_f[y0:y1, x0:x1, None] > 0)
+        return out
+
+    def harmonize(self, composite: np.ndarray, mask: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+        """`apply(estimate(composite, mask, reference), composite, mask)`.
+
+        Raises:
+            TypeError, ValueError: inputs of the wrong type, dtype or shape.
+            RuntimeError: the backend failed.
+        """
+        return self.apply(self.estimate(composite, mask, reference), composite, mask)
+
+    def close(self) -> None:
+        """Release the backend. Safe to call more than once."""
+        backend = getattr(self, "_backend", None)
+        if backend is not None:
+            backend.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Harmonizer(model={self.model_description!r}, backend={self.backend_name!r}, "
+                f"net_size={self.net_size}, smoothing={self._smoothing}, strength={self._strength})")
+
+
+__all__ = ["DEFAULT_LIFT", "Correction", "Harmonizer", "net_shape"]
