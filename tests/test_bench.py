@@ -1,0 +1,219 @@
+"""The benchmark commands: pure helpers against references, and the commands end to end on tiny inputs.
+
+No timing is asserted anywhere (issue 6, acceptance 4): the end-to-end tests check that `vcam bench ...`
+runs through `vcam.cli.main` and writes well-formed JSON, Markdown and a plot with the expected keys.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from vcam.bench import engine as bench_engine
+from vcam.bench import flops, report, sysinfo, timing
+from vcam.cli import main
+
+
+# -- timing core ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("q", [0, 5, 50, 95, 99, 100])
+@pytest.mark.parametrize("samples", [[3.0], [1.0, 2.0], [5.0, 1.0, 4.0, 2.0, 3.0], list(np.linspace(0, 1, 37) ** 2)])
+def test_percentile_matches_numpy(samples, q):
+    assert timing.percentile(samples, q) == pytest.approx(float(np.percentile(samples, q)))
+
+
+def test_percentile_rejects_bad_input():
+    with pytest.raises(ValueError, match="at least one sample"):
+        timing.percentile([], 50)
+    with pytest.raises(ValueError, match=r"q in \[0, 100\]"):
+        timing.percentile([1.0], 101)
+
+
+class FakeClock:
+    """Each call to fn() advances the clock by the next duration: exact, machine-independent timings."""
+
+    def __init__(self, durations):
+        self.now = 0.0
+        self.durations = list(durations)
+        self.calls = 0
+
+    def __call__(self):
+        return self.now
+
+    def work(self):
+        self.now += self.durations[self.calls % len(self.durations)]
+        self.calls += 1
+
+
+def test_time_calls_warms_up_syncs_and_summarizes():
+    clock = FakeClock([0.010, 0.020, 0.030, 0.040])
+    syncs = []
+    result = timing.time_calls(clock.work, warmup=2, runs=4, sync=lambda: syncs.append(clock.calls), clock=clock)
+    assert clock.calls == 6  # 2 warm-up + 4 timed
+    assert len(syncs) == 5  # once after warm-up, once per timed call
+    # Timed calls are the 3rd..6th durations: 30, 40, 10, 20 ms.
+    assert result.samples_ms == pytest.approx([30.0, 40.0, 10.0, 20.0])
+    assert result.p50_ms == pytest.approx(25.0)
+    assert result.p95_ms == pytest.approx(float(np.percentile([30, 40, 10, 20], 95)))
+    assert result.fps == pytest.approx(4 / 0.100)
+    assert set(result.summary()) == {"runs", "warmup", "p50_ms", "p95_ms", "mean_ms", "min_ms", "fps"}
+
+
+def test_time_calls_stops_at_the_budget_but_keeps_min_runs():
+    clock = FakeClock([1.0])
+    result = timing.time_calls(clock.work, warmup=0, runs=100, max_seconds=2.5, min_runs=2, clock=clock)
+    assert result.runs == 3  # 1 + 1 + 1 s: the third run crosses the 2.5 s budget
+    clock = FakeClock([10.0])
+    result = timing.time_calls(clock.work, warmup=0, runs=100, max_seconds=1.0, min_runs=4, clock=clock)
+    assert result.runs == 4
+
+
+@pytest.mark.parametrize("kwargs", [{"runs": 0}, {"warmup": -1}, {"max_seconds": 0.0}, {"min_runs": 0}])
+def test_time_calls_rejects_bad_settings(kwargs):
+    with pytest.raises(ValueError):
+        timing.time_calls(lambda: None, **kwargs)
+
+
+# -- FLOPs and peaks --------------------------------------------------------------------------------
+def test_count_flops_of_a_convolution_is_two_per_multiply_add():
+    import torch
+
+    conv = torch.nn.Conv2d(3, 16, 3, padding=1, bias=False)
+    expected = 2 * 3 * 16 * 9 * 32 * 48
+    count, how = flops.count_flops(conv, lambda h, w, d: (torch.zeros(1, 3, h, w, device=d),), 32, 48)
+    assert (count, how) == (expected, "meta")
+    assert conv.weight.device.type == "cpu"  # the caller's model is left where it was
+
+
+def test_count_flops_falls_back_to_a_scaled_cpu_count():
+    import torch
+
+    class DataDependent(torch.nn.Module):  # .item() cannot run on meta tensors
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+
+        def forward(self, x):
+            return self.conv(x) * float(x.mean().item() >= 0)
+
+    model = DataDependent()
+    count, how = flops.count_flops(model, lambda h, w, d: (torch.zeros(1, 3, h, w, device=d),), 128, 128,
+                                   fallback_size=32)
+    assert how.startswith("cpu@32x32")
+    assert count == 2 * 3 * 8 * 9 * 128 * 128
+
+
+def test_gpu_peaks_and_achieved():
+    assert flops.gpu_peak_tflops("NVIDIA H200", "fp16")[0] == 989.0
+    assert flops.gpu_peak_tflops("NVIDIA H100 PCIe", "fp16")[0] == 756.0
+    peak, note = flops.gpu_peak_tflops("Some Future GPU", "fp16")
+    assert peak is None and "unknown GPU" in note
+    tflops, fraction = flops.achieved(int(2e12), 0.5, 8.0)
+    assert tflops == pytest.approx(4.0) and fraction == pytest.approx(0.5)
+    assert flops.achieved(None, 1.0, 8.0) == (None, None)
+
+
+def test_cpu_peak_estimate():
+    peak, note = flops.cpu_peak_tflops(2, 2500.0, {"avx2", "fma"})
+    assert peak == pytest.approx(2 * 2500e6 * 32 / 1e12) and "AVX2" in note
+    zen4, _ = flops.cpu_peak_tflops(2, 2500.0, {"avx512f", "avx2", "fma"}, "AuthenticAMD", 25)
+    intel, _ = flops.cpu_peak_tflops(2, 2500.0, {"avx512f", "avx2", "fma"}, "GenuineIntel", 6)
+    assert intel == pytest.approx(2 * zen4)
+    assert flops.cpu_peak_tflops(2, None, set())[0] is None
+
+
+def test_sysinfo_is_json_ready():
+    info = sysinfo.collect()
+    json.dumps(info)
+    assert info["cpu"]["cores"] >= 1 and info["versions"]["torch"]
+    assert "cores" in sysinfo.describe(info)
+
+
+# -- planning ---------------------------------------------------------------------------------------
+def test_plan_on_cpu_skips_fp16_and_unavailable_backends_with_reasons():
+    settings = bench_engine.resolve(bench_engine.EngineBenchSettings(
+        backends=("torch", "onnxruntime", "tensorrt"), variants=("eager", "cudagraph"),
+        models=("phnet-xs",), sizes=(64, 128), device="cpu"), has_cuda=False)
+    availability = {"torch": None, "onnxruntime": None, "tensorrt": "TensorRT needs a CUDA GPU"}
+    cases = bench_engine.plan(settings, availability)
+    skipped = {(c.backend, c.variant, c.precision): c.skip for c in cases if c.skip}
+    assert skipped[("tensorrt", "default", "*")] == "TensorRT needs a CUDA GPU"
+    assert "CUDA graphs" in skipped[("torch", "cudagraph", "*")]
+    assert "fp16 on the CPU" in skipped[("torch", "default", "fp16")]
+    runnable = {(c.backend, c.variant, c.precision, c.size) for c in cases if not c.skip}
+    assert runnable == {(b, v, "fp32", s) for b, v in [("torch", "default"), ("onnxruntime", "default"),
+                                                        ("torch", "eager")] for s in (64, 128)}
+
+
+def test_resolve_reduces_cpu_defaults_and_says_so():
+    s = bench_engine.resolve(bench_engine.EngineBenchSettings(), has_cuda=False)
+    assert s.device == "cpu" and s.models == bench_engine.CPU_DEFAULT_MODELS
+    assert s.sizes == bench_engine.CPU_DEFAULT_SIZES and s.variants == ()
+    assert any("default models reduced" in n for n in s.notes)
+    with pytest.raises(ValueError, match="torch.cuda.is_available"):
+        bench_engine.resolve(bench_engine.EngineBenchSettings(device="cuda"), has_cuda=False)
+    with pytest.raises(ValueError, match="unknown 'tpu'"):
+        bench_engine.resolve(bench_engine.EngineBenchSettings(backends=("tpu",)), has_cuda=False)
+
+
+@pytest.mark.parametrize("text", ["12", "256,abc", "0", "-8"])
+def test_parse_sizes_rejects_bad_sizes(text):
+    with pytest.raises(ValueError, match="--sizes"):
+        bench_engine.parse_sizes(text)
+
+
+# -- report -----------------------------------------------------------------------------------------
+def test_report_json_is_strict_and_markdown_lists_skips(tmp_path):
+    rep = report.new_report("engine", ["vcam", "bench", "engine"], sysinfo.collect(), {"runs": 1})
+    rep["rows"] = [
+        {"backend": "torch", "variant": "eager", "device": "cpu", "precision": "fp32", "model": "m", "size": 64,
+         "status": "ok", "p50_ms": 1.5, "p95_ms": float("nan"), "fps": float("inf"), "runs": 3},
+        {"backend": "tensorrt", "variant": "default", "device": "cpu", "precision": "*", "model": "*",
+         "size": None, "status": "skipped", "reason": "needs CUDA"},
+    ]
+    written = report.write_all(rep, tmp_path, "engine")
+    data = json.loads(written["json"].read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+    assert data["rows"][0]["p95_ms"] is None and data["rows"][0]["fps"] is None
+    text = written["markdown"].read_text()
+    assert "| torch | eager | cpu | fp32 | m | 64 | 1.50 |" in text
+    assert "tensorrt default * *: skipped: needs CUDA" in text
+    assert written["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- the commands end to end ------------------------------------------------------------------------
+ROW_KEYS = {"backend", "variant", "device", "precision", "model", "size", "status", "p50_ms", "p95_ms", "fps",
+            "gflops", "tflops", "peak_pct", "speedup", "runs", "finite"}
+
+
+def test_bench_engine_command_writes_json_markdown_and_plot(tmp_path, capsys):
+    code = main(["bench", "engine", "--backends", "torch,onnxruntime", "--models", "phnet-xs", "--sizes", "32",
+                 "--runs", "2", "--warmup", "1", "--threads", "1", "--out", str(tmp_path)])
+    assert code == 0
+    data = json.loads((tmp_path / "engine.json").read_text())
+    assert data["kind"] == "engine" and data["system"]["cpu"]["cores"] >= 1
+    ok = [r for r in data["rows"] if r["status"] == "ok"]
+    assert {r["backend"] for r in ok} == {"torch", "onnxruntime"}
+    for row in ok:
+        assert ROW_KEYS <= set(row), ROW_KEYS - set(row)
+        assert row["model"] == "phnet-xs" and row["size"] == 32 and row["runs"] >= 1
+        assert row["finite"] is True and row["p50_ms"] > 0 and math.isfinite(row["gflops"])
+    torch_row = next(r for r in ok if r["backend"] == "torch")
+    assert torch_row["speedup"] == pytest.approx(1.0)
+    # acceptance 3: both CPU backends in the same run and a verdict on what `auto` picks.
+    picks = data["auto"]["picks"]
+    assert picks and picks[0]["auto"] in ("torch", "onnxruntime") and isinstance(picks[0]["auto_is_fastest"], bool)
+    assert any(n.startswith("auto on cpu picks") for n in data["notes"])
+    assert (tmp_path / "engine.md").read_text().startswith("# vcam bench engine")
+    assert (tmp_path / "engine.png").stat().st_size > 0
+
+
+def test_bench_engine_command_bad_input_is_one_line(tmp_path, capsys):
+    assert main(["bench", "engine", "--models", "nope", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown model 'nope'" in err[0]
+    assert main(["bench", "engine", "--sizes", "30", "--out", str(tmp_path)]) == 1
+    assert "multiples of 8" in capsys.readouterr().err
+    assert main(["bench"]) == 2
+    assert "choose a benchmark" in capsys.readouterr().err
