@@ -83,7 +83,7 @@ class PNBlock(nn.Module):
     """Patch-based normalisation (paper eqs. 2-12) with temporally smoothed sufficient statistics.
 
     N = (w0*F_loc + w1*F_glob + w2) * M + (g0*B_loc + g1*x + g2) * (1 - M), the F/B terms from
-    engine.pn.transfer_terms with learned per-channel, per-patch scores alpha (means) and beta (variances).
+    engine.pn.transfer_coefficients with learned per-channel, per-patch scores alpha (means) and beta (variances).
     """
 
     def __init__(self, channels: int, grid: int, config: PHNetConfig):
@@ -103,12 +103,14 @@ class PNBlock(nn.Module):
     def forward(self, x, mask, reference, stats_in, momentum):
         stats = pn.ema(stats_in, pn.region_sums(x, mask, reference, self.grid), momentum)
         fg, ref = pn.region_moments(stats, self.channels, self.grid, self.eps, self.patch_tau, self.region_tau)
-        f_glob, f_loc, b_loc = pn.transfer_terms(x, fg, ref, self.alpha, self.beta, self.var_eps)
-        w = self.weight.unsqueeze(-1).unsqueeze(-1)  # (3, C, 1, 1)
+        (s_glob, b_glob), (s_loc, b_loc), (s_bg, b_bg) = pn.transfer_coefficients(
+            fg, ref, self.alpha, self.beta, self.var_eps
+        )
+        w = self.weight.unsqueeze(-1).unsqueeze(-1)  # (3, C, 1, 1), broadcasts against (B, C, 1, 1)
         g = self.gamma.unsqueeze(-1).unsqueeze(-1)
-        foreground = w[0] * f_loc + w[1] * f_glob + w[2]
-        background = g[0] * b_loc + g[1] * x + g[2]
-        return foreground * mask + background * (1.0 - mask), stats
+        foreground = (w[0] * s_loc + w[1] * s_glob, w[0] * b_loc + w[1] * b_glob + w[2])
+        background = (g[0] * s_bg + g[1], g[0] * b_bg + g[2])  # gamma1 multiplies x itself
+        return pn.blend(x, mask, foreground, background), stats
 
 
 class PatchFeatureExtractor(nn.Module):
@@ -135,8 +137,12 @@ class PatchFeatureExtractor(nn.Module):
 
     def forward(self, image, mask, stats) -> Tensor:
         fg, ref = pn.region_moments(stats, 3, self.grid, self.eps, self.patch_tau, self.region_tau)
-        f_glob, f_loc, _ = pn.transfer_terms(image, fg, ref, self.alpha, self.beta, self.var_eps)
-        out = (self.weight[0] * f_loc + self.weight[1] * f_glob) * mask + image * (1.0 - mask)
+        (s_glob, b_glob), (s_loc, b_loc), _ = pn.transfer_coefficients(
+            fg, ref, self.alpha, self.beta, self.var_eps
+        )
+        w0, w1 = self.weight[0], self.weight[1]
+        identity = (torch.ones_like(s_glob), torch.zeros_like(b_glob))
+        out = pn.blend(image, mask, (w0 * s_loc + w1 * s_glob, w0 * b_loc + w1 * b_glob), identity)
         return out.mean(dim=(1, 2, 3))  # (B,): one scalar per image, added to every SE channel weight
 
 

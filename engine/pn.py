@@ -153,23 +153,39 @@ def _expand(t: Tensor) -> Tensor:
     return t.unsqueeze(-1).unsqueeze(-1)  # (B, C) -> (B, C, 1, 1)
 
 
-def transfer_terms(x: Tensor, fg: Moments, ref: Moments, alpha: Tensor, beta: Tensor, var_eps: float):
-    """The paper's normalised images (eqs. 5-9): (F_glob, F_loc, B_loc), each shaped like x.
+def transfer_coefficients(fg: Moments, ref: Moments, alpha: Tensor, beta: Tensor, var_eps: float):
+    """The paper's normalised images (eqs. 5-9) as per-channel affine maps of x, each (scale, shift):
 
     F_glob = (x - mu_F) * sigma_B / sigma_F + mu_B
     F_loc  = (x - mu_F) * sigma_loc(B) / sigma_F + mu_loc(B)
     B_loc  = (x - mu_B) * sigma_loc(B) / sigma_B + mu_loc(B)
+
+    Every term is affine in x with coefficients that depend only on statistics, so blocks combine the
+    coefficients at (B, C) size and touch the full-resolution map once (the cheap path on a CPU).
+    Returns ((s_glob, b_glob), (s_loc, b_loc), (s_bg, b_bg)), each tensor (B, C, 1, 1).
     """
-    std_fg = _expand(torch.sqrt(fg.var + var_eps))
-    std_ref = _expand(torch.sqrt(ref.var + var_eps))
-    mean_fg, mean_ref = _expand(fg.mean), _expand(ref.mean)
+    std_fg = torch.sqrt(fg.var + var_eps)
+    std_ref = torch.sqrt(ref.var + var_eps)
     loc_mean, loc_std = local_moments(ref, alpha, beta, var_eps)
-    loc_mean, loc_std = _expand(loc_mean), _expand(loc_std)
-    fg_standard = (x - mean_fg) / std_fg
-    f_glob = fg_standard * std_ref + mean_ref
-    f_loc = fg_standard * loc_std + loc_mean
-    b_loc = (x - mean_ref) / std_ref * loc_std + loc_mean
-    return f_glob, f_loc, b_loc
+    glob_scale = std_ref / std_fg
+    loc_scale = loc_std / std_fg
+    bg_scale = loc_std / std_ref
+    return (
+        (_expand(glob_scale), _expand(ref.mean - fg.mean * glob_scale)),
+        (_expand(loc_scale), _expand(loc_mean - fg.mean * loc_scale)),
+        (_expand(bg_scale), _expand(loc_mean - ref.mean * bg_scale)),
+    )
+
+
+def transfer_terms(x: Tensor, fg: Moments, ref: Moments, alpha: Tensor, beta: Tensor, var_eps: float):
+    """(F_glob, F_loc, B_loc) of transfer_coefficients evaluated on x (each shaped like x)."""
+    return tuple(scale * x + shift for scale, shift in transfer_coefficients(fg, ref, alpha, beta, var_eps))
+
+
+def blend(x: Tensor, mask: Tensor, fg_affine, bg_affine) -> Tensor:
+    """(s_f x + b_f) * mask + (s_b x + b_b) * (1 - mask), written to touch full-resolution maps 4 times."""
+    (fg_scale, fg_shift), (bg_scale, bg_shift) = fg_affine, bg_affine
+    return x * (bg_scale + (fg_scale - bg_scale) * mask) + (bg_shift + (fg_shift - bg_shift) * mask)
 
 
 def check_inputs(composite, mask, reference, stats_in, momentum, stats_size: int) -> None:

@@ -1,7 +1,7 @@
 """The statistics-only harmonizer ("stats"): PHNet's PN transfer applied to the image itself.
 
 No learned weights: one PN block on the RGB composite with a GxG grid (default 5x5, like the PFE),
-foreground = local_weight*F_loc + (1-local_weight)*F_glob (engine.pn.transfer_terms, uniform patch
+foreground = local_weight*F_loc + (1-local_weight)*F_glob (engine.pn.transfer_coefficients, uniform patch
 scores), background unchanged. Same forward contract, same temporal smoothing of sufficient statistics as
 PHNet (engine/phnet.py), so it runs through every backend and the Harmonizer unchanged.
 
@@ -39,7 +39,10 @@ class StatsTransfer(nn.Module):
         cfg = self.config
         stats = pn.ema(stats_in, pn.region_sums(composite, mask, reference, cfg.grid), momentum)
         fg, ref = pn.region_moments(stats, 3, cfg.grid, cfg.eps, cfg.patch_tau, cfg.region_tau)
-        f_glob, f_loc, _ = pn.transfer_terms(composite, fg, ref, self.alpha, self.beta, cfg.var_eps)
-        foreground = cfg.local_weight * f_loc + (1.0 - cfg.local_weight) * f_glob
-        harmonized = foreground * mask + composite * (1.0 - mask)
+        (s_glob, b_glob), (s_loc, b_loc), _ = pn.transfer_coefficients(
+            fg, ref, self.alpha, self.beta, cfg.var_eps
+        )
+        w0, w1 = cfg.local_weight, 1.0 - cfg.local_weight
+        identity = (torch.ones_like(s_glob), torch.zeros_like(b_glob))
+        harmonized = pn.blend(composite, mask, (w0 * s_loc + w1 * s_glob, w0 * b_loc + w1 * b_glob), identity)
         return torch.clamp(harmonized, 0.0, 1.0), stats
