@@ -1,0 +1,183 @@
+"""engine.lift: the low-res -> full-res correction methods, against NumPy references and synthetic truths."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from engine import lift
+
+RNG = np.random.default_rng(0)
+A = np.array([[0.8, 0.1, 0.0], [0.05, 0.9, 0.05], [0.0, 0.1, 0.7]], np.float32)
+B = np.array([0.05, 0.02, 0.1], np.float32)
+
+
+def _texture(h, w, smooth=False, seed=0):
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.random((h, w, 3), dtype=np.float32), (0, 0), 8 if smooth else 2)
+    img = (img - img.min()) / (img.max() - img.min())
+    return (0.15 + 0.7 * img).astype(np.float32)
+
+
+def _affine(x):
+    return (x @ A.T + B).astype(np.float32)
+
+
+def _mask(h, w):
+    m = np.zeros((h, w), np.float32)
+    m[h // 5: 4 * h // 5, w // 4: 3 * w // 4] = 1
+    return m
+
+
+def _low(full, size):
+    return cv2.resize(full, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+def test_taps_match_cv2_resize():
+    src = RNG.random((9, 7, 5), dtype=np.float32)
+    ref = cv2.resize(src, (53, 41), interpolation=cv2.INTER_LINEAR)
+    got = lift._resize_box(src, (41, 53), (0, 41, 0, 53))
+    np.testing.assert_allclose(got, ref, atol=2e-3)  # cv2 uses fixed-point weights
+    part = lift._resize_box(src, (41, 53), (5, 30, 7, 50))
+    np.testing.assert_array_equal(part, got[5:30, 7:50])
+
+
+@pytest.mark.parametrize("method", lift.METHODS)
+def test_global_colour_change_recovered_on_smooth_image(method):
+    """Every method recovers a pure global colour change at full resolution (smooth image: delta too)."""
+    full = _texture(360, 640, smooth=True)
+    low = _low(full, (144, 256))
+    m = _mask(144, 256)
+    params = lift.fit_lift(method, low, _affine(low), m)
+    out = lift.apply_lift(params, full)
+    inside = (slice(90, 270), slice(170, 470))
+    tol = 0.01 if method == "delta" else 2e-3
+    assert np.abs(out[inside] - _affine(full)[inside]).max() < tol
+
+
+@pytest.mark.parametrize("method", ["affine-grid", "poly"])
+def test_texture_keeps_its_contrast(method):
+    """On fine texture the colour transforms are exact; the additive delta cannot be (it misses gain)."""
+    full = _texture(360, 640)
+    low = _low(full, (144, 256))
+    m = _mask(144, 256)
+    inside = (slice(90, 270), slice(170, 470))
+    out = lift.apply_lift(lift.fit_lift(method, low, _affine(low), m), full)
+    assert np.abs(out[inside] - _affine(full)[inside]).max() < 2e-3
+    delta = lift.apply_lift(lift.fit_lift("delta", low, _affine(low), m), full)
+    assert np.abs(delta[inside] - _affine(full)[inside]).max() > 0.02
+
+
+def test_delta_is_exact_for_an_offset():
+    full = _texture(200, 300)
+    low = _low(full, (80, 120))
+    m = _mask(80, 120)
+    out = lift.apply_lift(lift.fit_delta(low, low + 0.1, m), full)
+    np.testing.assert_allclose(out, np.clip(full + 0.1, 0, 1), atol=1e-5)
+
+
+def _reference_affine_grid(comp, harm, mask, grid, lam, lam_global):
+    """Plain NumPy float64 reference: loops over nodes, explicit tent weights, np.linalg.solve."""
+    h, w = mask.shape
+    ny, nx = lift.grid_shape(h, w, grid)
+
+    def tent(n_out, n_in):
+        pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        weights = np.zeros((n_out, n_in))
+        for j, p in enumerate(pos):
+            i0 = int(np.floor(p))
+            i1 = min(i0 + 1, n_in - 1)
+            weights[j, i0] += 1 - (p - i0)
+            weights[j, i1] += p - i0
+        return weights
+
+    c, y, m = comp.astype(np.float64), harm.astype(np.float64), mask.astype(np.float64)
+    mu = (c * m[..., None]).reshape(-1, 3).sum(0) / m.sum()
+    x = np.concatenate([c - mu, np.ones((h, w, 1))], -1).reshape(-1, 4)
+    yv = y.reshape(-1, 3)
+    mv = m.reshape(-1)
+    xtx = (x * mv[:, None]).T @ x
+    diag = np.diag(xtx)
+    prior = np.vstack([np.eye(3), mu])
+    reg = np.diag(lam_global * diag + 1e-6)
+    a_global = np.linalg.solve(xtx + reg, (x * mv[:, None]).T @ yv + reg @ prior)
+    ty, tx = tent(h, ny), tent(w, nx)
+    out = np.zeros((ny, nx, 4, 3))
+    reg = np.diag(lam * diag / (ny * nx) + 1e-6)
+    for i in range(ny):
+        for j in range(nx):
+            wt = (ty[:, i][:, None] * tx[:, j][None, :]).reshape(-1) * mv
+            xw = x * wt[:, None]
+            out[i, j] = np.linalg.solve(xw.T @ x + reg, xw.T @ yv + reg @ a_global)
+    out[..., 3, :] -= np.einsum("k,ijkc->ijc", mu, out[..., :3, :])
+    return out.reshape(ny, nx, 12)
+
+
+def test_affine_grid_fit_matches_numpy_reference():
+    comp = _texture(48, 64, seed=1)
+    # A spatially varying correction (left half warmer): the grid must follow it, the reference too.
+    harm = _affine(comp)
+    harm[:, :32, 0] += 0.05
+    mask = _mask(48, 64)
+    mask[10:20, 20:30] = 0.5
+    got = lift.fit_affine_grid(comp, harm, mask, grid=6, lam=0.05, lam_global=0.01)
+    ref = _reference_affine_grid(comp, harm, mask, 6, 0.05, 0.01)
+    np.testing.assert_allclose(got.data, ref, atol=2e-3)
+
+
+def test_affine_grid_apply_matches_dense_reference():
+    params = lift.LiftParams("affine-grid", RNG.normal(size=(5, 7, 12)).astype(np.float32))
+    full = RNG.random((301, 411, 3), dtype=np.float32)
+    coef = cv2.resize(params.data, (411, 301), interpolation=cv2.INTER_LINEAR)
+    ref = (np.einsum("hwck,hwk->hwc", coef[..., :9].reshape(301, 411, 3, 3).transpose(0, 1, 3, 2), full)
+           + coef[..., 9:])
+    got = lift.apply_affine_grid(params, full)
+    np.testing.assert_allclose(got, ref, atol=5e-3)
+    box = (17, 290, 33, 400)
+    np.testing.assert_allclose(lift.apply_affine_grid(params, full, box), got[17:290, 33:400], atol=1e-5)
+
+
+def test_poly_matches_lstsq_reference_without_ridge():
+    comp = _texture(40, 50, seed=3)
+    harm = np.clip(comp ** 1.5 * 0.9 + 0.05, 0, 1).astype(np.float32)
+    mask = np.ones((40, 50), np.float32)
+    params = lift.fit_poly(comp, harm, mask, degree=2, lam=0.0)
+    feats = lift.poly_features(comp.reshape(-1, 3).astype(np.float64) - params.centre, 2)
+    ref, *_ = np.linalg.lstsq(feats, harm.reshape(-1, 3).astype(np.float64), rcond=None)
+    np.testing.assert_allclose(feats @ params.data, feats @ ref, atol=2e-3)
+
+
+def test_uint8_frames_and_float_frames_agree():
+    full = (_texture(120, 160) * 255).astype(np.uint8)
+    low = _low(full.astype(np.float32) / 255, (60, 80))
+    m = _mask(60, 80)
+    for method in lift.METHODS:
+        params = lift.fit_lift(method, low, _affine(low), m)
+        np.testing.assert_allclose(lift.apply_lift(params, full), lift.apply_lift(params, full / np.float32(255)),
+                                   atol=1e-5)
+
+
+@pytest.mark.parametrize("method", lift.METHODS)
+def test_empty_and_flat_persons_are_finite_identity_like(method):
+    comp = np.full((32, 32, 3), 0.4, np.float32)
+    harm = np.full((32, 32, 3), 0.6, np.float32)
+    empty = lift.fit_lift(method, comp, harm, np.zeros((32, 32), np.float32))
+    np.testing.assert_allclose(lift.apply_lift(empty, comp), comp, atol=1e-6)
+    flat = lift.fit_lift(method, comp, harm, _mask(32, 32))  # zero colour variance: singular X^T X
+    out = lift.apply_lift(flat, comp)
+    assert np.isfinite(flat.data).all()
+    np.testing.assert_allclose(out[16, 16], 0.6, atol=1e-3)
+    assert out.dtype == np.float32
+
+
+def test_float64_and_bad_inputs_rejected():
+    comp = np.zeros((8, 8, 3), np.float32)
+    with pytest.raises(TypeError, match="float32"):
+        lift.fit_lift("delta", comp.astype(np.float64), comp, comp[..., 0])
+    with pytest.raises(ValueError, match="size"):
+        lift.fit_lift("delta", comp, np.zeros((8, 9, 3), np.float32), comp[..., 0])
+    with pytest.raises(ValueError, match="unknown lift method"):
+        lift.fit_lift("bicubic", comp, comp, comp[..., 0])
+    with pytest.raises(ValueError, match="degree"):
+        lift.fit_poly(comp, comp, comp[..., 0], degree=5)

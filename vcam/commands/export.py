@@ -1,0 +1,121 @@
+"""`vcam export onnx|tensorrt`: write a model as an ONNX file (checked, with a parity figure) or build a
+TensorRT engine.
+
+    vcam export onnx --model phnet-xs --out phnet-xs.onnx                 # dynamic height/width
+    vcam export onnx --weights engine/weights/default.safetensors --height 144 --width 256
+    vcam export tensorrt --model phnet --height 512 --width 512 --precision fp16 --out phnet.engine
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+HELP = "export a model to ONNX (checked against torch) or build a TensorRT engine"
+
+TRT_MISSING = ("TensorRT is not installed: on an NVIDIA machine with CUDA, pip install 'vcam[trt]' "
+               "(TensorRT 10) and run this again")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="format", metavar="<format>", parser_class=type(parser))
+    sub.required = True
+    onnx = sub.add_parser("onnx", help="write an ONNX file, run onnx.checker and an ONNX Runtime parity check")
+    _common(onnx)
+    onnx.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17; default 17)")
+    onnx.add_argument("--dynamic", action="store_true",
+                      help="dynamic height and width (the default when --height/--width are not given)")
+    trt = sub.add_parser("tensorrt", help="build a TensorRT 10 engine (needs an NVIDIA GPU and TensorRT)")
+    _common(trt)
+    trt.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="engine precision")
+    trt.add_argument("--device", default="cuda", help="CUDA device (default cuda)")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None,
+                        help="model name (phnet, phnet-s, phnet-xs, stats); with no --weights its initial "
+                             "weights are exported")
+    parser.add_argument("--weights", type=Path, default=None, help=".safetensors file (its .json names the model)")
+    parser.add_argument("--out", type=Path, default=None, help="output file (default: <model>.onnx/.engine)")
+    parser.add_argument("--height", type=int, default=None, help="fixed input height (multiple of 8)")
+    parser.add_argument("--width", type=int, default=None, help="fixed input width (multiple of 8)")
+
+
+def _load_model(args):
+    from engine.weights import load_weights
+
+    if args.weights is not None:
+        model = load_weights(args.weights)
+        if args.model is not None and args.model != model.name:
+            raise ValueError(f"--weights {args.weights} hold model {model.name!r}, not --model {args.model!r}")
+        return model
+    if args.model is None:
+        raise ValueError("give --model NAME or --weights FILE")
+    from engine.phnet import create_model
+
+    return create_model(args.model).eval()
+
+
+def _size(args) -> tuple[int | None, int | None]:
+    if (args.height is None) != (args.width is None):
+        raise ValueError("give both --height and --width, or neither (dynamic size)")
+    if getattr(args, "dynamic", False) and args.height is not None:
+        raise ValueError("--dynamic and --height/--width exclude each other")
+    for label, value in (("--height", args.height), ("--width", args.width)):
+        if value is not None and (value < 8 or value % 8):
+            raise ValueError(f"{label} must be a positive multiple of 8, got {value}")
+    return args.height, args.width
+
+
+def _run_onnx(args) -> int:
+    from engine.export import check_onnx_parity, example_inputs, export_onnx
+
+    height, width = _size(args)
+    model = _load_model(args)
+    out = args.out or Path(f"{model.name}.onnx")
+    export_onnx(model, out, height=height, width=width, opset=args.opset)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, opset {args.opset}, "
+          f"{'dynamic size' if height is None else f'{height}x{width}'}); onnx.checker passed")
+    sizes = [(height, width)] if height is not None else [(64, 96), (144, 256)]
+    worst = 0.0
+    for h, w in sizes:
+        diffs = check_onnx_parity(model, out, example_inputs(model, h, w))
+        worst = max(worst, *diffs.values())
+        print(f"parity torch vs onnxruntime at {h}x{w}: max abs diff harmonized {diffs['harmonized']:.2e}, "
+              f"stats_out {diffs['stats_out']:.2e}")
+    if worst > 1e-4:
+        raise RuntimeError(f"ONNX Runtime differs from torch by {worst:.2e} (> 1e-4): the export is not faithful")
+    return 0
+
+
+def _run_tensorrt(args) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        raise RuntimeError(TRT_MISSING)
+    height, width = _size(args)
+    if height is None:
+        raise ValueError("a TensorRT engine is built for one size: give --height and --width")
+    from engine.backends.base import resolve_device
+    from engine.backends.tensorrt_backend import TensorRTBackend
+
+    device = resolve_device(args.device)
+    if device.type != "cuda":
+        raise RuntimeError(f"TensorRT builds engines on a CUDA device, got --device {args.device}")
+    model = _load_model(args)
+    backend = TensorRTBackend(model, device, args.precision)
+    try:
+        cached = backend.build(1, height, width)
+    finally:
+        backend.close()
+    out = args.out or Path(f"{model.name}-{height}x{width}-{args.precision}.engine")
+    shutil.copyfile(cached, out)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB; cached as {cached})")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.format == "onnx":
+        return _run_onnx(args)
+    return _run_tensorrt(args)
