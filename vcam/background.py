@@ -1,0 +1,251 @@
+"""Virtual backgrounds: image, looped video, blur of the real background, flat colour; cycled live.
+
+Every background renders an RGB uint8 picture at frame size (`render(frame) -> H×W×3`). Images are
+cover-cropped to the frame's aspect once per size and cached; videos play at their own fps on the wall
+clock and loop; blur blurs only the real background (normalised convolution, so the person's colours do
+not bleed into a halo around them).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vcam.capture import IMAGE_SUFFIXES, cover_crop
+from vcam.config import parse_color
+from vcam.errors import VcamError
+from vcam.frame import Frame
+
+log = logging.getLogger("vcam.background")
+
+DEFAULT_BLUR = 12.0  # Gaussian sigma in full-resolution pixels (at 720p)
+
+
+def blur_background(image: np.ndarray, mask: np.ndarray, sigma: float = DEFAULT_BLUR,
+                    scale: int = 4) -> np.ndarray:
+    """Blur the real background without the person: blur(image·(1-m)) / blur(1-m).
+
+    Normalised convolution: the person's pixels carry zero weight, so they neither bleed into the blurred
+    background (the "halo" of naive blur-then-composite) nor leave a dark rim. Work is done at 1/`scale`
+    resolution, where a large blur is cheap and looks the same.
+
+    Args:
+        image: RGB uint8 H×W×3.
+        mask: float32 H×W person mask in [0, 1].
+        sigma: blur strength in full-resolution pixels.
+        scale: downscale factor for the work.
+
+    Returns:
+        RGB uint8 H×W×3. Where the whole neighbourhood is person, the plain blur is used.
+
+    Raises:
+        ValueError: image and mask sizes differ, or sigma <= 0.
+    """
+    if image.shape[:2] != mask.shape[:2]:
+        raise ValueError(f"image {image.shape[:2]} and mask {mask.shape[:2]} sizes differ")
+    if sigma <= 0:
+        raise ValueError(f"blur strength must be > 0, got {sigma}")
+    height, width = image.shape[:2]
+    small_size = (max(1, width // scale), max(1, height // scale))
+    small = cv2.resize(image, small_size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    weight = 1.0 - cv2.resize(mask, small_size, interpolation=cv2.INTER_AREA)
+    sigma_small = max(sigma / scale, 0.5)
+    numerator = cv2.GaussianBlur(small * weight[..., None], (0, 0), sigma_small)
+    denominator = cv2.GaussianBlur(weight, (0, 0), sigma_small)
+    plain = cv2.GaussianBlur(small, (0, 0), sigma_small)
+    # Weight ~0: the window is all person; there is no background to show, use the plain blur.
+    safe = np.maximum(denominator, 1e-3)[..., None]
+    blend = np.clip(denominator * 20.0, 0.0, 1.0)[..., None]
+    blurred = (numerator / safe) * blend + plain * (1.0 - blend)
+    blurred = np.clip(blurred, 0.0, 255.0).astype(np.uint8)
+    return cv2.resize(blurred, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+class ColorBackground:
+    """A flat colour."""
+
+    def __init__(self, rgb: tuple[int, int, int]):
+        self.rgb = rgb
+        self.name = "color:#{:02x}{:02x}{:02x}".format(*rgb)
+        self._cache: np.ndarray | None = None
+
+    def render(self, frame: Frame) -> np.ndarray:
+        height, width = frame.image.shape[:2]
+        if self._cache is None or self._cache.shape[:2] != (height, width):
+            self._cache = np.empty((height, width, 3), np.uint8)
+            self._cache[:] = self.rgb
+        return self._cache
+
+    def close(self) -> None:
+        self._cache = None
+
+
+class ImageBackground:
+    """A still picture, cover-cropped to the frame's aspect (cached per frame size)."""
+
+    def __init__(self, path: str):
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        if image is None:
+            raise VcamError(f"cannot read background image {path!r}")
+        self.name = Path(path).name
+        self._image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        self._cache: np.ndarray | None = None
+
+    def render(self, frame: Frame) -> np.ndarray:
+        height, width = frame.image.shape[:2]
+        if self._cache is None or self._cache.shape[:2] != (height, width):
+            self._cache = np.ascontiguousarray(cover_crop(self._image, (width, height)))
+        return self._cache
+
+    def close(self) -> None:
+        self._cache = None
+
+
+class VideoBackground:
+    """A video file looped at its own frame rate (by the wall clock, not by the camera's frames)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.name = Path(path).name
+        self._cap = cv2.VideoCapture(path)
+        ok, image = self._cap.read() if self._cap.isOpened() else (False, None)
+        if not ok:
+            self._cap.release()
+            raise VcamError(f"cannot read background video {path!r}")
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if 1 <= fps <= 240 else 25.0
+        self._raw = image
+        self._shown = 0  # index of the decoded picture in _raw
+        self._start: float | None = None
+        self._cache: np.ndarray | None = None
+
+    def _advance(self, wanted: int) -> None:
+        while self._shown < wanted:
+            ok, image = self._cap.read()
+            if not ok:  # end of the file: loop from the start
+                self._cap.release()
+                self._cap = cv2.VideoCapture(self.path)
+                ok, image = self._cap.read()
+                if not ok:
+                    raise RuntimeError(f"background video {self.path!r} stopped decoding")
+                self._start = time.perf_counter()
+                wanted, self._shown = 0, 0
+            else:
+                self._shown += 1
+            self._raw = image
+            self._cache = None
+
+    def render(self, frame: Frame) -> np.ndarray:
+        now = time.perf_counter()
+        if self._start is None:
+            self._start = now
+        wanted = int((now - self._start) * self.fps)
+        if wanted - self._shown > 2 * self.fps:  # fell far behind (paused): jump rather than decode all
+            self._start, wanted, self._shown = now, self._shown, self._shown
+        self._advance(wanted)
+        height, width = frame.image.shape[:2]
+        if self._cache is None or self._cache.shape[:2] != (height, width):
+            rgb = cv2.cvtColor(self._raw, cv2.COLOR_BGR2RGB)
+            self._cache = np.ascontiguousarray(cover_crop(rgb, (width, height)))
+        return self._cache
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class BlurBackground:
+    """The real background, blurred (needs frame.mask)."""
+
+    def __init__(self, sigma: float = DEFAULT_BLUR):
+        if sigma <= 0:
+            raise ValueError(f"blur strength must be > 0, got {sigma}")
+        self.sigma = sigma
+        self.name = f"blur:{sigma:g}"
+
+    def render(self, frame: Frame) -> np.ndarray:
+        if frame.mask is None:
+            raise ValueError("blur background needs the frame's mask (run segmentation first)")
+        # Strength is given for 720p; scale with the frame so the look does not change with --size.
+        sigma = self.sigma * frame.image.shape[0] / 720.0
+        return blur_background(frame.image, frame.mask, max(sigma, 0.5))
+
+    def close(self) -> None:
+        pass
+
+
+def open_background(spec: str):
+    """Build one background from its --background value.
+
+    Values: an image path, a video path, `blur` or `blur:STRENGTH` (sigma in pixels at 720p),
+    `color:#RRGGBB`.
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+        VcamError: a file that cannot be read.
+        ValueError: a malformed value.
+    """
+    spec = str(spec).strip()
+    kind, _, arg = spec.partition(":")
+    if kind.lower() == "blur":
+        try:
+            sigma = float(arg) if arg else DEFAULT_BLUR
+        except ValueError:
+            raise ValueError(f"blur strength must be a number, got {arg!r}") from None
+        return BlurBackground(sigma)
+    if kind.lower() in ("color", "colour"):
+        return ColorBackground(parse_color(arg))
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"background not found: {spec} (expected an image/video path, blur[:N] "
+                                f"or color:#RRGGBB)")
+    if path.is_dir():
+        raise VcamError(f"background is a directory, not an image or video: {spec}")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return ImageBackground(spec)
+    return VideoBackground(spec)
+
+
+class Backgrounds:
+    """The background stage: renders the current background into `frame.background`; `next()` cycles.
+
+    Raises:
+        ValueError: an empty list; see `open_background` for bad values.
+    """
+
+    def __init__(self, specs: list[str]):
+        if not specs:
+            raise ValueError("at least one --background is needed")
+        self.specs = list(specs)
+        self._items = []
+        try:
+            for spec in specs:
+                self._items.append(open_background(spec))
+        except Exception:
+            self.close()
+            raise
+        self.index = 0
+
+    @property
+    def current(self):
+        return self._items[self.index]
+
+    def next(self) -> str:
+        """Switch to the next background; returns its name."""
+        self.index = (self.index + 1) % len(self._items)
+        log.info("background: %s", self.current.name)
+        return self.current.name
+
+    def __call__(self, frame: Frame) -> Frame:
+        frame.background = self.current.render(frame)
+        return frame
+
+    def close(self) -> None:
+        for item in self._items:
+            item.close()
+        self._items = []

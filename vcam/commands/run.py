@@ -1,0 +1,78 @@
+"""`vcam run`: the real-time virtual camera (camera or file in, harmonized virtual camera / preview / file out).
+
+    vcam run --input 0 --background office.jpg --background blur --output virtualcam --output preview
+    vcam run --input talk.mp4 --size 1280x720 --output null --max-frames 300 --stats-json out/stats.json
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from vcam.config import from_args
+from vcam.controls import HOTKEYS
+
+HELP = "run the virtual camera: capture, segment, composite, harmonize, output"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Defaults are None here on purpose: vcam.config tells typed flags from untyped ones that way, so a
+    # --config file fills in only what the command line left out (defaults in vcam.config.RunConfig).
+    io = parser.add_argument_group("input and output")
+    io.add_argument("--input", "-i", help="camera index, /dev/videoN, video file, image file or stream URL "
+                                          "(default 0)")
+    io.add_argument("--size", help="WxH asked of the camera, applied to files (e.g. 1280x720)")
+    io.add_argument("--fps", type=float, help="frame rate asked of the camera / pace of an image input")
+    io.add_argument("--background", "-b", action="append",
+                    help="image or video path, blur[:STRENGTH] or color:#RRGGBB; repeat to cycle with 'b' "
+                         "(default blur)")
+    io.add_argument("--output", "-o", action="append",
+                    help="virtualcam, preview, file:PATH or null; repeatable (default virtualcam)")
+    io.add_argument("--vcam-backend", help="pyvirtualcam backend (v4l2loopback, obs, unitycapture, ...)")
+    io.add_argument("--vcam-device", help="virtual camera device, e.g. /dev/video10 or 'OBS Virtual Camera'")
+    io.add_argument("--loop", action="store_true", default=None,
+                    help="loop a video file input (default: only when --max-frames asks for more frames)")
+
+    harm = parser.add_argument_group("harmonization")
+    harm.add_argument("--no-harmonize", action="store_true", default=None, help="composite only")
+    harm.add_argument("--model", help="model name (phnet, phnet-s, phnet-xs, stats) or weights path")
+    harm.add_argument("--weights", help="a .safetensors weights file (default: the shipped weights)")
+    harm.add_argument("--backend", help="auto, torch, onnxruntime or tensorrt (default auto)")
+    harm.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    harm.add_argument("--net-size", type=int, help="network input's longer side, multiple of 8 (default 256)")
+    harm.add_argument("--smoothing", type=float, help="temporal smoothing of the statistics, [0, 1) (default 0.8)")
+    harm.add_argument("--strength", type=float, help="0 = composite, 1 = full harmonization (default 1)")
+    harm.add_argument("--reference", help="background region to match: x,y,w,h (pixels or fractions) or a "
+                                          "mask image")
+    harm.add_argument("--harmonize-mode", choices=("auto", "inline", "worker"),
+                      help="inline: network on every frame; worker: network at --refresh-hz in a thread, "
+                           "correction applied to every frame (default auto: GPU inline, CPU worker)")
+    harm.add_argument("--refresh-hz", type=float, help="worker: most network runs per second (default 10)")
+    harm.add_argument("--threads", type=int, help="torch threads for the worker on a CPU (default 1)")
+
+    seg = parser.add_argument_group("segmentation")
+    seg.add_argument("--segmentation-model", type=int, choices=(0, 1),
+                     help="MediaPipe selfie model: 0 general, 1 landscape (default 1)")
+    seg.add_argument("--segmenter-model", help="a MediaPipe Tasks image segmenter .tflite to use instead")
+    seg.add_argument("--mask-smoothing", action=argparse.BooleanOptionalAction, default=None,
+                     help="temporal mask smoothing (default on)")
+
+    run = parser.add_argument_group("run control")
+    run.add_argument("--max-frames", type=int, help="stop after N output frames (files then run as fast "
+                                                    "as possible, every frame)")
+    run.add_argument("--stats-json", help="write FPS, stage p50/p95, latency and harmonizer rate here at exit")
+    run.add_argument("--status-interval", type=float, help="seconds between status lines (0 = none; default 5)")
+    run.add_argument("--split", action="store_true", default=None, help="preview: start in before/after view")
+    run.add_argument("--config", help="TOML file with any of these settings (flags override; edits apply live)")
+    parser.epilog = "preview hotkeys: " + ", ".join(f"{k} {v}" for k, v in HOTKEYS.items())
+
+
+def run(args: argparse.Namespace) -> int:
+    from vcam.pipeline import Pipeline  # after argument checks: imports MediaPipe
+
+    config, flags = from_args(args)
+    pipeline = Pipeline(config, flags=flags)
+    stats = pipeline.run()
+    if stats["frames"] == 0:
+        print("vcam: no frames were produced", flush=True)
+        return 1
+    return 0

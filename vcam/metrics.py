@@ -1,0 +1,112 @@
+"""Metrics: FPS, per-stage p50/p95 milliseconds, end-to-end latency, a status line, the --stats-json file.
+
+Kept out of the frame loop's way: `record(frame)` appends a few floats; percentiles are computed only
+for the status line (every few seconds, over a recent window) and at exit (over the whole run).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+from vcam.frame import Frame
+
+log = logging.getLogger("vcam.metrics")
+
+_KEEP = 100_000  # samples kept per series for the final summary (about an hour at 30 fps)
+_WINDOW = 300  # samples in the status line's recent window
+
+
+def percentiles(values) -> dict:
+    """{"p50", "p95", "mean", "max"} of a sequence of numbers (None for each when empty)."""
+    if len(values) == 0:
+        return {"p50": None, "p95": None, "mean": None, "max": None}
+    array = np.asarray(values, np.float64)
+    return {"p50": round(float(np.percentile(array, 50)), 3), "p95": round(float(np.percentile(array, 95)), 3),
+            "mean": round(float(array.mean()), 3), "max": round(float(array.max()), 3)}
+
+
+class Metrics:
+    """Collects per-frame timings and writes the summary.
+
+    Args:
+        status_interval: seconds between status lines (0 = none).
+    """
+
+    def __init__(self, status_interval: float = 5.0):
+        self.status_interval = status_interval
+        self.frames = 0
+        self.live_frames = 0
+        self.placeholder_frames = 0
+        self.started_at: float | None = None
+        self.last_at: float | None = None
+        self._stages: dict[str, deque] = {}
+        self._latency: deque = deque(maxlen=_KEEP)
+        self._output_times: deque = deque(maxlen=_KEEP)
+        self._last_status = time.perf_counter()
+        self._status_frames = 0
+
+    def record(self, frame: Frame, sent_at: float | None = None) -> None:
+        """Account one frame that reached the outputs at `sent_at` (default: now)."""
+        now = time.perf_counter() if sent_at is None else sent_at
+        if self.started_at is None:
+            self.started_at = now
+        self.last_at = now
+        self.frames += 1
+        self._output_times.append(now)
+        if not frame.live:
+            self.placeholder_frames += 1
+            return
+        self.live_frames += 1
+        self._latency.append((now - frame.captured_at) * 1000.0)
+        for stage, ms in frame.timings.items():
+            self._stages.setdefault(stage, deque(maxlen=_KEEP)).append(ms)
+
+    def fps(self, window: int | None = None) -> float:
+        """Output frames per second over the whole run (or the last `window` frames)."""
+        times = list(self._output_times)[-window:] if window else self._output_times
+        if len(times) < 2:
+            return 0.0
+        return (len(times) - 1) / max(times[-1] - times[0], 1e-9)
+
+    def maybe_status(self, extra: str = "") -> None:
+        """Log a one-line status when `status_interval` has passed."""
+        if self.status_interval <= 0:
+            return
+        now = time.perf_counter()
+        if now - self._last_status < self.status_interval:
+            return
+        self._last_status = now
+        recent = list(self._latency)[-_WINDOW:]
+        stages = " ".join(f"{name} {np.percentile(list(values)[-_WINDOW:], 50):.1f}"
+                          for name, values in self._stages.items() if values)
+        latency = f"{np.percentile(recent, 95):.0f}" if recent else "-"
+        log.info("%.1f fps | latency p95 %s ms | p50 ms: %s%s", self.fps(_WINDOW), latency, stages,
+                 f" | {extra}" if extra else "")
+
+    def summary(self, **extra) -> dict:
+        """Everything measured, as a JSON-ready dict (the --stats-json schema, see docs/notes/app.md)."""
+        duration = (self.last_at - self.started_at) if self.frames > 1 else 0.0
+        return {
+            "frames": self.frames,
+            "live_frames": self.live_frames,
+            "placeholder_frames": self.placeholder_frames,
+            "duration_s": round(duration, 3),
+            "fps": round(self.fps(), 3),
+            "latency_ms": percentiles(self._latency),
+            "stages_ms": {name: percentiles(values) for name, values in self._stages.items()},
+            **extra,
+        }
+
+
+def write_json(path: str | Path, data: dict) -> Path:
+    """Write `data` as indented JSON, creating the parent folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return path
