@@ -69,13 +69,14 @@ def patch_membership(ones: Tensor, grid: int) -> Tensor:
 
 def patch_sums(z: Tensor, grid: int) -> Tensor:
     """Per-patch sums of z (B,K,h,w) divided by the nominal patch area h*w/grid^2 -> (B, K, grid^2)."""
-    ones_h = torch.ones_like(z[0, 0, :, 0])
-    ones_w = torch.ones_like(z[0, 0, 0, :])
-    rows = patch_membership(ones_h, grid)  # (G, h)
-    cols = patch_membership(ones_w, grid)  # (G, w)
-    sums = torch.matmul(torch.matmul(rows, z), cols.transpose(0, 1))  # (B, K, G, G)
+    # Membership in fp32 whatever z's dtype: fp16 holds integers exactly only up to 2048, and
+    # position*grid exceeds that at 512 px.
+    ones_h = torch.ones_like(z[0, 0, :, 0], dtype=torch.float32)
+    ones_w = torch.ones_like(z[0, 0, 0, :], dtype=torch.float32)
     area = ones_h.sum() * ones_w.sum() / (grid * grid)
-    return (sums / area).flatten(2)
+    rows = (patch_membership(ones_h, grid) / area).to(z.dtype)  # (G, h), carries the 1/area
+    cols = patch_membership(ones_w, grid).to(z.dtype)  # (G, w)
+    return torch.matmul(torch.matmul(rows, z), cols.transpose(0, 1)).flatten(2)  # (B, K, G*G)
 
 
 def masked_sums(x: Tensor, weight: Tensor, grid: int) -> Tensor:
