@@ -217,3 +217,99 @@ def test_bench_engine_command_bad_input_is_one_line(tmp_path, capsys):
     assert "multiples of 8" in capsys.readouterr().err
     assert main(["bench"]) == 2
     assert "choose a benchmark" in capsys.readouterr().err
+
+
+# -- the pipeline benchmark -------------------------------------------------------------------------
+def test_parse_input():
+    from vcam.bench import pipeline
+
+    assert pipeline.parse_input("720p") == ("720p", (1280, 720), None)
+    assert pipeline.parse_input("4K") == ("4k", (3840, 2160), None)
+    assert pipeline.parse_input("160x96") == ("160x96", (160, 96), None)
+    with pytest.raises(ValueError, match="even"):
+        pipeline.parse_input("161x96")
+    with pytest.raises(FileNotFoundError, match="video not found"):
+        pipeline.parse_input("missing.mp4")
+    with pytest.raises(ValueError, match="expected"):
+        pipeline.parse_input("huge")
+
+
+def test_generate_synthetic_clip_has_the_asked_size_rate_and_frames(tmp_path):
+    import cv2
+
+    from vcam.bench import pipeline
+
+    clip = pipeline.generate_clip((96, 64), 7, 30.0, tmp_path, "tiny", source=None)
+    assert clip.origin.startswith("synthetic") and clip.frames == 7
+    cap = cv2.VideoCapture(str(clip.path))
+    frames = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        frames.append(image)
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(30.0)
+    cap.release()
+    assert len(frames) == 7 and frames[0].shape == (64, 96, 3)
+    assert not np.array_equal(frames[0], frames[6])  # the silhouette moves
+    again = pipeline.generate_clip((96, 64), 7, 30.0, tmp_path, "tiny", source=None)
+    assert again.path == clip.path and again.path.stat().st_mtime == clip.path.stat().st_mtime  # reused
+
+
+def test_ratios_and_targets_from_rows():
+    from vcam.bench import pipeline
+
+    def row(harmonize, paced, fps, p95, refresh=None):
+        return {"status": "ok", "input": "720p", "resolution": "1280x720", "harmonize": harmonize, "paced": paced,
+                "mode": ("harmonize" if harmonize else "no-harmonize") + (" @30fps" if paced else ""),
+                "fps": fps, "latency_p50_ms": p95 / 2, "latency_p95_ms": p95, "refresh_hz": refresh,
+                "source_fps": 30.0}
+
+    rows = [row(True, False, 40.0, 30.0, 8.0), row(False, False, 80.0, 10.0),
+            row(True, True, 29.9, 60.0, 6.0), row(False, True, 30.0, 20.0)]
+    pipeline.add_ratios(rows)
+    assert rows[0]["fps_ratio"] == pytest.approx(0.5) and rows[0]["latency_added_p50_ms"] == pytest.approx(10.0)
+    assert rows[2]["fps_ratio"] == pytest.approx(29.9 / 30.0)
+    assert "fps_ratio" not in rows[1]
+    lines = pipeline.check_targets(rows)
+    assert lines[0].startswith("720p target (harmonize): MET")
+    assert lines[1].startswith("720p target (harmonize @30fps): NOT MET") and "latency p95 60.0 ms <= 50 NO" in lines[1]
+
+
+PIPELINE_ROW_KEYS = {"input", "resolution", "mode", "harmonize", "paced", "status", "frames", "fps",
+                     "latency_p50_ms", "latency_p95_ms", "stages_ms", "refresh_hz", "cpu_util", "dropped"}
+
+
+def test_bench_pipeline_command_with_and_without_harmonization(tmp_path):
+    code = main(["bench", "pipeline", "--inputs", "160x96", "--frames", "6", "--warmup-frames", "2",
+                 "--camera-rate", "30", "--model", "phnet-xs", "--backend", "torch", "--out", str(tmp_path)])
+    assert code == 0
+    data = json.loads((tmp_path / "pipeline.json").read_text())
+    assert data["kind"] == "pipeline" and data["inputs"][0]["size"] == [160, 96]
+    rows = data["rows"]
+    assert [(r["harmonize"], r["paced"]) for r in rows] == [(True, False), (False, False), (True, True),
+                                                            (False, True)]
+    for r in rows:
+        assert r["status"] == "ok", r.get("reason")
+        assert PIPELINE_ROW_KEYS <= set(r), PIPELINE_ROW_KEYS - set(r)
+        assert r["fps"] > 0 and r["latency_p95_ms"] >= r["latency_p50_ms"] > 0 and r["cpu_util"] > 0
+        assert {"segment", "composite", "output"} <= set(r["stages_ms"])
+    assert rows[1]["frames"] == 6  # fast mode: exactly --frames timed after the warm-up
+    harmonized = [r for r in rows if r["harmonize"]]
+    assert all("harmonize" in r["stages_ms"] and r["refresh_hz"] is not None and r["fps_ratio"] > 0
+               for r in harmonized)
+    assert harmonized[0]["harmonizer"]["backend"].startswith("torch")
+    assert (tmp_path / "pipeline.md").read_text().startswith("# vcam bench pipeline")
+    assert (tmp_path / "pipeline.png").stat().st_size > 0
+    assert list((tmp_path / "inputs").glob("160x96_*.mp4"))
+
+
+def test_bench_pipeline_bad_input_is_one_line(tmp_path, capsys):
+    assert main(["bench", "pipeline", "--inputs", "nope", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--inputs" in err[0]
+    assert main(["bench", "pipeline", "--inputs", "160x96", "--source", str(tmp_path / "x.mp4"),
+                 "--out", str(tmp_path)]) == 1
+    assert "--source video not found" in capsys.readouterr().err
+    assert main(["bench", "pipeline", "--modes", "sometimes", "--out", str(tmp_path)]) == 1
+    assert "--modes" in capsys.readouterr().err

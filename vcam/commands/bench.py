@@ -65,8 +65,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pipe.add_argument("--source", type=Path, default=None,
                       help="real video of a person to build the 720p/1080p/4k inputs from "
                            "(default: the first usable one in ../shared/data/videos; else a synthetic clip)")
-    pipe.add_argument("--run-args", default="",
-                      help="extra `vcam run` options for every run, e.g. \"--model phnet-xs --net-size 256\"")
+    pipe.add_argument("--background", default=None,
+                      help="virtual background for every run, as for `vcam run` (default: a real indoor photo "
+                           "from ../shared/data/backgrounds, else a flat colour)")
+    harm = pipe.add_argument_group("harmonization (as for `vcam run`)")
+    harm.add_argument("--model", default=None, help="model name or weights path (default: the shipped weights)")
+    harm.add_argument("--weights", type=Path, default=None, help="weights file (.safetensors)")
+    harm.add_argument("--backend", default="auto", help="auto, torch, onnxruntime or tensorrt (default auto)")
+    harm.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    harm.add_argument("--net-size", type=int, default=256, help="network input size (default 256)")
+    harm.add_argument("--refresh-hz", type=float, default=10.0,
+                      help="CPU worker: most network runs per second (0 = as fast as it goes; default 10)")
+    harm.add_argument("--threads", type=int, default=1, help="torch threads of the CPU worker (default 1)")
+    harm.add_argument("--harmonize-mode", default="auto", choices=("auto", "inline", "worker"),
+                      help="auto: every frame on a GPU, a worker at --refresh-hz on a CPU")
     pipe.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
 
 
