@@ -36,7 +36,8 @@ def run_model(model: torch.nn.Module | None, composite: torch.Tensor, mask: torc
     if model is None:
         return composite
     b = composite.shape[0]
-    stats_in = composite.new_zeros(b, model.stats_size)
+    stats_size = getattr(model, "module", model).stats_size  # DistributedDataParallel wraps the model
+    stats_in = composite.new_zeros(b, stats_size)
     momentum = composite.new_zeros(1)
     harmonized, _ = model(composite, mask, 1.0 - mask, stats_in, momentum)
     return harmonized.float() * mask + composite * (1.0 - mask)

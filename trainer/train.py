@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -235,7 +236,41 @@ def evaluate(model, eval_set, device) -> dict:
     return summary["all"]
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 of every parameter and buffer, in name order (equal digests = identical weights)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_ranks_agree(model: torch.nn.Module, world: int, out: Path, is_main: bool) -> list[str]:
+    """Gather every rank's weights digest; rank 0 writes them to ranks.json. Raises if they differ.
+
+    A cheap end-of-run guard: DDP keeps replicas equal only if every rank ran the same optimiser steps.
+
+    Raises:
+        RuntimeError: if the ranks ended with different weights.
+    """
+    digests = [weights_digest(model)]
+    if world > 1:
+        digests = [None] * world
+        dist.all_gather_object(digests, weights_digest(model))
+    if is_main:
+        (out / "ranks.json").write_text(json.dumps({"world_size": world, "digests": digests}, indent=2) + "\n")
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"ranks ended with different weights: {digests}")
+    return digests
+
+
 def main(args) -> int:
+    train(args)
+    return 0
+
+
+def train(args) -> torch.nn.Module:
+    """Run the whole training described by ``args`` (get_args_parser) and return the trained model."""
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.size <= 0 or args.size % 8:
@@ -330,6 +365,7 @@ def main(args) -> int:
                 if last:
                     break
         broadcast_buffers(model, world)
+        check_ranks_agree(model, world, out, is_main)
     finally:
         bar.close()
         if log_file is not None:
@@ -340,7 +376,7 @@ def main(args) -> int:
             dist.destroy_process_group()
     if is_main:
         print(f"done: step {step}, best held-out PSNR {best:.2f} dB, outputs in {out}")
-    return 0
+    return model
 
 
 def save_best_weights(model, path: Path, step: int, best: float, args) -> None:

@@ -30,13 +30,11 @@ def crop(sample: dict, top: int, left: int, height: int, width: int) -> dict:
 
 
 def resize(sample: dict, height: int, width: int) -> dict:
-    """Area-resample images when shrinking (linear when enlarging); masks always linear (stay soft)."""
+    """Area-resample when shrinking, linear when enlarging; the same filter for every array, so that a
+    mask's soft edge lines up with the image's."""
     h, w = _size(sample)
-    out = {}
-    for k, v in sample.items():
-        interp = cv2.INTER_AREA if (height < h and width < w and v.ndim == 3) else cv2.INTER_LINEAR
-        out[k] = cv2.resize(v, (width, height), interpolation=interp)
-    return out
+    interp = cv2.INTER_AREA if (height <= h and width <= w) else cv2.INTER_LINEAR
+    return {k: cv2.resize(v, (width, height), interpolation=interp) for k, v in sample.items()}
 
 
 def random_resized_crop(sample: dict, size: int, rng: np.random.Generator,
