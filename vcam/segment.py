@@ -27,7 +27,7 @@ from vcam.frame import Frame
 log = logging.getLogger("vcam.segment")
 
 MODEL_WIDTH = 256  # both MediaPipe selfie models take 256 px wide input
-STRETCH = (0.03, 0.97)  # mask values mapped to exactly 0 and 1
+STRETCH = (0.15, 0.9)  # mask values mapped to exactly 0 and 1 (tight: no rim of the old background)
 
 
 def box_mean(image: np.ndarray, radius: int) -> np.ndarray:
@@ -37,7 +37,7 @@ def box_mean(image: np.ndarray, radius: int) -> np.ndarray:
 
 
 def guided_coefficients(guide_low: np.ndarray, mask_low: np.ndarray, radius: int = 2,
-                        eps: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+                        eps: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
     """The guided filter's smoothed local linear model mask ≈ a·guide + b, at low resolution.
 
     Args:
@@ -65,7 +65,7 @@ def guided_coefficients(guide_low: np.ndarray, mask_low: np.ndarray, radius: int
 
 
 def fast_guided_filter(guide_low: np.ndarray, mask_low: np.ndarray, guide_full: np.ndarray,
-                       radius: int = 2, eps: float = 1e-3) -> np.ndarray:
+                       radius: int = 2, eps: float = 1e-4) -> np.ndarray:
     """Edge-aware upsampling of a low-resolution mask, guided by the image (He & Sun's fast guided filter).
 
     Args:
@@ -112,7 +112,7 @@ def adaptive_ema(previous: np.ndarray | None, mask: np.ndarray, alpha_min: float
     return (previous + alpha * diff).astype(np.float32, copy=False)
 
 
-def stretch(mask: np.ndarray, low: float = 0.03, high: float = 0.97) -> np.ndarray:
+def stretch(mask: np.ndarray, low: float = STRETCH[0], high: float = STRETCH[1]) -> np.ndarray:
     """Map [low, high] to [0, 1] and clip: near-certain pixels become exactly 0 or 1."""
     return _clip01((mask.astype(np.float32) - low) * (1.0 / (high - low)))
 
