@@ -87,9 +87,10 @@ def masked_sums(x: Tensor, weight: Tensor, grid: int) -> Tensor:
 
 def region_sums(x: Tensor, mask: Tensor, reference: Tensor, grid: int) -> Tensor:
     """Flat sufficient statistics of the foreground (mask) and reference regions -> (B, stats_size)."""
-    fg = masked_sums(x, mask, grid)
-    ref = masked_sums(x, reference, grid)
-    return torch.stack([fg, ref], dim=1).flatten(1)
+    # One patch_sums call for both regions (one pair of membership matrices, one pair of matmuls);
+    # channel order [S0, S1, S2] of the foreground then of the reference = the (B, 2, 1+2C, P) layout.
+    mx, rx = mask * x, reference * x
+    return patch_sums(torch.cat([mask, mx, mx * x, reference, rx, rx * x], dim=1), grid).flatten(1)
 
 
 def ema(stats_in: Tensor, current: Tensor, momentum: Tensor) -> Tensor:

@@ -153,3 +153,10 @@ def test_ema_momentum_zero_is_exactly_current():
     stats_in = torch.randn(3, 50) * 1e6
     assert torch.equal(pn.ema(stats_in, current, torch.tensor([0.0])), current)
     torch.testing.assert_close(pn.ema(stats_in, current, torch.tensor([0.25])), 0.25 * stats_in + 0.75 * current)
+
+
+def test_region_sums_layout_is_foreground_then_reference():
+    x, mask, reference = torch.rand(2, 3, 16, 24), torch.rand(2, 1, 16, 24), torch.rand(2, 1, 16, 24)
+    stats = pn.region_sums(x, mask, reference, 4).reshape(2, 2, 7, 16)
+    torch.testing.assert_close(stats[:, 0], pn.masked_sums(x, mask, 4))
+    torch.testing.assert_close(stats[:, 1], pn.masked_sums(x, reference, 4))
