@@ -313,3 +313,40 @@ def test_bench_pipeline_bad_input_is_one_line(tmp_path, capsys):
     assert "--source video not found" in capsys.readouterr().err
     assert main(["bench", "pipeline", "--modes", "sometimes", "--out", str(tmp_path)]) == 1
     assert "--modes" in capsys.readouterr().err
+
+
+def test_time_interleaved_runs_round_robin_with_one_budget():
+    order = []
+    clock = FakeClock([0.5])
+
+    def make(name):
+        def fn():
+            order.append(name)
+            clock.work()
+        return fn
+
+    result = timing.time_interleaved({"a": make("a"), "b": make("b")}, warmup=1, runs=10, max_seconds=1.2,
+                                     clock=clock)
+    assert order[:2] == ["a", "b"]  # warm-up: each once
+    assert order[2:] == ["a", "b"] * 3  # rounds alternate; 3 rounds reach the 1.2 s budget of the slowest
+    assert result["a"].runs == result["b"].runs == 3
+    with pytest.raises(ValueError):
+        timing.time_interleaved({})
+
+
+@pytest.mark.gpu
+def test_bench_engine_gpu_fast_path_variants(tmp_path):
+    """Where CUDA exists: eager, CUDA-graph and compiled variants in fp32 and fp16 run, next to eager fp32."""
+    code = main(["bench", "engine", "--backends", "torch", "--variants", "eager,channels_last,cudagraph,compile",
+                 "--precisions", "fp32,fp16", "--models", "phnet-xs", "--sizes", "64", "--runs", "3",
+                 "--warmup", "1", "--out", str(tmp_path)])
+    assert code == 0
+    data = json.loads((tmp_path / "engine.json").read_text())
+    assert data["system"]["gpu"]["name"]
+    rows = {(r["variant"], r["precision"]): r for r in data["rows"] if r["model"] == "phnet-xs"}
+    for variant in ("default", "eager", "channels_last", "cudagraph", "compile"):
+        for precision in ("fp32", "fp16"):
+            r = rows[(variant, precision)]
+            assert r["status"] == "ok", r.get("reason")
+            assert r["device"] == "cuda" and r["finite"] is True and r["speedup"] > 0
+    assert rows[("eager", "fp32")]["speedup"] == pytest.approx(1.0)

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vcam.bench.flops import achieved, count_flops, gpu_peak_tflops, measure_dense_tflops
-from vcam.bench.timing import time_calls
+from vcam.bench.timing import time_calls, time_interleaved
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class EngineBenchSettings:
     """What to measure. None means "the default for the device" (see `resolve`)."""
 
     backends: tuple[str, ...] | None = None  # None: every backend available on the device
-    variants: tuple[str, ...] | None = None  # torch fast-path variants; None: all on CUDA, none on CPU
+    variants: tuple[str, ...] | None = None  # torch fast-path variants; None: eager+cudagraph on CUDA, none on CPU
     precisions: tuple[str, ...] = ("fp32", "fp16")
     models: tuple[str, ...] | None = None
     sizes: tuple[int, ...] | None = None
@@ -167,7 +167,10 @@ def resolve(settings: EngineBenchSettings, has_cuda: bool) -> EngineBenchSetting
             s.notes.append(f"CPU: default sizes reduced to {', '.join(map(str, s.sizes))}; "
                            f"pass --sizes 256,512,1024 for all")
     if s.variants is None:
-        s.variants = () if on_cpu else ("eager", "cudagraph", "compile")
+        s.variants = () if on_cpu else ("eager", "cudagraph")
+        if not on_cpu:
+            s.notes.append("CUDA: torch variants eager and cudagraph by default; add compile with "
+                           "--variants eager,cudagraph,compile (about a minute of compiling per configuration)")
     s.variants = tuple(v for v in s.variants if v != "none")
     if s.runs is None:
         s.runs = 20 if on_cpu else 100
@@ -367,89 +370,128 @@ def run_engine_bench(settings: EngineBenchSettings, system: dict,
     say = progress or log.info
     rows: list[dict] = []
     dense: dict[str, tuple[float | None, str]] = {}  # precision -> measured dense-layer TFLOP/s
-    flops_cache: dict[tuple[str, int], tuple[int | None, str]] = {}
     models: dict[str, object] = {}
+    groups: dict[tuple, list[Case]] = {}
     for case in cases:
-        row = {"backend": case.backend, "variant": case.variant, "device": case.device,
-               "precision": case.precision, "model": case.model, "size": case.size, "batch": s.batch}
         if case.skip:
-            rows.append({**row, "status": "skipped", "reason": case.skip})
+            rows.append({**_row_head(case, s), "status": "skipped", "reason": case.skip})
             say(f"skip {case.label()}: {case.skip}")
-            continue
-        if case.model not in models:
-            models[case.model] = create_model(case.model).eval()
-        model = models[case.model]
+        else:
+            groups.setdefault((case.model, case.size, case.precision), []).append(case)
+    for (model_name, size, precision), group in groups.items():
+        if model_name not in models:
+            models[model_name] = create_model(model_name).eval()
+        model = models[model_name]
         stats_size = int(model.stats_size)
-        key = (case.model, case.size)
-        if key not in flops_cache:
+        try:
+            flops, flops_how = count_flops(
+                model, lambda h, w, d, n=stats_size: make_inputs(n, h, w, d, s.batch), size, size)
+        except RuntimeError as exc:
+            flops, flops_how = None, f"not counted: {exc}"
+        if precision not in dense:
             try:
-                flops_cache[key] = count_flops(
-                    model, lambda h, w, d, n=stats_size: make_inputs(n, h, w, d, s.batch), case.size, case.size)
-            except RuntimeError as exc:
-                flops_cache[key] = (None, f"not counted: {exc}")
-        flops, flops_how = flops_cache[key]
-        rows.append({**row, **_time_case(case, model, stats_size, s, create_backend)})
-        r = rows[-1]
-        if r["status"] == "ok":
-            peak, peak_note = _peak(case.device, case.precision, system)
-            if case.precision not in dense:
-                try:
-                    dense[case.precision] = measure_dense_tflops(case.device, case.precision)
-                except Exception as exc:  # e.g. bf16 kernels missing on an old CPU
-                    dense[case.precision] = (None, f"not measured: {_first_line(exc)}")
+                dense[precision] = measure_dense_tflops(s.device, precision)
+            except Exception as exc:  # e.g. bf16 kernels missing on an old CPU
+                dense[precision] = (None, f"not measured: {_first_line(exc)}")
+        peak, peak_note = _peak(s.device, precision, system)
+        for case, result in zip(group, _time_group(group, model, stats_size, s, create_backend)):
+            r = {**_row_head(case, s), **result}
+            rows.append(r)
+            if r["status"] != "ok":
+                say(f"{r['status']} {case.label()}: {r['reason']}")
+                continue
             tflops, fraction = achieved(flops, r["p50_ms"] / 1000.0, peak)
-            _, dense_fraction = achieved(flops, r["p50_ms"] / 1000.0, dense[case.precision][0])
+            _, dense_fraction = achieved(flops, r["p50_ms"] / 1000.0, dense[precision][0])
             r.update({"gflops": flops / 1e9 if flops else None, "flops_counted": flops_how,
                       "tflops": tflops, "peak_tflops": peak, "peak_pct": fraction * 100 if fraction else None,
-                      "peak_note": peak_note, "dense_tflops": dense[case.precision][0],
+                      "peak_note": peak_note, "dense_tflops": dense[precision][0],
                       "dense_pct": dense_fraction * 100 if dense_fraction else None,
-                      "dense_note": dense[case.precision][1]})
+                      "dense_note": dense[precision][1]})
             say(f"{case.label()}: p50 {r['p50_ms']:.2f} ms, p95 {r['p95_ms']:.2f} ms, {r['fps']:.1f} FPS")
-        else:
-            say(f"{r['status']} {case.label()}: {r['reason']}")
     _add_speedups(rows)
     for precision, (rate, what) in dense.items():
         if rate:
             s.notes.append(f"measured dense ceiling {precision} on {s.device}: {rate:.3f} TFLOP/s ({what}); "
                            f"'% dense' columns are against it")
+    s.notes.append("configurations of the same model, size and precision are timed round-robin (one call "
+                   "of each per round), so load on a shared machine hits them alike")
     auto = summarize_auto(rows, s, models, create_model, auto_backend or _default_auto_backend(create_backend))
     return rows, s.notes, auto
 
 
-def _time_case(case: Case, model, stats_size: int, s: EngineBenchSettings, create_backend) -> dict:
-    """Build the runner for one configuration, time it, close it; a failure becomes a row."""
+def _row_head(case: Case, s: EngineBenchSettings) -> dict:
+    return {"backend": case.backend, "variant": case.variant, "device": case.device,
+            "precision": case.precision, "model": case.model, "size": case.size, "batch": s.batch}
+
+
+def _time_group(group: list[Case], model, stats_size: int, s: EngineBenchSettings, create_backend) -> list[dict]:
+    """Build every runner of one (model, size, precision), time them round-robin, close them.
+
+    A runner that cannot be built, or fails on its first call, becomes a "failed" result; if one fails
+    during the interleaved timing, each survivor is timed alone instead.
+    """
     import torch
 
-    sync = torch.cuda.synchronize if case.device == "cuda" else None
-    backend = None
-    started = time.perf_counter()
+    sync = torch.cuda.synchronize if s.device == "cuda" else None
+    results: list[dict | None] = [None] * len(group)
+    runners: dict[int, Callable] = {}
+    setup: dict[int, float] = {}
+    closers = []
     try:
-        inputs = make_inputs(stats_size, case.size, case.size, case.device, s.batch)
-        if case.variant == "default":
-            backend = create_backend(case.backend, model, case.device, case.precision)
-
-            def run():
-                return backend.run(*inputs)
-        else:
-            run = _torch_variant_runner(model, case.variant, case.device, case.precision, inputs)
-        run()  # first call outside the clock: builds, compiles, captures
-        if sync:
-            sync()
-        setup_s = time.perf_counter() - started
-        timing = time_calls(run, warmup=s.warmup, runs=s.runs, sync=sync, max_seconds=s.max_seconds)
-        finite = _finite(run())
-    except Exception as exc:  # one broken configuration must not end the whole benchmark
-        log.debug("configuration %s failed", case.label(), exc_info=True)
-        return {"status": "failed", "reason": _first_line(exc)}
-    finally:
-        if backend is not None and hasattr(backend, "close"):
+        for i, case in enumerate(group):
+            started = time.perf_counter()
             try:
-                backend.close()
+                runners[i] = _build_runner(case, model, stats_size, s, create_backend, closers)
+                runners[i]()  # first call outside the clock: builds, compiles, captures
+                if sync:
+                    sync()
+                setup[i] = time.perf_counter() - started
+            except Exception as exc:  # one broken configuration must not end the whole benchmark
+                log.debug("configuration %s failed", case.label(), exc_info=True)
+                runners.pop(i, None)
+                results[i] = {"status": "failed", "reason": _first_line(exc)}
+        timings: dict[int, object] = {}
+        if runners:
+            try:
+                timings = time_interleaved(runners, warmup=s.warmup, runs=s.runs, sync=sync,
+                                           max_seconds=s.max_seconds)
+            except Exception:
+                log.debug("interleaved timing failed; timing one by one", exc_info=True)
+                for i, run in runners.items():
+                    try:
+                        timings[i] = time_calls(run, warmup=s.warmup, runs=s.runs, sync=sync,
+                                                max_seconds=s.max_seconds)
+                    except Exception as exc:
+                        results[i] = {"status": "failed", "reason": _first_line(exc)}
+        for i, timing in timings.items():
+            try:
+                finite = _finite(runners[i]())
+            except Exception as exc:
+                results[i] = {"status": "failed", "reason": _first_line(exc)}
+                continue
+            results[i] = {"status": "ok", "setup_s": round(setup[i], 3), "finite": finite, **timing.summary()}
+    finally:
+        for close in closers:
+            try:
+                close()
             except Exception:  # closing is best effort: the numbers are already taken
-                log.debug("closing %s failed", case.label(), exc_info=True)
-    return {"status": "ok", "setup_s": round(setup_s, 3), "finite": finite,
-            "backend_name": getattr(backend, "name", None) if backend is not None else None,
-            **timing.summary()}
+                log.debug("closing a runner failed", exc_info=True)
+        if s.device == "cuda":
+            torch.cuda.empty_cache()
+    return [r or {"status": "failed", "reason": "not timed"} for r in results]
+
+
+def _build_runner(case: Case, model, stats_size: int, s: EngineBenchSettings, create_backend, closers: list):
+    inputs = make_inputs(stats_size, case.size, case.size, case.device, s.batch)
+    if case.variant != "default":
+        return _torch_variant_runner(model, case.variant, case.device, case.precision, inputs)
+    backend = create_backend(case.backend, model, case.device, case.precision)
+    if hasattr(backend, "close"):
+        closers.append(backend.close)
+
+    def run():
+        return backend.run(*inputs)
+    return run
 
 
 def _add_speedups(rows: list[dict]) -> None:
@@ -502,6 +544,7 @@ def summarize_auto(rows: list[dict], s: EngineBenchSettings, models: dict, creat
                     "fastest": fastest["backend"], "fastest_p50_ms": fastest["p50_ms"],
                     "auto_p50_ms": picked_row["p50_ms"] if picked_row else None,
                     "auto_is_fastest": picked == fastest["backend"],
+                    "auto_within_5pct": bool(picked_row) and picked_row["p50_ms"] <= 1.05 * fastest["p50_ms"],
                 })
     return summary
 
@@ -514,7 +557,8 @@ def auto_lines(auto: dict) -> list[str]:
             lines.append(f"auto on {auto['device']} ({p['model']} {p['precision']}): could not be determined: "
                          f"{p.get('reason')}")
             continue
-        verdict = "the faster one" if p["auto_is_fastest"] else "NOT the fastest"
+        verdict = ("the faster one" if p["auto_is_fastest"] else
+                   "a tie within 5 %" if p.get("auto_within_5pct") else "NOT the fastest")
         auto_ms = f"{p['auto_p50_ms']:.2f} ms" if p.get("auto_p50_ms") else "not measured"
         lines.append(f"auto on {auto['device']} picks {p['auto']} for {p['model']} {p['size']}² {p['precision']}: "
                      f"{verdict} (auto {auto_ms}, fastest {p['fastest']} {p['fastest_p50_ms']:.2f} ms)")

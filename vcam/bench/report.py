@@ -140,6 +140,8 @@ def plot_engine(report: dict, path: Path) -> Path | None:
     if not rows:
         return None
     plt = _pyplot()
+    from matplotlib import ticker
+
     models = sorted({r["model"] for r in rows})
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
     for ax, model in zip(axes[0], models):
@@ -156,6 +158,10 @@ def plot_engine(report: dict, path: Path) -> Path | None:
         ax.set_ylabel("p50 latency (ms)")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        sizes = sorted({r["size"] for r in rows if r["model"] == model})
+        ax.set_xticks(sizes, [str(v) for v in sizes])
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     gpu = report["system"].get("gpu")
@@ -196,7 +202,9 @@ def plot_pipeline(report: dict, path: Path) -> Path | None:
         ax.legend(fontsize=7)
     ax_fps.axhline(30, color="grey", linestyle="--", linewidth=1)
     ax_lat.axhline(50, color="grey", linestyle="--", linewidth=1)
-    fig.suptitle(f"vcam bench pipeline: {describe(report['system'])[:100]}", fontsize=9)
+    system = report["system"]
+    machine = system["gpu"]["name"] if system.get("gpu") else f"{system['cpu']['model']}, {system['cpu']['cores']} cores"
+    fig.suptitle(f"vcam bench pipeline: {machine}", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -122,3 +122,51 @@ def time_calls(fn: Callable[[], object], *, warmup: int = 3, runs: int = 20,
         if max_seconds is not None and spent >= max_seconds and i + 1 >= min(min_runs, runs):
             break
     return Timing(samples_ms=samples, warmup=warmup)
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], *, warmup: int = 3, runs: int = 20,
+                     sync: Callable[[], None] | None = None, max_seconds: float | None = None,
+                     min_runs: int = 3, clock: Callable[[], float] = time.perf_counter) -> dict[str, Timing]:
+    """Time several callables round-robin: one call of each per round, `runs` rounds.
+
+    On a shared machine, load comes and goes over seconds; timing A's runs and then B's lets a burst of
+    load land on one of them only. Interleaving spreads it over all, so their *comparison* (torch vs ONNX
+    Runtime, eager vs CUDA graph) stays fair even when the absolute figures are noisy.
+
+    Args:
+        fns: name -> the work to time.
+        warmup, sync, min_runs, clock: as for `time_calls` (warm-up calls are per callable).
+        runs: rounds wanted.
+        max_seconds: budget per callable: stop after the round in which the slowest callable's total
+            time reaches it (never before `min_runs` rounds).
+
+    Returns:
+        name -> Timing, every one with the same number of runs.
+
+    Raises:
+        ValueError: no callables, or bad settings (see `time_calls`).
+    """
+    if not fns:
+        raise ValueError("time_interleaved: expected at least one callable")
+    if runs < 1 or warmup < 0 or min_runs < 1:
+        raise ValueError(f"time_interleaved: expected runs >= 1, warmup >= 0, min_runs >= 1; "
+                         f"got runs={runs}, warmup={warmup}, min_runs={min_runs}")
+    if max_seconds is not None and max_seconds <= 0:
+        raise ValueError(f"time_interleaved: expected max_seconds > 0 or None, got {max_seconds}")
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    if sync is not None:
+        sync()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(runs):
+        for name, fn in fns.items():
+            start = clock()
+            fn()
+            if sync is not None:
+                sync()
+            samples[name].append((clock() - start) * 1000.0)
+        slowest = max(sum(s) for s in samples.values()) / 1000.0
+        if max_seconds is not None and slowest >= max_seconds and i + 1 >= min(min_runs, runs):
+            break
+    return {name: Timing(samples_ms=s, warmup=warmup) for name, s in samples.items()}

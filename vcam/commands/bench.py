@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="comma list of torch,onnxruntime,tensorrt, or auto = every one available (default)")
     eng.add_argument("--variants", default=None,
                      help="torch fast-path variants on the raw model: eager,channels_last,cudagraph,compile or "
-                          "none (default: eager,cudagraph,compile on CUDA, none on a CPU)")
+                          "none (default: eager,cudagraph on CUDA, none on a CPU)")
     eng.add_argument("--precisions", default="fp32,fp16", help="comma list of fp32,fp16,bf16 (default fp32,fp16)")
     eng.add_argument("--models", default=None,
                      help="comma list of model names (default phnet,phnet-s,phnet-xs; on a CPU phnet-s,phnet-xs)")
