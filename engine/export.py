@@ -33,7 +33,9 @@ def example_inputs(model: nn.Module, height: int = 64, width: int = 64, batch: i
     return composite, mask, 1.0 - mask, stats_in, momentum
 
 
-def export_onnx(model: nn.Module, path, height: int | None = None, width: int | None = None, opset: int = 17) -> Path:
+def export_onnx(
+    model: nn.Module, path, height: int | None = None, width: int | None = None, opset: int = 17
+) -> Path:
     """Export `model` (in eval mode, on CPU) to ONNX and run onnx.checker on the file.
 
     Args:
@@ -73,12 +75,21 @@ def export_onnx(model: nn.Module, path, height: int | None = None, width: int | 
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # TracerWarnings about shape-derived values: handled in pn.py
             torch.onnx.export(
-                model, inputs, str(path), input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-                dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False,
+                model,
+                inputs,
+                str(path),
+                input_names=list(INPUT_NAMES),
+                output_names=list(OUTPUT_NAMES),
+                dynamic_axes=axes,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
             )
         onnx.checker.check_model(str(path))
     except Exception as error:  # noqa: BLE001 - one clear line for the CLI
-        raise RuntimeError(f"ONNX export of {getattr(model, 'name', type(model).__name__)} failed: {error}") from error
+        raise RuntimeError(
+            f"ONNX export of {getattr(model, 'name', type(model).__name__)} failed: {error}"
+        ) from error
     return path
 
 

@@ -35,8 +35,6 @@ One source serves eager and ONNX: no export forks.
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -83,7 +81,8 @@ class PNBlock(nn.Module):
     """Patch-based normalisation (paper eqs. 2-12) with temporally smoothed sufficient statistics.
 
     N = (w0*F_loc + w1*F_glob + w2) * M + (g0*B_loc + g1*x + g2) * (1 - M), the F/B terms from
-    engine.pn.transfer_coefficients with learned per-channel, per-patch scores alpha (means) and beta (variances).
+    engine.pn.transfer_coefficients with learned per-channel, per-patch scores alpha (for the means)
+    and beta (for the variances).
     """
 
     def __init__(self, channels: int, grid: int, config: PHNetConfig):
@@ -102,7 +101,9 @@ class PNBlock(nn.Module):
 
     def forward(self, x, mask, reference, stats_in, momentum):
         stats = pn.ema(stats_in, pn.region_sums(x, mask, reference, self.grid), momentum)
-        fg, ref = pn.region_moments(stats, self.channels, self.grid, self.eps, self.patch_tau, self.region_tau)
+        fg, ref = pn.region_moments(
+            stats, self.channels, self.grid, self.eps, self.patch_tau, self.region_tau
+        )
         (s_glob, b_glob), (s_loc, b_loc), (s_bg, b_bg) = pn.transfer_coefficients(
             fg, ref, self.alpha, self.beta, self.var_eps
         )
@@ -170,8 +171,14 @@ class PHNet(nn.Module):
         super().__init__()
         self.name, self.config = name, config
         c = config.widths
-        specs = ((3, c[0], 4, 2), (c[0], c[1], 3, 1), (c[1], c[2], 4, 2), (c[2], c[3], 3, 1),
-                 (c[3], c[4], 4, 2), (c[4], c[5], 3, 1))
+        specs = (
+            (3, c[0], 4, 2),
+            (c[0], c[1], 3, 1),
+            (c[1], c[2], 4, 2),
+            (c[2], c[3], 3, 1),
+            (c[3], c[4], 4, 2),
+            (c[4], c[5], 3, 1),
+        )
         self.encoder = nn.ModuleList(EncoderLayer(*spec) for spec in specs)
         self.se = SqueezeExcite(c[5], config.se_reduction)
         self.pfe = PatchFeatureExtractor(config.pfe_grid, config)
@@ -264,8 +271,3 @@ def _check_overrides(cls, overrides: dict) -> None:
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
         raise TypeError(f"unknown config field(s) {unknown} for {cls.__name__}; valid: {', '.join(valid)}")
-
-
-def config_dict(model: nn.Module) -> dict:
-    """dataclasses.asdict of a model's config (for weights files)."""
-    return dataclasses.asdict(model.config)

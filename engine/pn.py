@@ -199,8 +199,13 @@ def check_inputs(composite, mask, reference, stats_in, momentum, stats_size: int
     """
     if torch.jit.is_tracing() or torch.compiler.is_compiling():
         return
-    named = {"composite": composite, "mask": mask, "reference": reference, "stats_in": stats_in,
-             "momentum": momentum}
+    named = {
+        "composite": composite,
+        "mask": mask,
+        "reference": reference,
+        "stats_in": stats_in,
+        "momentum": momentum,
+    }
     for name, value in named.items():
         if not isinstance(value, Tensor) or not value.is_floating_point():
             kind = value.dtype if isinstance(value, Tensor) else type(value).__name__

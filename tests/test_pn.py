@@ -55,7 +55,9 @@ def test_patch_membership_matches_floor_rule_for_non_divisible_sizes():
         np.testing.assert_array_equal(got.sum(0), np.ones(n))  # every position in exactly one patch
 
 
-@pytest.mark.parametrize("shape,grid", [((2, 3, 8, 8), 3), ((1, 4, 24, 40), 5), ((2, 2, 13, 7), 4), ((1, 1, 6, 6), 1)])
+@pytest.mark.parametrize(
+    "shape,grid", [((2, 3, 8, 8), 3), ((1, 4, 24, 40), 5), ((2, 2, 13, 7), 4), ((1, 1, 6, 6), 1)]
+)
 def test_masked_sums_match_numpy_reference(shape, grid):
     rng = np.random.default_rng(0)
     x = rng.normal(size=shape).astype(np.float32)
@@ -70,7 +72,9 @@ def test_global_sums_are_the_mean_of_patch_sums():
     x = torch.from_numpy(rng.normal(size=(1, 2, 13, 21)).astype(np.float32))
     weight = torch.from_numpy(rng.uniform(size=(1, 1, 13, 21)).astype(np.float32))
     sums = pn.masked_sums(x, weight, 4)
-    total = torch.cat([weight.sum((2, 3)), (weight * x).sum((2, 3)), (weight * x * x).sum((2, 3))], 1) / (13 * 21)
+    total = torch.cat([weight.sum((2, 3)), (weight * x).sum((2, 3)), (weight * x * x).sum((2, 3))], 1) / (
+        13 * 21
+    )
     torch.testing.assert_close(sums.mean(-1), total, rtol=1e-5, atol=1e-6)
 
 
@@ -132,7 +136,9 @@ def test_transfer_outputs_and_gradients_are_finite(case):
     mask.requires_grad_(True)
     alpha = torch.full((4, 16), 1 / 16, requires_grad=True)
     beta = torch.ones(4, 16, requires_grad=True)
-    stats = pn.ema(torch.zeros(2, pn.stats_size(4, 4)), pn.region_sums(x, mask, 1 - mask, 4), torch.tensor([0.3]))
+    stats = pn.ema(
+        torch.zeros(2, pn.stats_size(4, 4)), pn.region_sums(x, mask, 1 - mask, 4), torch.tensor([0.3])
+    )
     fg, ref = pn.region_moments(stats, 4, 4, EPS, PATCH_TAU, REGION_TAU)
     terms = pn.transfer_terms(x, fg, ref, alpha, beta, VAR_EPS)
     out = sum(t * mask + t * (1 - mask) for t in terms)
@@ -152,7 +158,9 @@ def test_ema_momentum_zero_is_exactly_current():
     current = torch.randn(3, 50)
     stats_in = torch.randn(3, 50) * 1e6
     assert torch.equal(pn.ema(stats_in, current, torch.tensor([0.0])), current)
-    torch.testing.assert_close(pn.ema(stats_in, current, torch.tensor([0.25])), 0.25 * stats_in + 0.75 * current)
+    torch.testing.assert_close(
+        pn.ema(stats_in, current, torch.tensor([0.25])), 0.25 * stats_in + 0.75 * current
+    )
 
 
 def test_region_sums_layout_is_foreground_then_reference():
