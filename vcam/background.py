@@ -26,7 +26,7 @@ DEFAULT_BLUR = 12.0  # Gaussian sigma in full-resolution pixels (at 720p)
 
 
 def blur_background(image: np.ndarray, mask: np.ndarray, sigma: float = DEFAULT_BLUR,
-                    scale: int = 4) -> np.ndarray:
+                    scale: int = 8) -> np.ndarray:
     """Blur the real background without the person: blur(image·(1-m)) / blur(1-m).
 
     Normalised convolution: the person's pixels carry zero weight, so they neither bleed into the blurred
@@ -37,7 +37,7 @@ def blur_background(image: np.ndarray, mask: np.ndarray, sigma: float = DEFAULT_
         image: RGB uint8 H×W×3.
         mask: float32 H×W person mask in [0, 1].
         sigma: blur strength in full-resolution pixels.
-        scale: downscale factor for the work.
+        scale: largest downscale factor for the work (less for small sigmas).
 
     Returns:
         RGB uint8 H×W×3. Where the whole neighbourhood is person, the plain blur is used.
@@ -50,17 +50,19 @@ def blur_background(image: np.ndarray, mask: np.ndarray, sigma: float = DEFAULT_
     if sigma <= 0:
         raise ValueError(f"blur strength must be > 0, got {sigma}")
     height, width = image.shape[:2]
+    # Work where the blur is still >= ~1.5 px: the result is smooth, so a coarse grid loses nothing.
+    scale = max(1, min(scale, int(sigma / 1.5)))
     small_size = (max(1, width // scale), max(1, height // scale))
-    small = cv2.resize(image, small_size, interpolation=cv2.INTER_AREA).astype(np.float32)
-    weight = 1.0 - cv2.resize(mask, small_size, interpolation=cv2.INTER_AREA)
+    # Bilinear decimation aliases, but the big blur right after removes it; INTER_AREA costs 10x more.
+    small = cv2.resize(image, small_size, interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    weight = cv2.subtract(1.0, cv2.resize(mask, small_size, interpolation=cv2.INTER_LINEAR))
     sigma_small = max(sigma / scale, 0.5)
     numerator = cv2.GaussianBlur(small * weight[..., None], (0, 0), sigma_small)
-    denominator = cv2.GaussianBlur(weight, (0, 0), sigma_small)
+    denominator = cv2.GaussianBlur(weight, (0, 0), sigma_small)[..., None]
     plain = cv2.GaussianBlur(small, (0, 0), sigma_small)
-    # Weight ~0: the window is all person; there is no background to show, use the plain blur.
-    safe = np.maximum(denominator, 1e-3)[..., None]
-    blend = np.clip(denominator * 20.0, 0.0, 1.0)[..., None]
-    blurred = (numerator / safe) * blend + plain * (1.0 - blend)
+    # Weight ~0: the window is all person; there is no background to show, fade to the plain blur.
+    blend = np.minimum(denominator * 20.0, 1.0)
+    blurred = numerator / np.maximum(denominator, 1e-3) * blend + plain * (1.0 - blend)
     blurred = np.clip(blurred, 0.0, 255.0).astype(np.uint8)
     return cv2.resize(blurred, (width, height), interpolation=cv2.INTER_LINEAR)
 

@@ -40,10 +40,25 @@ def composite(image: np.ndarray, background: np.ndarray, mask: np.ndarray) -> np
 
 
 class Compositor:
-    """The composite stage: `frame.composite` from image, background and mask."""
+    """The composite stage: `frame.composite` from image, background and mask.
+
+    Keeps the 1 - mask plane between frames (a fresh full-resolution array per frame costs page faults);
+    the composite itself is new each frame, since the harmonizer's worker may still hold the last one.
+    """
+
+    def __init__(self):
+        self._inverse: np.ndarray | None = None
 
     def __call__(self, frame: Frame) -> Frame:
-        frame.composite = composite(frame.image, frame.background, frame.mask)
+        image, background, mask = frame.image, frame.background, frame.mask
+        if (mask.dtype != np.float32 or image.dtype != np.uint8 or background.shape != image.shape
+                or mask.shape != image.shape[:2]):
+            frame.composite = composite(image, background, mask)  # validates and says what is wrong
+            return frame
+        if self._inverse is None or self._inverse.shape != mask.shape:
+            self._inverse = np.empty(mask.shape, np.float32)
+        cv2.subtract(1.0, mask, dst=self._inverse)
+        frame.composite = cv2.blendLinear(image, background, mask, self._inverse)
         return frame
 
     def close(self) -> None:

@@ -202,6 +202,8 @@ class Segmenter:
         self.smoothing = smoothing
         self.refine = refine
         self._previous: np.ndarray | None = None
+        self._scratch: list[np.ndarray] | None = None
+        self._gray: np.ndarray | None = None
 
     def reset(self) -> None:
         """Forget the temporal state (after a cut or a camera reconnect)."""
@@ -232,11 +234,20 @@ class Segmenter:
         scale = 1.0 / (high - low)
         mean_a *= scale / 255.0
         mean_b = (mean_b - low) * scale
-        gray_full = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        mean_a = cv2.resize(mean_a, (width, height), interpolation=cv2.INTER_LINEAR)
-        mean_b = cv2.resize(mean_b, (width, height), interpolation=cv2.INTER_LINEAR)
-        mask = cv2.add(cv2.multiply(mean_a, gray_full, dtype=cv2.CV_32F), mean_b)
-        return _clip01(mask)
+        # Full-resolution scratch planes are reused across frames (fresh 3.7 MB arrays per op cost page
+        # faults); only the returned mask is new, because other threads keep it with its frame.
+        if self._scratch is None or self._scratch[0].shape != (height, width):
+            self._scratch = [np.empty((height, width), np.float32) for _ in range(3)]
+            self._gray = np.empty((height, width), np.uint8)
+        up_a, up_b, product = self._scratch
+        cv2.cvtColor(image, cv2.COLOR_RGB2GRAY, dst=self._gray)
+        cv2.resize(mean_a, (width, height), dst=up_a, interpolation=cv2.INTER_LINEAR)
+        cv2.resize(mean_b, (width, height), dst=up_b, interpolation=cv2.INTER_LINEAR)
+        cv2.multiply(up_a, self._gray, dst=product, dtype=cv2.CV_32F)
+        mask = cv2.add(product, up_b)
+        cv2.threshold(mask, 1.0, 1.0, cv2.THRESH_TRUNC, dst=mask)
+        cv2.threshold(mask, 0.0, 0.0, cv2.THRESH_TOZERO, dst=mask)
+        return mask
 
     def __call__(self, frame: Frame) -> Frame:
         frame.mask = self.mask_for(frame.image)
