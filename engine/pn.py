@@ -94,8 +94,13 @@ def region_sums(x: Tensor, mask: Tensor, reference: Tensor, grid: int) -> Tensor
 
 
 def ema(stats_in: Tensor, current: Tensor, momentum: Tensor) -> Tensor:
-    """stats_out = momentum*stats_in + (1-momentum)*current. momentum 0 returns `current` exactly."""
-    return momentum * stats_in + (1.0 - momentum) * current
+    """stats_out = momentum*stats_in + (1-momentum)*current. momentum 0 returns `current` exactly.
+
+    momentum and stats_in take current's dtype, so an fp16 model fed the contract's fp32 momentum stays
+    fp16 (type promotion would otherwise turn the rest of the network fp32).
+    """
+    momentum = momentum.to(current.dtype)
+    return momentum * stats_in.to(current.dtype) + (1.0 - momentum) * current
 
 
 def moments(sums: Tensor, eps: float, patch_tau: float) -> Moments:

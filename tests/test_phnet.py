@@ -189,3 +189,32 @@ def test_bad_inputs_raise_clear_errors():
         model(composite, mask, torch.zeros(1, 1, 8, 8), stats, momentum)
     with pytest.raises(TypeError, match="composite"):
         model(composite.numpy(), mask, 1 - mask, stats, momentum)
+
+
+@pytest.mark.parametrize("mask_kind", ["empty", "full", "one_pixel"])
+def test_gradients_are_finite_for_degenerate_masks_and_flat_images(mask_kind):
+    model = create_model("phnet-xs", **TINY).train()
+    mask = MASKS[mask_kind](16, 16).expand(2, 1, 16, 16).clone().requires_grad_(True)
+    composite = torch.full((2, 3, 16, 16), 0.5)
+    composite[1] = torch.rand(3, 16, 16)
+    composite.requires_grad_(True)
+    harmonized, stats_out = run(model, composite, mask, momentum=0.5)
+    (harmonized.mean() + stats_out.mean()).backward()
+    grads = [composite.grad, mask.grad] + [p.grad for p in model.parameters() if p.grad is not None]
+    assert all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", ["phnet-xs", "stats"])
+def test_half_precision_runs_close_to_float(name):
+    """fp16 backends (CUDA, TensorRT) run the same source: statistics stay finite and close."""
+    torch.manual_seed(3)
+    model = create_model(name).eval()
+    composite, mask = torch.rand(1, 3, 32, 32), blob_mask(32, 32)
+    with torch.no_grad():
+        expected, expected_stats = run(model, composite, mask)
+        got, got_stats = run(
+            model.half(), composite.half(), mask.half(), stats_in=torch.zeros(1, model.stats_size).half()
+        )
+    assert torch.isfinite(got).all() and torch.isfinite(got_stats).all()
+    assert (got.float() - expected).abs().max() < 2e-2
+    assert (got_stats.float() - expected_stats).abs().max() < 2e-2 * (1 + expected_stats.abs().max())
