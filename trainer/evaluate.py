@@ -145,6 +145,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", type=Path, default=None, help="write composite | harmonized | ground truth PNG")
     p.add_argument("--grid-rows", type=int, default=8)
     p.add_argument("--full-res", action="store_true", help="also at native resolution through engine.Harmonizer")
+    p.add_argument("--lift", default=None, help="--full-res: the Harmonizer's lift method (default: its own)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     return p
 
@@ -167,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         if model is not None:
             from engine.harmonizer import Harmonizer
 
-            harmonizer = Harmonizer(model=model, backend="torch", device="cpu", net_size=args.size)
+            options = {"lift": args.lift} if args.lift else {}
+            harmonizer = Harmonizer(model=model, backend="torch", device="cpu", net_size=args.size, **options)
         full, full_rows = evaluate_full_res(harmonizer, IHarmonyDataset(args.data, split=args.split, size=None),
                                             progress=True)
         if harmonizer is not None:

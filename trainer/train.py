@@ -289,7 +289,8 @@ def train(args) -> torch.nn.Module:
 
     model = build_model(args).to(device)
     dataset, sampler, loader, steps_per_epoch = build_train_data(args, rank, world)
-    eval_set = IHarmonyDataset(args.eval_data, "test", size=args.size) if (args.eval_data and is_main) else None
+    eval_size = args.eval_size or args.size
+    eval_set = IHarmonyDataset(args.eval_data, "test", size=eval_size) if (args.eval_data and is_main) else None
 
     step, best, stage_index = 0, -math.inf, stage_at(stages, 0)
     ckpt = None
@@ -394,6 +395,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     src.add_argument("--synth", type=Path, default=None, help="make_dataset output: photos+masks, re-coloured live")
     src.add_argument("--eval-data", type=Path, default=None, help="held-out iHarmony4-layout set (its *_test.txt)")
     src.add_argument("--size", type=int, default=256, help="training/evaluation resolution (multiple of 8)")
+    src.add_argument("--eval-size", type=int, default=None, help="held-out evaluation resolution (default --size)")
     src.add_argument("--cache-side", type=int, default=512, help="--synth: photos kept in memory at this side")
     src.add_argument("--workers", type=int, default=0, help="DataLoader workers per process")
     m = p.add_argument_group("model and schedule")
