@@ -350,3 +350,22 @@ def test_bench_engine_gpu_fast_path_variants(tmp_path):
             assert r["status"] == "ok", r.get("reason")
             assert r["device"] == "cuda" and r["finite"] is True and r["speedup"] > 0
     assert rows[("eager", "fp32")]["speedup"] == pytest.approx(1.0)
+
+
+def test_gpu_target_lines():
+    rows = [{"status": "ok", "device": "cuda", "model": "phnet", "size": 512, "precision": "fp16",
+             "backend": "torch", "variant": v, "p50_ms": ms, "speedup": sp}
+            for v, ms, sp in (("eager", 3.0, 2.0), ("cudagraph", 1.2, 5.0))]
+    assert bench_engine.target_lines(rows) == [
+        "GPU target phnet 512² fp16 p50 <= 1.5 ms: MET: best torch/cudagraph 1.200 ms, 5.0× eager fp32 torch"]
+    assert bench_engine.target_lines([{**rows[0], "device": "cpu"}]) == []
+
+
+def test_bench_pipeline_stops_a_slow_run_at_its_budget(tmp_path):
+    code = main(["bench", "pipeline", "--inputs", "160x96", "--frames", "400", "--warmup-frames", "2",
+                 "--camera-rate", "0", "--modes", "no-harmonize", "--max-seconds", "0.3", "--out", str(tmp_path)])
+    assert code == 0
+    data = json.loads((tmp_path / "pipeline.json").read_text())
+    (row,) = data["rows"]
+    assert row["status"] == "ok" and row["budget_hit"] is True and 2 <= row["frames"] < 400
+    assert any("budget" in n for n in data["notes"])

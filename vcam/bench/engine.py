@@ -563,3 +563,21 @@ def auto_lines(auto: dict) -> list[str]:
         lines.append(f"auto on {auto['device']} picks {p['auto']} for {p['model']} {p['size']}² {p['precision']}: "
                      f"{verdict} (auto {auto_ms}, fastest {p['fastest']} {p['fastest_p50_ms']:.2f} ms)")
     return lines
+
+
+# Issue 6, acceptance 1 (on an H200): phnet at 512² fp16 within 1.5 ms p50 engine latency.
+GPU_TARGET = {"model": "phnet", "size": 512, "precision": "fp16", "p50_ms": 1.5}
+
+
+def target_lines(rows: list[dict]) -> list[str]:
+    """Whether the GPU engine target is met by the best phnet 512² fp16 row, with its ratio to eager fp32."""
+    t = GPU_TARGET
+    candidates = [r for r in rows if r.get("status") == "ok" and r["device"] == "cuda" and r["model"] == t["model"]
+                  and r["size"] == t["size"] and r["precision"] == t["precision"]]
+    if not candidates:
+        return []
+    best = min(candidates, key=lambda r: r["p50_ms"])
+    verdict = "MET" if best["p50_ms"] <= t["p50_ms"] else "NOT MET"
+    ratio = f", {best['speedup']:.1f}× eager fp32 torch" if best.get("speedup") else ""
+    return [f"GPU target {t['model']} {t['size']}² {t['precision']} p50 <= {t['p50_ms']} ms: {verdict}: best "
+            f"{best['backend']}/{best['variant']} {best['p50_ms']:.3f} ms{ratio}"]

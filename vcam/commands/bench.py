@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pipe.add_argument("--frames", type=int, default=150, help="frames timed per run (default 150)")
     pipe.add_argument("--warmup-frames", type=int, default=15,
                       help="frames run before the clock starts (models load, threads spin up; default 15)")
+    pipe.add_argument("--max-seconds", type=float, default=30.0,
+                      help="time budget of each run's timed part: a slow run stops early with fewer frames "
+                           "(default 30)")
     pipe.add_argument("--camera-rate", type=float, default=30.0,
                       help="also run paced at this fps, as a webcam delivers frames, for latency "
                            "(0 = skip; default 30)")
@@ -118,7 +121,7 @@ def _run_engine(args: argparse.Namespace) -> int:
     result = report.new_report("engine", _command_line(), system, _settings_dict(settings))
     result["rows"] = rows
     result["auto"] = auto
-    result["notes"] = notes + engine.auto_lines(auto)
+    result["notes"] = notes + engine.auto_lines(auto) + engine.target_lines(rows)
     written = report.write_all(result, args.out, "engine")
     for line in engine.auto_lines(auto):
         log.info("%s", line)
