@@ -14,8 +14,9 @@ What happens to a frame:
    Frames smaller than `net_size` are not upsampled (only rounded up to a multiple of 8).
 3. Run the backend with the temporal state: the smoothed PN statistics (`stats`), momentum = `smoothing`,
    except on the first frame, after `reset()` and after a scene change (momentum 0 there).
-4. Fit a low-resolution -> full-resolution colour correction (engine.lift, default "affine-grid",
-   chosen by measurement: docs/notes/runtime.md) and return it as a `Correction`.
+4. Fit a low-resolution -> full-resolution colour correction (engine.lift, default DEFAULT_LIFT, chosen
+   by measurement: docs/notes/runtime.md), average it with the previous one at the same momentum (the
+   correction is temporal state too), and return it as a `Correction`.
 5. `apply`: evaluate the correction at full resolution inside the person's bounding box, blend
    `composite + strength * mask * (corrected - composite)`, and copy the composite wherever mask == 0, so
    the background is bit-exact.
@@ -47,7 +48,7 @@ NO_PERSON = 0.05
 #: the 2x2 quadrants) moving by more than this between estimates resets the temporal state. A new virtual
 #: background moves it by 0.1-0.5; a person moving or a camera's auto-exposure by a few hundredths.
 SCENE_CHANGE = 0.1
-DEFAULT_LIFT = "affine-grid"
+DEFAULT_LIFT = "delta"
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,7 @@ class Harmonizer:
         self._backend = create_backend(backend, self._model, device, precision)
         self._device = self._backend.device
         self._stats: torch.Tensor | None = None
+        self._params: lift_mod.LiftParams | None = None  # the last (smoothed) correction
         self._scene: tuple[tuple[int, int], np.ndarray] | None = None
         log.info("harmonizer: model %s, backend %s, net_size %d, lift %s", self.model_description,
                  self._backend.description, net_size, lift)
@@ -225,6 +227,7 @@ class Harmonizer:
         """Forget the temporal statistics: the next frame is harmonized on its own (momentum 0)."""
         self._stats = None
         self._scene = None
+        self._params = None
 
     def _scene_signature(self, composite_low: np.ndarray, reference_low: np.ndarray) -> np.ndarray:
         """Mean colour of the reference region in each 2x2 quadrant (NaN where a quadrant has none)."""
@@ -288,6 +291,7 @@ class Harmonizer:
         if scene_change:
             log.info("scene change detected: temporal statistics reset")
             self._stats = None
+            self._params = None
         self._scene = (size, signature)
         stateful = self._stats is not None and self._stats.shape[1] == self._backend.stats_size
         momentum = self._smoothing if stateful else 0.0
@@ -311,10 +315,21 @@ class Harmonizer:
         else:
             self._stats = None
         harm_low = np.clip(harm_low, 0, 1).astype(np.float32, copy=False)
-        params = lift_mod.fit_lift(self.lift, comp_low, harm_low, mask_low)
+        previous = self._params if momentum > 0 else None
+        options = {}
+        if self.lift == "poly" and previous is not None:
+            options["centre"] = previous.centre  # a shared centre makes the fits averageable
+        params = lift_mod.fit_lift(self.lift, comp_low, harm_low, mask_low, **options)
         if not np.isfinite(params.data).all():
             log.warning("lift fit was not finite; this frame is left as the composite")
+            self._params = None
             params = None
+        else:
+            # The correction is smoothed with the same momentum as the statistics: the network's output
+            # follows the frame's content, and so does a per-frame fit; averaging the fits keeps the
+            # correction from shimmering with every small movement of the person.
+            params = lift_mod.blend_params(previous, params, momentum)
+            self._params = params
         return Correction(size=size, net_size=(h, w), params=params, momentum=momentum,
                           scene_change=scene_change, harmonized_low=harm_low)
 

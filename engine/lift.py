@@ -197,7 +197,7 @@ def _uncentre(a: np.ndarray, mean: np.ndarray) -> np.ndarray:
 
 
 def fit_affine_grid(composite_low: np.ndarray, harmonized_low: np.ndarray, mask_low: np.ndarray,
-                    grid: int = 8, lam: float = 0.05, lam_global: float = 0.01) -> LiftParams:
+                    grid: int = 16, lam: float = 0.05, lam_global: float = 0.01) -> LiftParams:
     """Per-node affine colour transforms (3x4) on a coarse grid, fitted where the person is.
 
     Colours are centred on the person's mean colour mu, and each node's transform [A; b] minimises
@@ -284,8 +284,12 @@ def poly_features(x: np.ndarray, degree: int) -> np.ndarray:
 
 
 def fit_poly(composite_low: np.ndarray, harmonized_low: np.ndarray, mask_low: np.ndarray,
-             degree: int = 2, lam: float = 1e-3) -> LiftParams:
-    """One global polynomial colour mapping fitted on the person, ridge-regularised towards identity."""
+             degree: int = 2, lam: float = 1e-3, centre: np.ndarray | None = None) -> LiftParams:
+    """One global polynomial colour mapping fitted on the person, ridge-regularised towards identity.
+
+    `centre` fixes the colour the features are centred on (default: the person's mean colour); fits that
+    share a centre can be averaged coefficient by coefficient (temporal smoothing does that).
+    """
     _check_images(composite_low=composite_low, harmonized_low=harmonized_low, mask_low=mask_low)
     if degree not in (1, 2, 3):
         raise ValueError(f"poly degree must be 1, 2 or 3, got {degree}")
@@ -297,7 +301,8 @@ def fit_poly(composite_low: np.ndarray, harmonized_low: np.ndarray, mask_low: np
     if mass <= 1e-6:
         return LiftParams("poly", identity, degree, np.zeros(3, np.float32))
     # Features of the centred colour (better conditioned); coefficients are converted back below.
-    mean = _centre(composite_low, m.reshape(mask_low.shape[:2]), mass)
+    mean = _centre(composite_low, m.reshape(mask_low.shape[:2]), mass) if centre is None else \
+        np.asarray(centre, np.float32)
     feats = poly_features(composite_low.reshape(-1, 3) - mean, degree)
     prior = np.zeros((n, 3), np.float32)
     prior[0:3] = np.eye(3, dtype=np.float32)
@@ -338,6 +343,21 @@ def fit_lift(method: str, composite_low: np.ndarray, harmonized_low: np.ndarray,
     if method == "poly":
         return fit_poly(composite_low, harmonized_low, mask_low, **options)
     raise ValueError(f"unknown lift method {method!r}; expected one of {', '.join(METHODS)}")
+
+
+def blend_params(previous: LiftParams | None, current: LiftParams, momentum: float) -> LiftParams:
+    """Exponential moving average of two fits of the same method and shape (temporal smoothing).
+
+    Every method's output is linear in its parameters (poly only for fits sharing a centre), so averaging
+    parameters averages the corrections. Returns `current` when the two cannot be averaged.
+    """
+    if (previous is None or momentum <= 0 or previous.method != current.method
+            or previous.data.shape != current.data.shape or previous.degree != current.degree
+            or (current.method == "poly" and not np.array_equal(previous.centre, current.centre))):
+        return current
+    m = np.float32(momentum)
+    return LiftParams(current.method, (m * previous.data + (1 - m) * current.data).astype(np.float32),
+                      current.degree, current.centre)
 
 
 def apply_lift(params: LiftParams, composite: np.ndarray, box: tuple[int, int, int, int] | None = None

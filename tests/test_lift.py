@@ -181,3 +181,17 @@ def test_float64_and_bad_inputs_rejected():
         lift.fit_lift("bicubic", comp, comp, comp[..., 0])
     with pytest.raises(ValueError, match="degree"):
         lift.fit_poly(comp, comp, comp[..., 0], degree=5)
+
+
+def test_blend_params_is_an_ema_of_corrections():
+    comp = _texture(40, 60)
+    m = _mask(40, 60)
+    for method in lift.METHODS:
+        a = lift.fit_lift(method, comp, _affine(comp), m)
+        options = {"centre": a.centre} if method == "poly" else {}
+        b = lift.fit_lift(method, comp, np.clip(comp + 0.1, 0, 1), m, **options)
+        mixed = lift.blend_params(a, b, 0.75)
+        np.testing.assert_allclose(lift.apply_lift(mixed, comp, (8, 32, 15, 45)),
+                                   0.75 * lift.apply_lift(a, comp, (8, 32, 15, 45))
+                                   + 0.25 * lift.apply_lift(b, comp, (8, 32, 15, 45)), atol=2e-3)
+        assert lift.blend_params(None, b, 0.75) is b and lift.blend_params(a, b, 0.0) is b
