@@ -80,13 +80,35 @@ def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
 
 
 def _resize_box(src: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
-    """Bilinearly resize `src` (h, w, C) to `size` = (H, W) and return only rows y0:y1, cols x0:x1."""
+    """Bilinearly resize `src` (h, w, C) to `size` = (H, W) and return only rows y0:y1, cols x0:x1.
+
+    Exact float weights (the `_taps` maths), NumPy gathers: for the affine grid's coefficients, where
+    a quantised position would show as steps in the colour transform.
+    """
     height, width = size
     y0, y1, x0, x1 = box
     i0, i1, wy = _taps(height, src.shape[0], y0, y1)
     j0, j1, wx = _taps(width, src.shape[1], x0, x1)
     rows = src[i0] * (1 - wy)[:, None, None] + src[i1] * wy[:, None, None]
     return rows[:, j0] * (1 - wx)[None, :, None] + rows[:, j1] * wx[None, :, None]
+
+
+def _resize_box_fast(src: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
+    """`_resize_box` by cv2.warpAffine (one call per 4 channels, SIMD, only the box computed), with the
+    half-pixel mapping of cv2.resize and replicated borders. OpenCV quantises sample positions to 1/32 of
+    a source pixel: invisible on the smooth delta map (4x faster there), not used for the grid."""
+    height, width = size
+    y0, y1, x0, x1 = box
+    sy, sx = src.shape[0] / height, src.shape[1] / width
+    # Inverse map: output pixel (x, y) of the box samples src at ((x + x0 + 0.5) * sx - 0.5, ...).
+    warp = np.array([[sx, 0.0, (x0 + 0.5) * sx - 0.5], [0.0, sy, (y0 + 0.5) * sy - 0.5]])
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    parts = []
+    for c in range(0, src.shape[2], 4):
+        chunk = np.ascontiguousarray(src[..., c:c + 4])
+        out = cv2.warpAffine(chunk, warp, (x1 - x0, y1 - y0), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        parts.append(out.reshape(y1 - y0, x1 - x0, -1))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
 
 
 def _stripe(composite: np.ndarray, s: int, e: int, x0: int, x1: int) -> np.ndarray:
@@ -149,7 +171,7 @@ def apply_delta(params: LiftParams, composite: np.ndarray, box=None) -> np.ndarr
     out = np.empty((y1 - y0, x1 - x0, 3), np.float32)
     for s in range(y0, y1, _STRIPE):
         e = min(s + _STRIPE, y1)
-        up = _resize_box(params.data, composite.shape[:2], (s, e, x0, x1))
+        up = _resize_box_fast(params.data, composite.shape[:2], (s, e, x0, x1))
         np.add(_stripe(composite, s, e, x0, x1), up, out=out[s - y0:e - y0])
     return out
 
