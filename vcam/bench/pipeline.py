@@ -220,25 +220,31 @@ def prepare_inputs(specs: list[str], frames: int, fps: float, out_dir: Path,
 
 
 class _BenchMetrics(Metrics):
-    """The app's Metrics, minus the first `warmup` frames, plus CPU time and harmonizer estimates.
+    """The app's Metrics, minus a warm-up, plus CPU time and harmonizer estimates, and a stop rule.
 
-    `record` is called by the pipeline's frame loop once per output frame. Warm-up frames are not
-    counted (so `--max-frames N` runs warmup + N frames) and the start of the timed part is taken at the
-    last warm-up frame: process CPU time (every thread: capture, MediaPipe, the harmonizer worker), wall
-    time and the harmonizer's estimate count.
+    `record` is called by the pipeline's frame loop once per output frame. The warm-up (the first
+    `warmup` frames, or `warmup_seconds` after the first frame, whichever comes first: a 4K frame with
+    harmonization can take seconds on 2 cores) is not counted; where it ends, the start of the timed
+    part is taken: wall time, process CPU time (every thread: capture, MediaPipe, the harmonizer worker)
+    and the harmonizer's estimate count. The run is ended after `target_frames` timed frames (paced runs;
+    fast runs end by --max-frames) or once the timed part has lasted `max_seconds`.
     """
 
-    def __init__(self, warmup: int, harmonize_stats, config=None, max_seconds: float | None = None):
+    def __init__(self, warmup: int, harmonize_stats, config=None, max_seconds: float | None = None,
+                 target_frames: int | None = None, warmup_seconds: float = 5.0):
         super().__init__(status_interval=0.0)
-        self.warmup_left = warmup
+        self.warmup = warmup
+        self.warmup_seconds = warmup_seconds
+        self.warmup_done = 0  # frames spent warming up
         self._config = config  # the pipeline's RunConfig: its max_frames ends the frame loop
         self.max_seconds = max_seconds
+        self.target_frames = target_frames
         self.budget_hit = False
         self._harmonize_stats = harmonize_stats  # () -> dict or None
+        self._first_at: float | None = None
         self.mark: tuple[float, float, int] | None = None  # (wall, cpu, estimates) where timing starts
         self.end: tuple[float, float, int] | None = None
         self.last_index = -1
-        self.warmup = warmup
         if warmup == 0:
             self.mark = self._now()
 
@@ -246,21 +252,28 @@ class _BenchMetrics(Metrics):
         stats = self._harmonize_stats() or {}
         return time.perf_counter(), time.process_time(), int(stats.get("estimates") or 0)
 
+    def _stop(self) -> None:
+        # The frame loop runs while frames < config.max_frames (None: to the end of the file) and reads
+        # it every frame: lowering it to the frames done ends the run after this frame.
+        if self._config is not None:
+            self._config.max_frames = self.frames
+
     def record(self, frame, sent_at: float | None = None) -> None:
         self.last_index = max(self.last_index, frame.index)
-        if self.warmup_left > 0:
-            self.warmup_left -= 1
-            if self.warmup_left == 0:
+        if self.mark is None:
+            now = time.perf_counter()
+            self._first_at = self._first_at or now
+            self.warmup_done += 1
+            if self.warmup_done >= self.warmup or now - self._first_at >= self.warmup_seconds:
                 self.mark = self._now()
             return
         super().record(frame, sent_at)
         self.end = self._now()
-        if (self.max_seconds is not None and self._config is not None and self.mark is not None
-                and self.end[0] - self.mark[0] >= self.max_seconds):
-            # The frame loop runs while frames < config.max_frames (None: to the end of the file), and
-            # reads it every frame: lowering it to the frames done ends the run after this frame.
+        if self.target_frames is not None and self.frames >= self.target_frames:
+            self._stop()
+        elif self.max_seconds is not None and self.end[0] - self.mark[0] >= self.max_seconds:
             self.budget_hit = True
-            self._config.max_frames = self.frames
+            self._stop()
 
 
 def _config_for(clip: InputClip, harmonize: bool, paced: bool, frames: int, opts: dict):
@@ -272,9 +285,10 @@ def _config_for(clip: InputClip, harmonize: bool, paced: bool, frames: int, opts
         device=opts.get("device", "auto"), net_size=opts.get("net_size", 256),
         refresh_hz=opts.get("refresh_hz", 10.0), threads=opts.get("threads", 1),
         harmonize_mode=opts.get("harmonize_mode", "auto"), status_interval=0.0,
-        # Fast: --max-frames makes the app read every frame of the file as fast as it can (looping);
-        # paced: no --max-frames, so the file plays at its own rate to its end, newest frame wins.
-        max_frames=None if paced else frames, loop=None if paced else True))
+        # Fast: --max-frames makes the app read every frame of the file as fast as it can; paced: no
+        # --max-frames, so the file plays at its own rate, newest frame wins (the metrics end the run).
+        # Both loop the file, so a slow start never runs out of input.
+        max_frames=None if paced else frames, loop=True))
 
 
 def run_once(clip: InputClip, harmonize: bool, paced: bool, frames: int, warmup: int, opts: dict,
@@ -299,7 +313,7 @@ def run_once(clip: InputClip, harmonize: bool, paced: bool, frames: int, warmup:
     except Exception as exc:
         return {**row, "status": "failed", "reason": _first_line(exc)}
     metrics = _BenchMetrics(warmup, lambda: pipeline.harmonize.stats() if pipeline.harmonize else None,
-                            pipeline.config, max_seconds)
+                            pipeline.config, max_seconds, target_frames=frames if paced else None)
     pipeline.metrics = metrics  # the one thing swapped in: the frame loop reads self.metrics at start
     harmonize_stats = pipeline.harmonize.stats if pipeline.harmonize else None
     last_stats: dict = {}
@@ -318,17 +332,17 @@ def run_once(clip: InputClip, harmonize: bool, paced: bool, frames: int, warmup:
     wall = time.perf_counter() - started
     if metrics.mark is None or metrics.end is None or metrics.frames < 2:
         return {**row, "status": "failed",
-                "reason": f"only {metrics.frames} frames after {warmup} warm-up frames (input too short?)"}
+                "reason": f"only {metrics.frames} frames after {metrics.warmup_done} warm-up frames"}
     span = metrics.end[0] - metrics.mark[0]
     cpu = metrics.end[1] - metrics.mark[1]
     estimates = metrics.end[2] - metrics.mark[2]
     harmonizer = summary.get("harmonizer", {})
     if last_stats:
         harmonizer = {**harmonizer, **last_stats}
-    processed = metrics.frames + metrics.warmup
+    processed = metrics.frames + metrics.warmup_done
     return {
         **row, "status": "ok",
-        "frames": metrics.frames, "warmup_frames": warmup, "budget_hit": metrics.budget_hit,
+        "frames": metrics.frames, "warmup_frames": metrics.warmup_done, "budget_hit": metrics.budget_hit,
         "dropped": max(0, metrics.last_index + 1 - processed) if paced else 0,
         "fps": metrics.frames / span if span > 0 else None,
         "latency_p50_ms": summary["latency_ms"]["p50"], "latency_p95_ms": summary["latency_ms"]["p95"],
