@@ -201,3 +201,18 @@ def test_cli_export_tensorrt_without_tensorrt_says_how_to_get_it(capsys):
     assert main(["export", "tensorrt", "--model", "stats", "--height", "64", "--width", "64"]) == 1
     err = capsys.readouterr().err
     assert "TensorRT is not installed" in err and "pip install 'vcam[trt]'" in err
+
+
+def test_user_dirs_per_platform(monkeypatch, tmp_path):
+    from engine import paths
+
+    monkeypatch.delenv("VCAM_CACHE_DIR", raising=False)
+    monkeypatch.delenv("VCAM_CONFIG_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert paths.user_cache_dir("linux") == tmp_path / "xdg" / "vcam"
+    assert paths.user_cache_dir("darwin").parts[-3:] == ("Library", "Caches", "vcam")
+    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "local"))
+    assert paths.user_cache_dir("win32") == tmp_path / "local" / "vcam" / "Cache"
+    monkeypatch.setenv("VCAM_CACHE_DIR", str(tmp_path / "override"))
+    assert paths.user_cache_dir("linux") == tmp_path / "override"
+    assert paths.cache_subdir("onnx").is_dir()
