@@ -105,7 +105,12 @@ def _validate_mask(mask, size: tuple[int, int], name: str = "mask") -> np.ndarra
     if mask.dtype == np.bool_:
         return mask.astype(np.float32)
     if mask.dtype in (np.float32, np.float64, np.float16):
-        return np.clip(np.nan_to_num(mask.astype(np.float32, copy=False), nan=0.0), 0.0, 1.0)
+        m = np.clip(mask.astype(np.float32, copy=False), 0.0, 1.0)
+        # One reduction finds a NaN anywhere (it propagates into the sum); the full nan_to_num pass is
+        # paid only then. This runs on every camera frame.
+        if not np.isfinite(m.sum(dtype=np.float32)):
+            m = np.nan_to_num(m, nan=0.0)
+        return m
     raise TypeError(f"{name} must be float in [0,1], uint8 0..255 or bool, got dtype {mask.dtype}")
 
 
@@ -363,6 +368,10 @@ class Harmonizer:
         cols = np.flatnonzero(mask_f.any(axis=0))
         box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
         y0, y1, x0, x1 = box
+        if correction.params.method == "delta":  # the default, and the camera-rate fast path
+            weight = mask_f[y0:y1, x0:x1] * np.float32(self._strength)
+            out[y0:y1, x0:x1] = lift_mod.apply_delta_blend(correction.params, composite, weight, box)
+            return out
         corrected = lift_mod.apply_lift(correction.params, composite, box)
         np.nan_to_num(corrected, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
         comp = composite[y0:y1, x0:x1].astype(np.float32) * np.float32(1 / 255)

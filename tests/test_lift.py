@@ -200,3 +200,22 @@ def test_blend_params_is_an_ema_of_corrections():
                                    0.75 * lift.apply_lift(a, comp, (8, 32, 15, 45))
                                    + 0.25 * lift.apply_lift(b, comp, (8, 32, 15, 45)), atol=2e-3)
         assert lift.blend_params(None, b, 0.75) is b and lift.blend_params(a, b, 0.0) is b
+
+
+def test_apply_delta_blend_matches_float_reference():
+    """The camera-rate uint8 path equals round(clip(composite + weight * upsampled delta)) within 1 level."""
+    from engine.lift import LiftParams, apply_delta_blend
+
+    rng = np.random.default_rng(3)
+    composite = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    delta = ((rng.random((18, 32, 3)) - 0.5) * 0.4).astype(np.float32)
+    weight = np.zeros((90, 160), np.float32)
+    weight[20:80, 30:120] = rng.random((60, 90), dtype=np.float32)
+    box = (10, 85, 20, 140)
+    got = apply_delta_blend(LiftParams("delta", delta), composite, weight[10:85, 20:140], box)
+    up = cv2.resize(delta, (160, 90), interpolation=cv2.INTER_LINEAR)
+    ref = np.clip(np.round(composite.astype(np.float32) + weight[..., None] * up * 255), 0, 255)[10:85, 20:140]
+    assert got.dtype == np.uint8 and got.shape == (75, 120, 3)
+    assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1
+    untouched = weight[10:85, 20:140] == 0
+    assert np.array_equal(got[untouched], composite[10:85, 20:140][untouched])
