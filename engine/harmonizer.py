@@ -167,6 +167,8 @@ class Harmonizer:
         smoothing: momentum of the PN statistics' moving average, in [0, 1); 0 = every frame on its own.
         strength: 0 returns the composite, 1 the full harmonization.
         lift: how the low-resolution result is lifted to full resolution (engine.lift.METHODS).
+        threads: CPU threads for ONNX Runtime (None: its default). The app passes 1 so that the network
+            leaves the other cores to the camera-rate frame loop.
 
     Raises:
         ValueError, TypeError: invalid arguments (message names expected vs actual).
@@ -176,7 +178,7 @@ class Harmonizer:
 
     def __init__(self, model=None, weights=None, backend: str = "auto", device: str = "auto",
                  precision: str | None = None, net_size: int = 256, smoothing: float = 0.0,
-                 strength: float = 1.0, lift: str = DEFAULT_LIFT):
+                 strength: float = 1.0, lift: str = DEFAULT_LIFT, threads: int | None = None):
         if not isinstance(net_size, int) or isinstance(net_size, bool) or net_size < 8 or net_size % 8:
             raise ValueError(f"net_size must be a positive multiple of 8, got {net_size!r}")
         if lift not in lift_mod.METHODS:
@@ -187,7 +189,7 @@ class Harmonizer:
         self.strength = strength
         self._model, self.model_description = _resolve_model(model, weights)
         self.model_name = getattr(self._model, "name", type(self._model).__name__)
-        self._backend = create_backend(backend, self._model, device, precision)
+        self._backend = create_backend(backend, self._model, device, precision, threads)
         self._device = self._backend.device
         self._stats: torch.Tensor | None = None
         self._params: lift_mod.LiftParams | None = None  # the last (smoothed) correction

@@ -69,7 +69,7 @@ def parse_reference(spec: str | None, size: tuple[int, int]) -> np.ndarray | Non
 
 def create_harmonizer(model: str | None = None, weights: str | None = None, backend: str = "auto",
                       device: str = "auto", net_size: int = 256, smoothing: float = 0.8,
-                      strength: float = 1.0):
+                      strength: float = 1.0, threads: int | None = None):
     """Build `engine.Harmonizer` with the app's settings (engine import deferred: it loads torch).
 
     Raises:
@@ -78,7 +78,7 @@ def create_harmonizer(model: str | None = None, weights: str | None = None, back
     from engine import Harmonizer
 
     kwargs = dict(model=model, weights=weights, backend=backend, device=device, net_size=net_size,
-                  smoothing=smoothing, strength=strength)
+                  smoothing=smoothing, strength=strength, threads=threads)
     if weights is not None and not Path(weights).is_file():
         raise FileNotFoundError(f"--weights file not found: {weights}")
     return Harmonizer(**kwargs)

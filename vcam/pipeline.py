@@ -110,7 +110,7 @@ class Pipeline:
     @staticmethod
     def _create_harmonizer(config: RunConfig):
         return create_harmonizer(config.model, config.weights, config.backend, config.device,
-                                 config.net_size, config.smoothing, config.strength)
+                                 config.net_size, config.smoothing, config.strength, config.threads)
 
     # -- live actions (hotkeys, config edits) ---------------------------------------------------------
     def next_background(self) -> None:

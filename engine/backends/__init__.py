@@ -59,8 +59,13 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _options(name: str, threads: int | None) -> dict:
+    """Backend-specific keyword arguments: only ONNX Runtime owns a per-session thread pool."""
+    return {"threads": threads} if name == "onnxruntime" and threads else {}
+
+
 def create_backend(name: str, model: torch.nn.Module, device: str | torch.device = "auto",
-                   precision: str | None = None) -> Backend:
+                   precision: str | None = None, threads: int | None = None) -> Backend:
     """Start a backend for `model`.
 
     Args:
@@ -69,6 +74,8 @@ def create_backend(name: str, model: torch.nn.Module, device: str | torch.device
         device: "auto", "cpu", "cuda" or "cuda:N". With "auto" and name "auto", every candidate of
             AUTO_ORDER is tried; with a named backend, "auto" means CUDA where available.
         precision: "fp32", "fp16" or None (fp16 on CUDA, fp32 on CPU; ONNX Runtime always fp32).
+        threads: ONNX Runtime's intra-op threads on a CPU (None: its default_threads()). torch's thread
+            pool is process-wide: set it with torch.set_num_threads in the thread that runs the model.
 
     Returns:
         A started Backend.
@@ -87,7 +94,7 @@ def create_backend(name: str, model: torch.nn.Module, device: str | torch.device
         if name == "onnxruntime" and precision is None:
             prec = "fp32"
         try:
-            backend = _backend_class(name)(model, dev, prec)
+            backend = _backend_class(name)(model, dev, prec, **_options(name, threads))
         except (RuntimeError, ImportError, OSError) as exc:
             raise RuntimeError(f"backend {name!r} cannot start on {dev.type} ({prec}): {_first_line(exc)}") from exc
         log.info("backend: %s (requested)", backend.description)
@@ -105,7 +112,7 @@ def create_backend(name: str, model: torch.nn.Module, device: str | torch.device
         dev = wanted or resolve_device(dev_type)
         try:
             prec = "fp32" if cand == "onnxruntime" and precision is None else resolve_precision(precision, dev)
-            backend = _backend_class(cand)(model, dev, prec)
+            backend = _backend_class(cand)(model, dev, prec, **_options(cand, threads))
         except (RuntimeError, ImportError, OSError, ValueError) as exc:
             reasons.append(f"{label}: {_first_line(exc)}")
             continue
