@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
-# Keep tests polite on a 2-core machine and independent of the user's cache/config.
+# Keep tests polite on a 2-core machine and independent of the user's cache/config: ONNX exports and
+# engines the tests make go to a throw-away directory, not ~/.cache/vcam.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("VCAM_CACHE_DIR", tempfile.mkdtemp(prefix="vcam-test-cache-"))
+os.environ.setdefault("VCAM_CONFIG_DIR", tempfile.mkdtemp(prefix="vcam-test-config-"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VCAM_SHARED_DATA", REPO.parent / "shared" / "data"))
