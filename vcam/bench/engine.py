@@ -380,6 +380,9 @@ def run_engine_bench(settings: EngineBenchSettings, system: dict,
             groups.setdefault((case.model, case.size, case.precision), []).append(case)
     for (model_name, size, precision), group in groups.items():
         if model_name not in models:
+            # Random initial weights (speed does not depend on them), seeded: the same weights in every
+            # run let the engine's ONNX/TensorRT caches (keyed by the weights) be reused.
+            torch.manual_seed(0)
             models[model_name] = create_model(model_name).eval()
         model = models[model_name]
         stats_size = int(model.stats_size)
@@ -413,8 +416,12 @@ def run_engine_bench(settings: EngineBenchSettings, system: dict,
         if rate:
             s.notes.append(f"measured dense ceiling {precision} on {s.device}: {rate:.3f} TFLOP/s ({what}); "
                            f"'% dense' columns are against it")
-    s.notes.append("configurations of the same model, size and precision are timed round-robin (one call "
-                   "of each per round), so load on a shared machine hits them alike")
+    if s.device == "cuda":
+        s.notes.append("configurations of the same model, size and precision are timed round-robin (one "
+                       "call of each per round), so load on a shared machine hits them alike")
+    else:
+        s.notes.append("CPU: configurations are timed one after the other (round-robin would let one "
+                       "runtime's spinning thread pool slow the next); on a loaded machine compare min_ms too")
     auto = summarize_auto(rows, s, models, create_model, auto_backend or _default_auto_backend(create_backend))
     return rows, s.notes, auto
 
@@ -425,7 +432,7 @@ def _row_head(case: Case, s: EngineBenchSettings) -> dict:
 
 
 def _time_group(group: list[Case], model, stats_size: int, s: EngineBenchSettings, create_backend) -> list[dict]:
-    """Build every runner of one (model, size, precision), time them round-robin, close them.
+    """Build every runner of one (model, size, precision), time them (round-robin on CUDA), close them.
 
     A runner that cannot be built, or fails on its first call, becomes a "failed" result; if one fails
     during the interleaved timing, each survivor is timed alone instead.
@@ -451,7 +458,16 @@ def _time_group(group: list[Case], model, stats_size: int, s: EngineBenchSetting
                 runners.pop(i, None)
                 results[i] = {"status": "failed", "reason": _first_line(exc)}
         timings: dict[int, object] = {}
-        if runners:
+        if runners and s.device != "cuda":
+            # On a CPU, one after the other: the thread pools of torch (OpenMP) and ONNX Runtime keep
+            # spinning for a while after a call, and round-robin let them slow the next runner (measured:
+            # torch 25x slower interleaved with ONNX Runtime than alone on a 2-core machine).
+            for i, run in runners.items():
+                try:
+                    timings[i] = time_calls(run, warmup=s.warmup, runs=s.runs, sync=sync, max_seconds=s.max_seconds)
+                except Exception as exc:
+                    results[i] = {"status": "failed", "reason": _first_line(exc)}
+        elif runners:
             try:
                 timings = time_interleaved(runners, warmup=s.warmup, runs=s.runs, sync=sync,
                                            max_seconds=s.max_seconds)

@@ -185,8 +185,16 @@ def measure_dense_tflops(device: str = "cpu", precision: str = "fp32", runs: int
         n = 8192
         a = torch.randn(n, n, device=device, dtype=dtype)
         b = torch.randn(n, n, device=device, dtype=dtype)
-        timing = time_calls(lambda: torch.mm(a, b), warmup=3, runs=runs or 20, sync=torch.cuda.synchronize)
-        return 2.0 * n**3 / (timing.p50_ms / 1000.0) / 1e12, f"torch.mm {n}² {precision} (cuBLAS)"
+        # fp32 convolutions run on TF32 tensor cores by default (cuDNN), fp32 matmuls do not: measure the
+        # product the way the network's convolutions run, or fp32 rows would exceed 100 % of "dense".
+        saved = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = bool(torch.backends.cudnn.allow_tf32)
+        try:
+            timing = time_calls(lambda: torch.mm(a, b), warmup=3, runs=runs or 20, sync=torch.cuda.synchronize)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = saved
+        kind = "tf32" if precision == "fp32" and torch.backends.cudnn.allow_tf32 else precision
+        return 2.0 * n**3 / (timing.p50_ms / 1000.0) / 1e12, f"torch.mm {n}² {kind} (cuBLAS)"
     channels, side = 256, 64
     x = torch.randn(1, channels, side, side, dtype=dtype)
     w = torch.randn(channels, channels, 3, 3, dtype=dtype)

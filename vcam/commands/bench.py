@@ -95,7 +95,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _command_line() -> list[str]:
-    return ["vcam", *sys.argv[1:]] if Path(sys.argv[0]).name in ("vcam", "__main__.py") else sys.argv
+    """The command as typed, for the report; in-process calls (tests, tools) have no command line."""
+    program = Path(sys.argv[0]).name if sys.argv else ""
+    if program in ("vcam", "__main__.py"):
+        return ["vcam", *sys.argv[1:]]
+    if program in ("bench_engine.py", "bench_pipeline.py"):
+        return [f"scripts/{program}", *sys.argv[1:]]
+    return ["(vcam.cli.main called in-process)"]
 
 
 def _run_engine(args: argparse.Namespace) -> int:
