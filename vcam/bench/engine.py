@@ -460,8 +460,7 @@ def _time_group(group: list[Case], model, stats_size: int, s: EngineBenchSetting
         timings: dict[int, object] = {}
         if runners and s.device != "cuda":
             # On a CPU, one after the other: the thread pools of torch (OpenMP) and ONNX Runtime keep
-            # spinning for a while after a call, and round-robin let them slow the next runner (measured:
-            # torch 25x slower interleaved with ONNX Runtime than alone on a 2-core machine).
+            # spinning for a while after a call, and round-robin would let them slow the next runner.
             for i, run in runners.items():
                 try:
                     timings[i] = time_calls(run, warmup=s.warmup, runs=s.runs, sync=sync, max_seconds=s.max_seconds)
