@@ -15,7 +15,11 @@ resolution):
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -123,13 +127,48 @@ def _clip01(mask: np.ndarray) -> np.ndarray:
     return cv2.threshold(mask, 0.0, 0.0, cv2.THRESH_TOZERO)[1]
 
 
+def _flush_c_stdio() -> None:
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library handle (Windows): nothing buffered to worry about
+        pass
+
+
+@contextlib.contextmanager
+def _native_stderr_muted():
+    """Silence file descriptor 2 for a moment.
+
+    MediaPipe's C++ core prints TFLite/absl chatter ("Created TensorFlow Lite XNNPACK delegate", "W0000 ...
+    Feedback manager requires ...") straight to fd 2 when the graph starts and on its first frame; users
+    read that as an error. Python-level errors still raise as exceptions.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (some embedded hosts): nothing to mute
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        _flush_c_stdio()  # C++ may hold the lines in stdio's buffer when fd 2 is a pipe: drop them here
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class _SelfieSegmentation:
     """MediaPipe's bundled selfie segmentation (legacy `solutions` API; model ships in the wheel)."""
 
     def __init__(self, model_selection: int):
-        import mediapipe as mp
+        with _native_stderr_muted():
+            import mediapipe as mp
 
-        self._net = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
+            self._net = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
+            # One dummy frame starts the graph's calculators (and their log lines) inside the muted window.
+            self._net.process(np.zeros((144, 256, 3), np.uint8))
         self.name = f"mediapipe-selfie-{'landscape' if model_selection == 1 else 'general'}"
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
