@@ -102,12 +102,13 @@ def create_backend(name: str, model: torch.nn.Module, device: str | torch.device
 
     wanted = None if device in (None, "auto") else resolve_device(device)
     reasons = []
+    no_cuda = []  # said once, not once per CUDA candidate
     for cand, dev_type in AUTO_ORDER:
         if wanted is not None and wanted.type != dev_type:
             continue
         label = f"{cand} ({dev_type})"
         if dev_type == "cuda" and not torch.cuda.is_available():
-            reasons.append(f"{label}: no CUDA device (torch.cuda.is_available() is False)")
+            no_cuda.append(label)
             continue
         dev = wanted or resolve_device(dev_type)
         try:
@@ -116,10 +117,12 @@ def create_backend(name: str, model: torch.nn.Module, device: str | torch.device
         except (RuntimeError, ImportError, OSError, ValueError) as exc:
             reasons.append(f"{label}: {_first_line(exc)}")
             continue
-        why = "; ".join(reasons) if reasons else "first choice"
+        skipped = [f"no CUDA device for {', '.join(no_cuda)}"] if no_cuda else []
+        why = "; ".join(skipped + reasons) if skipped or reasons else "first choice"
         log.info("backend: %s (auto: %s)", backend.description, why)
         return backend
-    raise RuntimeError("no backend could start: " + "; ".join(reasons))
+    skipped = [f"no CUDA device for {', '.join(no_cuda)}"] if no_cuda else []
+    raise RuntimeError("no backend could start: " + "; ".join(skipped + reasons))
 
 
 __all__ = ["AUTO_ORDER", "BACKENDS", "Backend", "NAMES", "canonical_name", "create_backend"]
