@@ -38,14 +38,15 @@ if [ "$GPU" = 1 ]; then
   LAUNCH=("$PY")
   [ "$NPROC" -gt 1 ] && LAUNCH=("$PY" -m torch.distributed.run --standalone --nproc_per_node "$NPROC")
   "${LAUNCH[@]}" -m trainer.train "${COMMON[@]}" --size 256 --batch 16 --amp --workers 6 --device cuda \
-      --stages 1:40000:1e-4,2:4000:1e-5,3:10000:1e-6 --eval-every 2000 --no-progress
+      --stages 1:40000:1e-4,2:4000:1e-5,3:10000:1e-7 --eval-every 2000 --no-progress
 else
-  # CPU (2 cores): progressive resizing. Most steps at 128 px (4x cheaper), then the same schedule
+  # CPU (2 cores): progressive resizing. Steps 1-4000 at 128 px (4x cheaper per step), then the same schedule
   # continued at 256 px from the 128 px checkpoint (--steps stops the first part; --resume continues).
-  STAGES=1:3000:3e-4,3:1600:1e-4
+  # Stage 1 (no PFE) lr 3e-4 to step 3000, stage 3 (PFE on) lr 1e-4 to 5500, then lr 3e-5 to 6500.
+  STAGES=1:3000:3e-4,3:2500:1e-4,3:1000:3e-5
   "$PY" -m trainer.train "${COMMON[@]}" --size 128 --batch 8 --threads 1 --stages "$STAGES" --steps 4000 \
       --eval-every 200
-  "$PY" -m trainer.train "${COMMON[@]}" --size 256 --batch 4 --threads 1 --stages "$STAGES" \
+  "$PY" -m trainer.train "${COMMON[@]}" --size 256 --batch 8 --threads 2 --stages "$STAGES" \
       --eval-every 100 --resume "$RUN/last.pt"
 fi
 
