@@ -118,6 +118,15 @@ def _resize_box_fast(src: np.ndarray, size: tuple[int, int], box: tuple[int, int
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
 
 
+def _row_stripes(shape, box: tuple[int, int, int, int]):
+    """(start, end) rows to process `box` in: the whole box at once up to 1080p (one cv2.resize call, see
+    `_resize_box_fast`), stripes of _STRIPE rows above, to bound the float working set at 4K."""
+    y0, y1 = box[0], box[1]
+    stripe = y1 - y0 if shape[0] * shape[1] <= _RESIZE_WHOLE_MAX_PIXELS else _STRIPE
+    for s in range(y0, y1, max(stripe, 1)):
+        yield s, min(s + stripe, y1)
+
+
 def _stripe(composite: np.ndarray, s: int, e: int, x0: int, x1: int) -> np.ndarray:
     """composite[s:e, x0:x1] as float32 in [0, 1]; uint8 frames are converted one stripe at a time."""
     part = composite[s:e, x0:x1]
@@ -176,10 +185,7 @@ def apply_delta(params: LiftParams, composite: np.ndarray, box=None) -> np.ndarr
     box = box or _full_box(composite.shape)
     y0, y1, x0, x1 = box
     out = np.empty((y1 - y0, x1 - x0, 3), np.float32)
-    # Small frames are upsampled whole in one call (see _resize_box_fast); large ones in stripes.
-    stripe = y1 - y0 if composite.shape[0] * composite.shape[1] <= _RESIZE_WHOLE_MAX_PIXELS else _STRIPE
-    for s in range(y0, y1, max(stripe, 1)):
-        e = min(s + stripe, y1)
+    for s, e in _row_stripes(composite.shape, box):
         up = _resize_box_fast(params.data, composite.shape[:2], (s, e, x0, x1))
         np.add(_stripe(composite, s, e, x0, x1), up, out=out[s - y0:e - y0])
     return out
@@ -310,10 +316,7 @@ def apply_affine_grid(params: LiftParams, composite: np.ndarray, box=None) -> np
     box = box or _full_box(composite.shape)
     y0, y1, x0, x1 = box
     out = np.empty((y1 - y0, x1 - x0, 3), np.float32)
-    # Small frames are upsampled whole in one call (see _resize_box_fast); large ones in stripes.
-    stripe = y1 - y0 if composite.shape[0] * composite.shape[1] <= _RESIZE_WHOLE_MAX_PIXELS else _STRIPE
-    for s in range(y0, y1, max(stripe, 1)):
-        e = min(s + stripe, y1)
+    for s, e in _row_stripes(composite.shape, box):
         coef = _resize_box(params.data, composite.shape[:2], (s, e, x0, x1))  # (rows, cols, 12)
         x = _stripe(composite, s, e, x0, x1)
         o = out[s - y0:e - y0]
@@ -376,10 +379,7 @@ def apply_poly(params: LiftParams, composite: np.ndarray, box=None) -> np.ndarra
     box = box or _full_box(composite.shape)
     y0, y1, x0, x1 = box
     out = np.empty((y1 - y0, x1 - x0, 3), np.float32)
-    # Small frames are upsampled whole in one call (see _resize_box_fast); large ones in stripes.
-    stripe = y1 - y0 if composite.shape[0] * composite.shape[1] <= _RESIZE_WHOLE_MAX_PIXELS else _STRIPE
-    for s in range(y0, y1, max(stripe, 1)):
-        e = min(s + stripe, y1)
+    for s, e in _row_stripes(composite.shape, box):
         out[s - y0:e - y0] = poly_features(_stripe(composite, s, e, x0, x1) - params.centre, params.degree) @ params.data
     return out
 

@@ -61,3 +61,78 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"development data not found at {SHARED_DATA} (set VCAM_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Tiny tensors: intra-op thread hand-offs cost more than they save (6x slower on a loaded 2-core box).
+
+    Use with `pytestmark = pytest.mark.usefixtures("torch_one_thread")`.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+class RecordingBackend:
+    """A pyvirtualcam backend (its documented contract) that keeps every frame it is sent."""
+
+    instances: list[RecordingBackend] = []
+
+    def __init__(self, *, width, height, fps, fourcc, device, **kw):
+        self.width, self.height, self.fps = width, height, fps
+        self.frames: list = []
+        self.closed = False
+        RecordingBackend.instances.append(self)
+
+    def send(self, frame):
+        self.frames.append(frame.copy())
+
+    def close(self):
+        self.closed = True
+
+    def device(self):
+        return "recording"
+
+    def native_fourcc(self):
+        return None
+
+
+@pytest.fixture()
+def recorder():
+    """pyvirtualcam backend "vcam-test", registered through pyvirtualcam's own API; `.instances` holds
+    every camera opened during the test, each with the frames it was sent."""
+    import pyvirtualcam
+
+    RecordingBackend.instances.clear()
+    pyvirtualcam.register_backend("vcam-test", RecordingBackend)
+    yield RecordingBackend
+    RecordingBackend.instances.clear()
+
+
+@pytest.fixture(scope="session")
+def person_video(shared_data) -> str:
+    """A real video of a person at a desk (webcam-like), from the development data."""
+    path = shared_data / "videos" / "volcomix_Thoughtful_-_35590.mp4"
+    if not path.is_file():
+        pytest.skip(f"person video missing: {path}")
+    return str(path)
+
+
+def read_video(path) -> tuple[list, float]:
+    """Every frame of a video file (BGR, as OpenCV decodes it) and its frame rate."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    frames = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        frames.append(image)
+    cap.release()
+    return frames, fps

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 
 import pytest
 import torch
@@ -17,18 +16,6 @@ from engine.phnet import create_model
 from vcam.cli import main
 
 PARITY_SIZES = [(64, 96), (144, 256)]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _private_cache(tmp_path_factory):
-    """Exports and engines go to a temporary cache, never the user's."""
-    old = os.environ.get("VCAM_CACHE_DIR")
-    os.environ["VCAM_CACHE_DIR"] = str(tmp_path_factory.mktemp("vcam-cache"))
-    yield
-    if old is None:
-        os.environ.pop("VCAM_CACHE_DIR", None)
-    else:
-        os.environ["VCAM_CACHE_DIR"] = old
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import read_video
 
 from vcam.bench import engine as bench_engine
 from vcam.bench import flops, report, sysinfo, timing
@@ -235,21 +236,13 @@ def test_parse_input():
 
 
 def test_generate_synthetic_clip_has_the_asked_size_rate_and_frames(tmp_path):
-    import cv2
 
     from vcam.bench import pipeline
 
     clip = pipeline.generate_clip((96, 64), 7, 30.0, tmp_path, "tiny", source=None)
     assert clip.origin.startswith("synthetic") and clip.frames == 7
-    cap = cv2.VideoCapture(str(clip.path))
-    frames = []
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            break
-        frames.append(image)
-    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(30.0)
-    cap.release()
+    frames, fps = read_video(clip.path)
+    assert fps == pytest.approx(30.0)
     assert len(frames) == 7 and frames[0].shape == (64, 96, 3)
     assert not np.array_equal(frames[0], frames[6])  # the silhouette moves
     again = pipeline.generate_clip((96, 64), 7, 30.0, tmp_path, "tiny", source=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from conftest import read_video
 
 from vcam.cli import main
 
@@ -19,13 +20,7 @@ def test_demo_writes_video_and_before_after(tmp_path, capsys):
     assert main(["demo", "--out-dir", str(tmp_path), "--frames", "12"]) == 0
     out = capsys.readouterr().out
     assert str(tmp_path / "demo.mp4") in out and str(tmp_path / "before_after.png") in out
-    cap = cv2.VideoCapture(str(tmp_path / "demo.mp4"))
-    frames = []
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            break
-        frames.append(image)
+    frames, _ = read_video(tmp_path / "demo.mp4")
     assert len(frames) == 12 and frames[0].shape == (360, 640, 3)
     assert np.abs(frames[0].astype(int) - frames[-1].astype(int)).mean() > 2, "the clip moves"
     panel = cv2.imread(str(tmp_path / "before_after.png"))

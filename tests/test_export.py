@@ -12,13 +12,7 @@ from engine.phnet import create_model
 TOLERANCE = 1e-4  # fp32, acceptance 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: intra-op thread hand-offs cost more than they save (6x slower on a loaded 2-core box).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def trained_looking(name):

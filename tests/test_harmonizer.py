@@ -4,7 +4,6 @@ state, and clear errors on bad input."""
 from __future__ import annotations
 
 import logging
-import os
 
 import cv2
 import numpy as np
@@ -13,17 +12,6 @@ import torch
 
 from engine.harmonizer import NO_PERSON, Correction, Harmonizer, net_shape
 from engine.phnet import create_model
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _private_cache(tmp_path_factory):
-    old = os.environ.get("VCAM_CACHE_DIR")
-    os.environ["VCAM_CACHE_DIR"] = str(tmp_path_factory.mktemp("vcam-cache"))
-    yield
-    if old is None:
-        os.environ.pop("VCAM_CACHE_DIR", None)
-    else:
-        os.environ["VCAM_CACHE_DIR"] = old
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 import pyvirtualcam
+from conftest import read_video
 
 from vcam.errors import VcamError
 from vcam.frame import Frame
@@ -48,13 +48,7 @@ def test_file_and_virtual_camera_get_the_same_frames(tmp_path):
     outputs.close()
     outputs.close()  # idempotent
     assert len(Sink.sent) == 5 and Sink.sent[3].reshape(36, 64, 3)[0, 0, 0] == 30, "RGB to pyvirtualcam"
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            break
-        frames.append(image)
+    frames, _ = read_video(path)
     assert len(frames) == 5 and abs(int(frames[3][18, 32, 2]) - 30) <= 6, "BGR to the file (red in channel 2)"
 
 

@@ -14,13 +14,7 @@ from engine.phnet import MODEL_NAMES, create_model
 TINY = {"widths": (4, 4, 8, 8, 8, 8)}  # the full structure at a width that runs in milliseconds
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: intra-op thread hand-offs cost more than they save (6x slower on a loaded 2-core box).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def n_params(model) -> int:

@@ -8,8 +8,7 @@ import time
 
 import cv2
 import numpy as np
-import pytest
-import pyvirtualcam
+from conftest import RecordingBackend
 
 from vcam.capture import OpenCVSource
 from vcam.config import RunConfig
@@ -19,46 +18,6 @@ from vcam.pipeline import Pipeline
 
 SIZE = (320, 180)
 BLUE = (30, 60, 170)
-
-
-class RecordingBackend:
-    """A pyvirtualcam backend (its documented contract) that keeps every frame it is sent."""
-
-    instances: list[RecordingBackend] = []
-
-    def __init__(self, *, width, height, fps, fourcc, device, **kw):
-        self.width, self.height, self.fps = width, height, fps
-        self.frames: list[np.ndarray] = []
-        self.closed = False
-        RecordingBackend.instances.append(self)
-
-    def send(self, frame):
-        self.frames.append(frame.copy())
-
-    def close(self):
-        self.closed = True
-
-    def device(self):
-        return "recording"
-
-    def native_fourcc(self):
-        return None
-
-
-@pytest.fixture()
-def recorder():
-    RecordingBackend.instances.clear()
-    pyvirtualcam.register_backend("vcam-test", RecordingBackend)
-    yield RecordingBackend
-    RecordingBackend.instances.clear()
-
-
-@pytest.fixture(scope="module")
-def person_video(shared_data):
-    path = shared_data / "videos" / "volcomix_Thoughtful_-_35590.mp4"
-    if not path.is_file():
-        pytest.skip(f"person video missing: {path}")
-    return str(path)
 
 
 def _run(video, *, harmonize, frames=5, mode="inline"):
@@ -236,7 +195,7 @@ def test_camera_that_stops_keeps_the_output_alive_and_recovers(person_video, rec
                        vcam_backend="vcam-test", harmonize=False, max_frames=60, status_interval=0, fps=60.0)
     pipeline = Pipeline(config, source=camera)
     stats = pipeline.run()
-    (backend,) = RecordingBackend.instances
+    (backend,) = recorder.instances
     size = tuple(camera.size)
     frames = [f.reshape(size[1], size[0], 3) for f in backend.frames]
     placeholder = make_placeholder(size)

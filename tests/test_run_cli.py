@@ -10,47 +10,11 @@ import time
 import cv2
 import numpy as np
 import pytest
-import pyvirtualcam
 
 from vcam.cli import main
 from vcam.config import RunConfig, from_args, load_toml, resolve
 from vcam.controls import ConfigWatcher, changed_settings
 from vcam.output import MODPROBE
-
-
-class Recorder:
-    frames: list[np.ndarray] = []
-    opened: list[tuple[int, int, float]] = []
-
-    def __init__(self, *, width, height, fps, fourcc, device, **kw):
-        Recorder.opened.append((width, height, fps))
-
-    def send(self, frame):
-        Recorder.frames.append(frame.copy())
-
-    def close(self):
-        pass
-
-    def device(self):
-        return "recorder"
-
-    def native_fourcc(self):
-        return None
-
-
-@pytest.fixture()
-def recorder():
-    Recorder.frames, Recorder.opened = [], []
-    pyvirtualcam.register_backend("vcam-cli-test", Recorder)
-    return Recorder
-
-
-@pytest.fixture(scope="module")
-def person_video(shared_data):
-    path = shared_data / "videos" / "volcomix_Thoughtful_-_35590.mp4"
-    if not path.is_file():
-        pytest.skip(f"person video missing: {path}")
-    return str(path)
 
 
 def _one_error_line(capsys) -> str:
@@ -64,12 +28,13 @@ def _one_error_line(capsys) -> str:
 def test_cli_reaches_the_registered_virtual_camera(person_video, recorder, tmp_path):
     stats_path = tmp_path / "stats.json"
     code = main(["run", "--input", person_video, "--size", "320x180", "--background", "color:#102030",
-                 "--output", "virtualcam", "--vcam-backend", "vcam-cli-test", "--max-frames", "4",
+                 "--output", "virtualcam", "--vcam-backend", "vcam-test", "--max-frames", "4",
                  "--fps", "100", "--stats-json", str(stats_path), "--status-interval", "0"])
     assert code == 0
-    assert recorder.opened == [(320, 180, 100.0)]
-    assert len(recorder.frames) == 4
-    assert all(f.size == 320 * 180 * 3 and f.dtype == np.uint8 for f in recorder.frames)
+    assert [(b.width, b.height, b.fps) for b in recorder.instances] == [(320, 180, 100.0)]
+    (camera,) = recorder.instances
+    assert len(camera.frames) == 4
+    assert all(f.size == 320 * 180 * 3 and f.dtype == np.uint8 for f in camera.frames)
     stats = json.loads(stats_path.read_text())
     assert stats["frames"] == 4 and stats["fps"] > 0
     for stage in ("capture", "segment", "background", "composite", "harmonize", "output"):
@@ -96,9 +61,9 @@ def test_image_input_with_image_background(tmp_path, shared_data, recorder):
     if not portraits or not backgrounds:
         pytest.skip("portraits/backgrounds missing from the shared data")
     code = main(["run", "--input", str(portraits[0]), "--size", "256x144", "--background", str(backgrounds[0]),
-                 "--output", "virtualcam", "--vcam-backend", "vcam-cli-test", "--max-frames", "2",
+                 "--output", "virtualcam", "--vcam-backend", "vcam-test", "--max-frames", "2",
                  "--no-harmonize", "--status-interval", "0"])
-    assert code == 0 and len(recorder.frames) == 2
+    assert code == 0 and len(recorder.instances[0].frames) == 2
 
 
 @pytest.mark.parametrize("argv, expected", [

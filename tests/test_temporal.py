@@ -10,13 +10,7 @@ from engine.phnet import create_model
 H, W = 32, 48
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: intra-op thread hand-offs cost more than they save (6x slower on a loaded 2-core box).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def scene(background_rgb, person=True, seed=0):
