@@ -48,6 +48,10 @@ class PHNetConfig:
     region_tau: float = 1e-3
     # Slope of the LeakyReLUs after the decoder's normalisation layers (the paper: 0.01).
     negative_slope: float = 0.01
+    # What the head predicts. "image" (the paper): sigmoid(head) is the harmonized image. "residual":
+    # clamp(composite + head, 0, 1), head initialised to zero so an untrained model is the identity; a
+    # network as narrow as phnet-xs cannot also re-draw every detail of the person, and should not have to.
+    output: str = "image"
 
     def __post_init__(self):
         self.widths = _as_int_tuple(self.widths, "widths")
@@ -60,6 +64,8 @@ class PHNetConfig:
             raise ValueError(f"se_reduction must be in 1..{self.widths[-1]}, got {self.se_reduction}")
         if self.pfe_grid <= 0:
             raise ValueError(f"pfe_grid must be positive, got {self.pfe_grid}")
+        if self.output not in ("image", "residual"):
+            raise ValueError(f"output must be 'image' or 'residual', got {self.output!r}")
         _check_positive(self, ("eps", "var_eps", "patch_tau", "region_tau"))
 
 

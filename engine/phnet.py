@@ -28,7 +28,8 @@ docs/notes/model.md):
   weights, x * (se + q);
 - decoder: 6 x (concat(x, skip) -> Conv3x3 (2C -> C, no bias) -> ReLU -> ConvTranspose -> norm ->
   LeakyReLU(0.01)), norm = BatchNorm in the first three steps and a PN block (grids 3, 4, 5) in the last
-  three; then Conv3x3 (C1 -> 3) and a sigmoid: the full image, not a residual;
+  three; then Conv3x3 (C1 -> 3) and a sigmoid: the full image, not a residual (config.output='residual'
+  adds the head to the composite instead, for narrow CPU variants);
 - PFE: the PN transfer on the input image with a 5x5 grid (w0, w1 learned), pooled to one scalar per image.
 One source serves eager and ONNX: no export forks.
 """
@@ -196,6 +197,9 @@ class PHNet(nn.Module):
             steps.append(DecoderStep(step_channels[k], step_out[k], *kernels[k], norm, config.negative_slope))
         self.decoder = nn.ModuleList(steps)
         self.head = nn.Conv2d(c[0], 3, 3, padding=1)
+        if config.output == "residual":  # start as the identity: training only has to learn the change
+            nn.init.normal_(self.head.weight, std=1e-3)  # near zero, not zero: gradients reach every layer
+            nn.init.zeros_(self.head.bias)
         # Static slices of the flat statistics vector: [(owner, start, stop)], PFE first.
         layout, start = [], 0
         for owner, size in [("pfe", self.pfe.stats_size)] + [
@@ -235,7 +239,10 @@ class PHNet(nn.Module):
                 y, stats = step.norm(step.features(x, skips[5 - k]), *region, slices[k - 2], momentum)
                 stats_out.append(stats)
                 x = F.leaky_relu(y, step.negative_slope)
-        harmonized = torch.sigmoid(self.head(x))
+        if self.config.output == "residual":
+            harmonized = torch.clamp(composite + self.head(x), 0.0, 1.0)
+        else:
+            harmonized = torch.sigmoid(self.head(x))
         return harmonized, torch.cat(stats_out, dim=1)
 
 

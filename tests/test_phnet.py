@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from engine.config import VARIANTS, PHNetConfig, StatsConfig
+from engine.export import example_inputs
 from engine.phnet import MODEL_NAMES, create_model
 
 TINY = {"widths": (4, 4, 8, 8, 8, 8)}  # the full structure at a width that runs in milliseconds
@@ -212,3 +213,17 @@ def test_half_precision_runs_close_to_float(name):
     assert torch.isfinite(got).all() and torch.isfinite(got_stats).all()
     assert (got.float() - expected).abs().max() < 2e-2
     assert (got_stats.float() - expected_stats).abs().max() < 2e-2 * (1 + expected_stats.abs().max())
+
+
+def test_residual_output_starts_near_identity_and_trains_every_parameter():
+    """output='residual': an untrained model returns (almost) the composite, and gradients reach every layer."""
+    torch.manual_seed(0)
+    model = create_model("phnet-xs", output="residual").train()
+    composite, mask, reference, stats_in, momentum = example_inputs(model, 32, 48, batch=2, seed=3)
+    harmonized, _ = model(composite, mask, reference, stats_in, momentum)
+    assert (harmonized - composite).abs().max() < 0.05
+    harmonized.square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert not missing, f"no gradient: {missing}"
+    with pytest.raises(ValueError, match="output"):
+        create_model("phnet-xs", output="bogus")
