@@ -321,6 +321,8 @@ def train(args) -> torch.nn.Module:
         eval_log = csv.DictWriter(eval_file, fieldnames=["step", "psnr", "fpsnr", "mse", "fmse", "count"])
         if new_eval:
             eval_log.writeheader()
+        log_file.flush()  # headers on disk now: a run killed before its first flush must still resume cleanly
+        eval_file.flush()
     bar = tqdm(total=end_step, initial=step, desc="train", unit="step", disable=not is_main or args.no_progress)
     model.train()
     t_last = time.perf_counter()
