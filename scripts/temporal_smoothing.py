@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/temporal_smoothing.py --data ../shared/data \
         --videos volcomix_Doctor_-_26732.mp4,liveportrait_d6.mp4 --background mate_Aqua.jpg \
-        --frames 120 --smoothing 0.9 --out docs/notes/temporal_smoothing
+        --frames 120 --smoothing 0.9 --out docs/img/temporal_smoothing
 
 Each real video of a person is segmented with MediaPipe selfie segmentation and composited onto a
 background photo. The Harmonizer (model --model; "stats" until trained weights ship, then the default)
@@ -36,8 +36,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model name or weights path (default: shipped weights, "
                    "else 'stats')")
     p.add_argument("--backend", default="auto")
+    p.add_argument("--lift", default=None, help="full-resolution lift (engine.lift.METHODS; default: the Harmonizer's)")
     p.add_argument("--identity-frames", type=int, default=5, help="frames checked for momentum-0 identity")
-    p.add_argument("--out", type=Path, default=Path("docs/notes/temporal_smoothing"),
+    p.add_argument("--out", type=Path, default=Path("docs/img/temporal_smoothing"),
                    help="output stem: <out>.json and <out>.png")
     return p
 
@@ -104,8 +105,9 @@ def main(args) -> dict:
 
     results = {"command": "scripts/temporal_smoothing.py", "smoothing": args.smoothing, "videos": {}}
     curves = {}
-    with Harmonizer(model=args.model, backend=args.backend, smoothing=0.0) as off, \
-            Harmonizer(model=args.model, backend=args.backend, smoothing=args.smoothing) as on:
+    lift = {"lift": args.lift} if args.lift else {}
+    with Harmonizer(model=args.model, backend=args.backend, smoothing=0.0, **lift) as off, \
+            Harmonizer(model=args.model, backend=args.backend, smoothing=args.smoothing, **lift) as on:
         results["model"] = off.model_description
         results["backend"] = off.backend_name
         for name in args.videos.split(","):

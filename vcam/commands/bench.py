@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     eng.add_argument("--warmup", type=int, default=None, help="untimed calls first (CUDA 10, CPU 2)")
     eng.add_argument("--max-seconds", type=float, default=None,
                      help="time budget per configuration; stops early after 3 runs (CUDA 5, CPU 4)")
-    eng.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    eng.add_argument("--threads", type=int, default=None, help="CPU threads for torch and ONNX Runtime (default: each one's choice)")
     eng.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
 
     pipe = sub.add_parser("pipeline", help="time the whole app from a video file to the null output",
@@ -123,7 +123,14 @@ def _run_engine(args: argparse.Namespace) -> int:
     settings = engine.resolve(settings, engine.cuda_available())
     system = sysinfo.collect()
     log.info("machine: %s", sysinfo.describe(system))
-    rows, notes, auto = engine.run_engine_bench(settings, system)
+    create_backend = None
+    if args.threads is not None:  # the same thread count for ONNX Runtime's own pool as for torch's
+        import functools
+
+        from engine.backends import create_backend as _create
+
+        create_backend = functools.partial(_create, threads=args.threads)
+    rows, notes, auto = engine.run_engine_bench(settings, system, create_backend=create_backend)
     result = report.new_report("engine", _command_line(), system, _settings_dict(settings))
     result["rows"] = rows
     result["auto"] = auto
