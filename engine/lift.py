@@ -209,11 +209,12 @@ def apply_delta(params: LiftParams, composite: np.ndarray, box=None) -> np.ndarr
 
 def apply_delta_blend(params: LiftParams, composite: np.ndarray, weight: np.ndarray,
                       box: tuple[int, int, int, int]) -> np.ndarray:
-    """`composite[box] + weight * upsampled correction`, rounded and saturated to uint8, in OpenCV kernels.
+    """Blend `composite[box]` towards `composite + upsampled correction` by `weight`, as uint8.
 
-    The camera-rate path: `apply_delta` + blend + clip + round in float NumPy cost ~60 ms at 720p on a
-    2-core CPU; this does the same maths in three SIMD passes (resize, multiply, saturating add). Where
-    `weight` is 0 the added term is exactly 0, so those pixels equal the composite's bit for bit.
+    out = (1 - weight) * composite + weight * saturate(composite + correction): the camera-rate path, three
+    OpenCV SIMD passes (resize, saturating add, blendLinear, whose one-channel weights broadcast over the
+    three colours), ~3.5 ms for a 720p person on one core where the same maths in float NumPy cost ~60 ms.
+    Where `weight` is 0 the result is the composite's pixel bit for bit.
 
     Args:
         params: a "delta" correction.
@@ -227,9 +228,10 @@ def apply_delta_blend(params: LiftParams, composite: np.ndarray, weight: np.ndar
     if params.method != "delta":
         raise ValueError(f"apply_delta_blend needs a 'delta' correction, got {params.method!r}")
     y0, y1, x0, x1 = box
+    part = composite[y0:y1, x0:x1]
     up = _resize_box_fast(params.data * np.float32(255), composite.shape[:2], box)
-    up = cv2.multiply(up, cv2.merge([weight, weight, weight]))
-    return cv2.add(composite[y0:y1, x0:x1], up, dtype=cv2.CV_8U)
+    corrected = cv2.add(part, up, dtype=cv2.CV_8U)
+    return cv2.blendLinear(part, corrected, 1.0 - weight, weight)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -209,7 +209,8 @@ def test_blend_params_is_an_ema_of_corrections():
 
 
 def test_apply_delta_blend_matches_float_reference():
-    """The camera-rate uint8 path equals round(clip(composite + weight * upsampled delta)) within 1 level."""
+    """The camera-rate uint8 path equals composite + weight * (saturate(composite + upsampled delta) -
+    composite), rounded, within 1 level; untouched where the weight is 0."""
     from engine.lift import LiftParams, apply_delta_blend
 
     rng = np.random.default_rng(3)
@@ -220,7 +221,8 @@ def test_apply_delta_blend_matches_float_reference():
     box = (10, 85, 20, 140)
     got = apply_delta_blend(LiftParams("delta", delta), composite, weight[10:85, 20:140], box)
     up = cv2.resize(delta, (160, 90), interpolation=cv2.INTER_LINEAR)
-    ref = np.clip(np.round(composite.astype(np.float32) + weight[..., None] * up * 255), 0, 255)[10:85, 20:140]
+    corrected = np.clip(np.round(composite.astype(np.float32) + up * 255), 0, 255)
+    ref = np.round(composite + weight[..., None] * (corrected - composite))[10:85, 20:140]
     assert got.dtype == np.uint8 and got.shape == (75, 120, 3)
     assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1
     untouched = weight[10:85, 20:140] == 0
