@@ -54,7 +54,8 @@ def _tuples(value: Any) -> Any:
     return value
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (weights checksums, the TensorRT cache key)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -112,7 +113,7 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike, extra: dict | 
         "format_version": FORMAT_VERSION,
         "model": name,
         "config": _config_dict(model),
-        "sha256": _sha256(tmp),
+        "sha256": file_sha256(tmp),
         "extra": extra or {},
     }
     try:
@@ -172,7 +173,7 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         raise FileNotFoundError(f"weights file not found: {tensors_path}")
     meta = read_metadata(tensors_path)
     expected_sha = meta.get("sha256")
-    if isinstance(expected_sha, str) and _sha256(tensors_path) != expected_sha:
+    if isinstance(expected_sha, str) and file_sha256(tensors_path) != expected_sha:
         raise ValueError(f"corrupt weights {tensors_path}: contents do not match the sha256 in {config_path.name}")
     try:
         model = create_model(meta["model"], **_tuples(meta.get("config", {})))

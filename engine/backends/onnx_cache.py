@@ -39,15 +39,6 @@ def _source_hash(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:8]
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes (the TensorRT engine cache key uses the ONNX file's)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def onnx_cache_path(model: torch.nn.Module, opset: int = 17) -> Path:
     """Where `cached_onnx` keeps this model's dynamic-shape export (the file may not exist yet)."""
     name = str(getattr(model, "name", "model")).replace("/", "_")

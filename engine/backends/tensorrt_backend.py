@@ -21,7 +21,8 @@ import torch
 
 from engine import paths
 from engine.backends.base import INPUT_NAMES, OUTPUT_NAMES, Backend
-from engine.backends.onnx_cache import cached_onnx, file_sha256
+from engine.backends.onnx_cache import cached_onnx
+from engine.weights import file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -166,6 +166,10 @@ def plot_engine(report: dict, path: Path) -> Path | None:
         ax.legend(fontsize=7)
     gpu = report["system"].get("gpu")
     fig.suptitle(f"vcam bench engine: {gpu['name'] if gpu else report['system']['cpu']['model'] + ' (CPU)'}")
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -205,12 +209,7 @@ def plot_pipeline(report: dict, path: Path) -> Path | None:
     system = report["system"]
     machine = system["gpu"]["name"] if system.get("gpu") else f"{system['cpu']['model']}, {system['cpu']['cores']} cores"
     fig.suptitle(f"vcam bench pipeline: {machine}", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def write_all(report: dict, out_dir: Path, stem: str) -> dict[str, Path]:
