@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -74,14 +75,19 @@ class Metrics:
             return 0.0
         return (len(times) - 1) / max(times[-1] - times[0], 1e-9)
 
-    def maybe_status(self, extra: str = "") -> None:
-        """Log a one-line status when `status_interval` has passed."""
+    def maybe_status(self, extra: str | Callable[[], str] = "") -> None:
+        """Log a one-line status when `status_interval` has passed.
+
+        `extra` may be a callable: it is called only when a line is due (this runs after every frame).
+        """
         if self.status_interval <= 0:
             return
         now = time.perf_counter()
         if now - self._last_status < self.status_interval:
             return
         self._last_status = now
+        if callable(extra):
+            extra = extra()
         recent = list(self._latency)[-_WINDOW:]
         stages = " ".join(f"{name} {np.percentile(list(values)[-_WINDOW:], 50):.1f}"
                           for name, values in self._stages.items() if values)

@@ -247,14 +247,17 @@ class Pipeline:
             new = self._watcher.poll(now)
             if new is not None:
                 self.apply_config(new)
-        if self.metrics.status_interval > 0:
-            extra = ""
-            if self.harmonize is not None and self.harmonize.enabled:
-                extra = f"harmonizer {self.harmonize.stats()['refresh_hz']:.1f} Hz"
-            if self.capture.state != "live":
-                extra = f"input {self.capture.state}" + (f", {extra}" if extra else "")
-            self.metrics.maybe_status(extra)
+        self.metrics.maybe_status(self._status_extra)
         return False
+
+    def _status_extra(self) -> str:
+        """The harmonizer's rate and the input's state for the status line (computed only when it is due)."""
+        extra = ""
+        if self.harmonize is not None and self.harmonize.enabled:
+            extra = f"harmonizer {self.harmonize.stats()['refresh_hz']:.1f} Hz"
+        if self.capture.state != "live":
+            extra = f"input {self.capture.state}" + (f", {extra}" if extra else "")
+        return extra
 
     def summary(self, **extra) -> dict:
         harmonizer = self.harmonize.stats() if self.harmonize is not None else {"enabled": False}
