@@ -364,12 +364,19 @@ class Harmonizer:
                              f"got {size[0]}x{size[1]} (call estimate again after a size change)")
         mask_f = _validate_mask(mask, size)
         out = composite.copy()
-        if correction.params is None or self._strength == 0.0 or float(mask_f.max()) < NO_PERSON:
+        if correction.params is None or self._strength == 0.0:
             return out
+        # The person's bounding box in one full pass (rows), then passes over the box only: this runs per
+        # camera frame. Outside the box the mask is 0, so the box's max is the frame's.
         rows = np.flatnonzero(mask_f.any(axis=1))
-        cols = np.flatnonzero(mask_f.any(axis=0))
-        box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
-        y0, y1, x0, x1 = box
+        if rows.size == 0:
+            return out
+        y0, y1 = int(rows[0]), int(rows[-1]) + 1
+        cols = np.flatnonzero(mask_f[y0:y1].any(axis=0))
+        x0, x1 = int(cols[0]), int(cols[-1]) + 1
+        if float(mask_f[y0:y1, x0:x1].max()) < NO_PERSON:
+            return out
+        box = (y0, y1, x0, x1)
         if correction.params.method == "delta":  # the default, and the camera-rate fast path
             weight = mask_f[y0:y1, x0:x1] * np.float32(self._strength)
             out[y0:y1, x0:x1] = lift_mod.apply_delta_blend(correction.params, composite, weight, box)
