@@ -20,6 +20,10 @@ def _as_int_tuple(value, field_name: str) -> tuple[int, ...]:
     return out
 
 
+# What the network's head predicts (PHNetConfig.output).
+OUTPUTS = ("image", "residual", "affine")
+
+
 @dataclass
 class PHNetConfig:
     """PHNet hyper-parameters (see engine/phnet.py for the network and PHNET.md for the paper)."""
@@ -49,9 +53,14 @@ class PHNetConfig:
     # Slope of the LeakyReLUs after the decoder's normalisation layers (the paper: 0.01).
     negative_slope: float = 0.01
     # What the head predicts. "image" (the paper): sigmoid(head) is the harmonized image. "residual":
-    # clamp(composite + head, 0, 1), head initialised to zero so an untrained model is the identity; a
-    # network as narrow as phnet-xs cannot also re-draw every detail of the person, and should not have to.
+    # clamp(composite + head, 0, 1), head initialised to zero so an untrained model is the identity.
+    # "affine" (the shipped weights): a grid of 3x4 colour transforms (engine.affine), identity at
+    # initialisation; the network decides how to re-colour the person and never re-draws them.
     output: str = "image"
+    # output="affine" only: the coefficient grid is 1/affine_factor of the input (a divisor of 8), and
+    # the global transform is predicted by an MLP of this width from the bottleneck and colour moments.
+    affine_factor: int = 4
+    global_hidden: int = 64
 
     def __post_init__(self):
         self.widths = _as_int_tuple(self.widths, "widths")
@@ -64,8 +73,12 @@ class PHNetConfig:
             raise ValueError(f"se_reduction must be in 1..{self.widths[-1]}, got {self.se_reduction}")
         if self.pfe_grid <= 0:
             raise ValueError(f"pfe_grid must be positive, got {self.pfe_grid}")
-        if self.output not in ("image", "residual"):
-            raise ValueError(f"output must be 'image' or 'residual', got {self.output!r}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
+        if self.affine_factor not in (1, 2, 4, 8):
+            raise ValueError(f"affine_factor must be 1, 2, 4 or 8 (a divisor of 8), got {self.affine_factor}")
+        if self.global_hidden <= 0:
+            raise ValueError(f"global_hidden must be positive, got {self.global_hidden}")
         _check_positive(self, ("eps", "var_eps", "patch_tau", "region_tau"))
 
 

@@ -1,8 +1,9 @@
 """ONNX export of any model from engine.phnet.create_model, and a torch vs ONNX Runtime parity check.
 
 The graph is the forward contract of engine/phnet.py, statistics included:
-inputs composite, mask, reference, stats_in, momentum; outputs harmonized, stats_out. With height/width
-None the H and W axes (and the batch) are dynamic; otherwise only the batch is. The legacy TorchScript
+inputs composite, mask, reference, stats_in, momentum; outputs `engine.phnet.output_names(model)`
+(harmonized or coefficients, then stats_out). With height/width None the H and W axes (and the batch)
+are dynamic; otherwise only the batch is. The legacy TorchScript
 exporter (dynamo=False) is used: the model is written with export-friendly ops (engine/pn.py), and the
 tracer handles them with dynamic shapes in one pass, without the dynamo exporter's extra dependencies.
 """
@@ -17,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-INPUT_NAMES = ("composite", "mask", "reference", "stats_in", "momentum")
-OUTPUT_NAMES = ("harmonized", "stats_out")
+from engine.backends.base import INPUT_NAMES
+from engine.phnet import output_names
 
 
 def example_inputs(model: nn.Module, height: int = 64, width: int = 64, batch: int = 1, seed: int = 0):
@@ -67,10 +68,13 @@ def export_onnx(
     dynamic = height is None
     # Trace at a size where every grid is non-trivial; dynamic axes make the graph size-independent.
     inputs = example_inputs(model, height or 64, width or 96)
-    axes = {name: {0: "batch"} for name in (*INPUT_NAMES[:4], *OUTPUT_NAMES)}
+    outputs = output_names(model)
+    axes = {name: {0: "batch"} for name in (*INPUT_NAMES[:4], *outputs)}
     if dynamic:
-        for name in ("composite", "mask", "reference", "harmonized"):
+        for name in ("composite", "mask", "reference"):
             axes[name].update({2: "height", 3: "width"})
+        # The first output is the image (H, W) or the coefficient grid (H/f, W/f): its own symbols.
+        axes[outputs[0]].update({2: "out_height", 3: "out_width"})
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # TracerWarnings about shape-derived values: handled in pn.py
@@ -79,7 +83,7 @@ def export_onnx(
                 inputs,
                 str(path),
                 input_names=list(INPUT_NAMES),
-                output_names=list(OUTPUT_NAMES),
+                output_names=list(outputs),
                 dynamic_axes=axes,
                 opset_version=opset,
                 do_constant_folding=True,
@@ -102,7 +106,7 @@ def check_onnx_parity(model: nn.Module, path, inputs) -> dict[str, float]:
         inputs: (composite, mask, reference, stats_in, momentum) torch tensors.
 
     Returns:
-        {"harmonized": max |torch - onnx|, "stats_out": ...}.
+        {output name: max |torch - onnx|} for both outputs (harmonized or coefficients, stats_out).
 
     Raises:
         RuntimeError: onnxruntime is not installed or cannot load/run the file.
@@ -117,7 +121,7 @@ def check_onnx_parity(model: nn.Module, path, inputs) -> dict[str, float]:
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         feeds = {name: t.detach().cpu().numpy().astype(np.float32) for name, t in zip(INPUT_NAMES, inputs)}
-        got = session.run(list(OUTPUT_NAMES), feeds)
+        got = session.run(list(output_names(model)), feeds)
     except Exception as error:  # noqa: BLE001
         raise RuntimeError(f"ONNX Runtime could not run {path}: {error}") from error
-    return {name: float(np.abs(e.numpy() - g).max()) for name, e, g in zip(OUTPUT_NAMES, expected, got)}
+    return {name: float(np.abs(e.numpy() - g).max()) for name, e, g in zip(output_names(model), expected, got)}

@@ -2,7 +2,7 @@
 
 Forward contract (every model from `create_model`, eager, ONNX and TensorRT alike)::
 
-    harmonized, stats_out = model(composite, mask, reference, stats_in, momentum)
+    output, stats_out = model(composite, mask, reference, stats_in, momentum)
 
     composite  (B,3,H,W) float32 RGB in [0,1] (no mean/std normalisation); H, W multiples of 8, >= 8
     mask       (B,1,H,W) float32 in [0,1]: the person (foreground)
@@ -12,8 +12,11 @@ Forward contract (every model from `create_model`, eager, ONNX and TensorRT alik
     momentum   (1,) float32 in [0,1): stats_out = momentum*stats_in + (1-momentum)*stats_of_this_frame,
                and every PN block (and the PFE) normalises with stats_out. momentum 0 is stateless:
                stats_in is multiplied by 0 and the result equals a single-image run exactly.
-    harmonized (B,3,H,W) float32 in [0,1]: the raw network image; callers re-blend
-               harmonized*mask + composite*(1-mask)
+    output     what `model.output_names[0]` says:
+               "harmonized" (heads "image", "residual", and the "stats" model): (B,3,H,W) float32 in
+               [0,1], the raw network image; callers re-blend harmonized*mask + composite*(1-mask);
+               "coefficients" (head "affine"): (B,12,H/f,W/f), f = config.affine_factor, a grid of 3x4
+               colour transforms (engine.affine); `harmonized_image` turns either into the image
     stats_out  (B, model.stats_size) float32: feed back as stats_in for the next frame of the same stream
 
 stats_size does not depend on H, W: statistics are per patch and normalised by patch area (engine/pn.py).
@@ -29,7 +32,8 @@ docs/notes/model.md):
 - decoder: 6 x (concat(x, skip) -> Conv3x3 (2C -> C, no bias) -> ReLU -> ConvTranspose -> norm ->
   LeakyReLU(0.01)), norm = BatchNorm in the first three steps and a PN block (grids 3, 4, 5) in the last
   three; then Conv3x3 (C1 -> 3) and a sigmoid: the full image, not a residual (config.output='residual'
-  adds the head to the composite instead, for narrow CPU variants);
+  adds the head to the composite instead; config.output='affine' predicts colour transforms instead:
+  Conv3x3 (C1 -> 12) averaged over f x f cells, plus one global transform from the bottleneck);
 - PFE: the PN transfer on the input image with a 5x5 grid (w0, w1 learned), pooled to one scalar per image.
 One source serves eager and ONNX: no export forks.
 """
@@ -40,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine import pn
+from engine import affine, pn
 from engine.config import VARIANTS, PHNetConfig, config_field_names
 
 MODEL_NAMES: tuple[str, ...] = (*VARIANTS, "stats")
@@ -148,6 +152,43 @@ class PatchFeatureExtractor(nn.Module):
         return out.mean(dim=(1, 2, 3))  # (B,): one scalar per image, added to every SE channel weight
 
 
+def masked_mean(x: Tensor, weight: Tensor, eps: float = 1e-6) -> Tensor:
+    """(B, C, H, W) features averaged under (B, 1, H, W) weights -> (B, C)."""
+    return (x * weight).sum(dim=(2, 3)) / (weight.sum(dim=(2, 3)) + eps)
+
+
+def colour_moments(image: Tensor, mask: Tensor, reference: Tensor) -> Tensor:
+    """Mean and standard deviation of each colour channel over the person and over the reference: (B, 12).
+
+    The cheap statistics a linear model harmonizes from (trainer.linear); given to the global head
+    directly so that it starts from at least what that baseline sees."""
+    out = []
+    for weight in (mask, reference):
+        mean = masked_mean(image, weight)
+        var = masked_mean(image * image, weight) - mean * mean
+        out += [mean, torch.sqrt(torch.clamp(var, min=0.0) + 1e-6)]
+    return torch.cat(out, dim=1)
+
+
+class GlobalTransform(nn.Module):
+    """One 3x4 colour transform per image from the bottleneck (person and reference pooled separately)
+    and the colour moments; the last layer starts at zero, so the transform starts as the identity."""
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(2 * channels + 12, hidden)
+        self.fc2 = nn.Linear(hidden, affine.COEFFICIENTS)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, bottleneck: Tensor, image: Tensor, mask: Tensor, reference: Tensor) -> Tensor:
+        # The bottleneck is at H/8 (three stride-2 encoder convs): a constant, so the export stays dynamic.
+        m, r = F.avg_pool2d(mask, 8), F.avg_pool2d(reference, 8)
+        features = torch.cat([masked_mean(bottleneck, m), masked_mean(bottleneck, r),
+                              colour_moments(image, mask, reference)], dim=1)
+        return self.fc2(F.relu(self.fc1(features)))  # (B, 12), added to the identity
+
+
 class DecoderStep(nn.Module):
     """concat(x, skip) -> Conv3x3 (2C -> C, no bias) -> ReLU -> ConvTranspose -> norm -> LeakyReLU."""
 
@@ -196,7 +237,12 @@ class PHNet(nn.Module):
                 norm = PNBlock(step_out[k], config.pn_grids[k - 3], config)
             steps.append(DecoderStep(step_channels[k], step_out[k], *kernels[k], norm, config.negative_slope))
         self.decoder = nn.ModuleList(steps)
-        self.head = nn.Conv2d(c[0], 3, 3, padding=1)
+        self.head = nn.Conv2d(c[0], affine.COEFFICIENTS if config.output == "affine" else 3, 3, padding=1)
+        if config.output == "affine":  # local corrections start at zero: the model starts as the identity
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+            self.global_transform = GlobalTransform(c[5], config.global_hidden)
+            self.register_buffer("identity", torch.tensor(affine.IDENTITY).view(1, -1, 1, 1), persistent=False)
         if config.output == "residual":  # start as the identity: training only has to learn the change
             nn.init.normal_(self.head.weight, std=1e-3)  # near zero, not zero: gradients reach every layer
             nn.init.zeros_(self.head.bias)
@@ -209,6 +255,14 @@ class PHNet(nn.Module):
             start += size
         self.stats_layout: tuple[tuple[str, int, int], ...] = tuple(layout)
         self.stats_size: int = start
+        self.output_names: tuple[str, str] = (
+            "coefficients" if config.output == "affine" else "harmonized", "stats_out")
+
+    def output_shape(self, batch: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """Shape of the first output for a (batch, 3, height, width) input."""
+        if self.config.output == "affine":
+            return (batch, affine.COEFFICIENTS, *affine.grid_size(height, width, self.config.affine_factor))
+        return (batch, 3, height, width)
 
     def forward(self, composite, mask, reference, stats_in, momentum):
         pn.check_inputs(composite, mask, reference, stats_in, momentum, self.stats_size)
@@ -227,6 +281,7 @@ class PHNet(nn.Module):
             x = layer(x)
             skips.append(x)  # resolutions H/2, H/2, H/4, H/4, H/8, H/8
         x = self.se(x, q)
+        bottleneck = x
         # Masks at the PN resolutions (H/2 for steps 4, 5 and H for step 6). avg_pool by 2 exports with
         # dynamic sizes (F.interpolate with size tuples computed in Python would bake them in).
         half = (F.avg_pool2d(mask, 2), F.avg_pool2d(reference, 2))
@@ -239,11 +294,36 @@ class PHNet(nn.Module):
                 y, stats = step.norm(step.features(x, skips[5 - k]), *region, slices[k - 2], momentum)
                 stats_out.append(stats)
                 x = F.leaky_relu(y, step.negative_slope)
+        if self.config.output == "affine":
+            # Per-cell corrections (the head averaged over factor x factor pixels) on top of one global
+            # transform: (B, 12, H/f, W/f) coefficients, the model's first output.
+            local = F.avg_pool2d(self.head(x), self.config.affine_factor)
+            glob = self.global_transform(bottleneck, composite, mask, reference)
+            return local + (self.identity + glob.unsqueeze(-1).unsqueeze(-1)), torch.cat(stats_out, dim=1)
         if self.config.output == "residual":
             harmonized = torch.clamp(composite + self.head(x), 0.0, 1.0)
         else:
             harmonized = torch.sigmoid(self.head(x))
         return harmonized, torch.cat(stats_out, dim=1)
+
+
+def output_names(model: nn.Module) -> tuple[str, str]:
+    """The model's two output names (the "stats" model and older modules: harmonized, stats_out)."""
+    return tuple(getattr(model, "output_names", ("harmonized", "stats_out")))
+
+
+def output_shape(model: nn.Module, batch: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """Shape of the model's first output for a (batch, 3, height, width) input."""
+    fn = getattr(model, "output_shape", None)
+    return tuple(fn(batch, height, width)) if fn is not None else (batch, 3, height, width)
+
+
+def harmonized_image(output: Tensor, composite: Tensor, kind: str) -> Tensor:
+    """The harmonized image (B,3,H,W) from a model's first output: itself, or its colour transforms
+    applied to the composite (kind = output_names(model)[0])."""
+    if kind == "coefficients":
+        return affine.apply(output.float(), composite.float())
+    return output
 
 
 def create_model(name: str, **overrides) -> nn.Module:

@@ -43,6 +43,22 @@ def test_torch_vs_onnxruntime_parity_cpu(cpu_pair, model, size):
     assert (s_t - s_o).abs().max().item() <= 1e-4
 
 
+def test_affine_head_parity_cpu():
+    """The colour-transform head through both backends: the coefficient grid and the statistics agree."""
+    torch.manual_seed(1)
+    affine_model = create_model("phnet-xs", output="affine").eval()
+    with torch.no_grad():
+        for p in list(affine_model.head.parameters()) + list(affine_model.global_transform.fc2.parameters()):
+            p.normal_(std=0.05)  # zero-initialised layers: make the outputs non-trivial
+    with create_backend("torch", affine_model, "cpu") as tb, create_backend("onnxruntime", affine_model, "cpu") as ob:
+        assert tb.output_names == ob.output_names == ("coefficients", "stats_out")
+        inputs = example_inputs(affine_model, 64, 96, seed=3)
+        c_t, s_t = (t.clone() for t in tb.run(*inputs))
+        c_o, s_o = ob.run(*inputs)
+    assert c_t.shape == c_o.shape == (1, 12, 16, 24)
+    assert (c_t - c_o).abs().max().item() <= 1e-4 and (s_t - s_o).abs().max().item() <= 1e-4
+
+
 def test_stats_model_parity_and_state_feedback(tmp_path):
     """The stats model through both backends, feeding stats_out back as stats_in (aliasing guard)."""
     stats = create_model("stats").eval()

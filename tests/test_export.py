@@ -6,8 +6,8 @@ import onnx
 import pytest
 import torch
 
-from engine.export import INPUT_NAMES, OUTPUT_NAMES, check_onnx_parity, example_inputs, export_onnx
-from engine.phnet import create_model
+from engine.export import INPUT_NAMES, check_onnx_parity, example_inputs, export_onnx
+from engine.phnet import create_model, output_shape
 
 TOLERANCE = 1e-4  # fp32, acceptance 2
 
@@ -15,26 +15,35 @@ TOLERANCE = 1e-4  # fp32, acceptance 2
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-def trained_looking(name):
-    """A model in eval mode whose BatchNorm running statistics are not the identity defaults."""
+def trained_looking(name, **overrides):
+    """A model in eval mode whose BatchNorm running statistics are not the identity defaults (and, for the
+    affine head, whose zero-initialised layers are not zero, so the parity check sees real outputs)."""
     torch.manual_seed(0)
-    model = create_model(name)
+    model = create_model(name, **overrides)
     with torch.no_grad():
+        for name_, p in model.named_parameters():
+            if name_.startswith(("head.", "global_transform.fc2")):
+                p.normal_(std=0.05)
         model(*example_inputs(model, 32, 32, batch=2, seed=1))  # one train-mode pass updates BN stats
     return model.eval()
 
 
-@pytest.mark.parametrize("name", ["phnet-xs", "phnet-s", "stats"])
-def test_dynamic_export_matches_torch_at_two_sizes(name, tmp_path):
-    model = trained_looking(name)
+@pytest.mark.parametrize("name,overrides,first", [("phnet-xs", {}, "harmonized"), ("phnet-s", {}, "harmonized"),
+                                                  ("stats", {}, "harmonized"),
+                                                  ("phnet-xs", {"output": "affine"}, "coefficients")])
+def test_dynamic_export_matches_torch_at_two_sizes(name, overrides, first, tmp_path):
+    model = trained_looking(name, **overrides)
     path = export_onnx(model, tmp_path / f"{name}.onnx")
     graph = onnx.load(str(path)).graph
     assert [i.name for i in graph.input] == list(INPUT_NAMES)
-    assert [o.name for o in graph.output] == list(OUTPUT_NAMES)
+    assert [o.name for o in graph.output] == [first, "stats_out"]
     for height, width in [(64, 64), (40, 72)]:  # the second is not divisible by the 3, 4, 5 grids
-        diffs = check_onnx_parity(model, path, example_inputs(model, height, width, batch=2, seed=height))
-        assert set(diffs) == {"harmonized", "stats_out"}
+        inputs = example_inputs(model, height, width, batch=2, seed=height)
+        diffs = check_onnx_parity(model, path, inputs)
+        assert set(diffs) == {first, "stats_out"}
         assert max(diffs.values()) <= TOLERANCE, diffs
+        with torch.no_grad():
+            assert tuple(model(*inputs)[0].shape) == output_shape(model, 2, height, width)
 
 
 def test_fixed_size_export_has_static_spatial_dims(tmp_path):

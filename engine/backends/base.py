@@ -4,7 +4,11 @@ A backend runs the model's forward contract (engine/phnet.py) on torch tensors t
 backend's device:
 
     run(composite (B,3,H,W), mask (B,1,H,W), reference (B,1,H,W), stats_in (B,S), momentum)
-        -> (harmonized (B,3,H,W) float32, stats_out (B,S) float32)
+        -> (output, stats_out (B,S) float32)
+
+where output is the model's first output (`backend.output_names[0]`): the harmonized image (B,3,H,W) or,
+for the "affine" head, the colour-transform grid (B,12,H/f,W/f); engine.phnet.harmonized_image turns
+either into the image.
 
 It loads or builds what it needs once (model on the device, an ONNX Runtime session, a TensorRT engine)
 in `__init__`, allocates per input shape once, and frees everything in `close()` (idempotent).
@@ -18,7 +22,6 @@ import abc
 import torch
 
 INPUT_NAMES = ("composite", "mask", "reference", "stats_in", "momentum")
-OUTPUT_NAMES = ("harmonized", "stats_out")
 PRECISIONS = ("fp32", "fp16")
 
 
@@ -71,8 +74,12 @@ class Backend(abc.ABC):
     name: str = "base"
 
     def __init__(self, model: torch.nn.Module, device: torch.device, precision: str):
+        from engine.phnet import output_names, output_shape
+
         self.model_name = getattr(model, "name", type(model).__name__)
         self.stats_size = int(model.stats_size)
+        self.output_names: tuple[str, str] = output_names(model)
+        self._output_shape = lambda b, h, w: output_shape(model, b, h, w)
         self.device = device
         self.precision = precision
         self._closed = False

@@ -93,13 +93,14 @@ class OnnxRuntimeBackend(Backend):
         inputs.append(momentum.contiguous())
         key = tuple(composite.shape)
         if key not in self._outputs:  # allocate once per input shape
-            self._outputs[key] = (torch.empty(key, dtype=torch.float32, device=self.device),
+            self._outputs[key] = (torch.empty(self._output_shape(*key[:1], *key[2:]), dtype=torch.float32,
+                                              device=self.device),
                                   torch.empty(tuple(stats_in.shape), dtype=torch.float32, device=self.device))
-        harmonized, stats_out = self._outputs[key]
+        output, stats_out = self._outputs[key]
         for name, tensor in zip(INPUT_NAMES, inputs):
             self._bind(name, tensor)
-        self._bind("harmonized", harmonized, output=True)
-        self._bind("stats_out", stats_out, output=True)
+        self._bind(self.output_names[0], output, output=True)
+        self._bind(self.output_names[1], stats_out, output=True)
         if self.device.type == "cuda":
             # ORT runs on its own stream: the inputs torch produced on the current stream must be ready.
             torch.cuda.current_stream(self.device).synchronize()
@@ -109,7 +110,7 @@ class OnnxRuntimeBackend(Backend):
             raise RuntimeError(f"onnxruntime run failed: {str(exc).strip().splitlines()[0]}") from exc
         finally:
             self._binding.clear_binding_inputs()
-        return harmonized, stats_out
+        return output, stats_out
 
     def close(self) -> None:
         if not self._closed:

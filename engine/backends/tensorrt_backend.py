@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from engine import paths
-from engine.backends.base import INPUT_NAMES, OUTPUT_NAMES, Backend
+from engine.backends.base import INPUT_NAMES, Backend
 from engine.backends.onnx_cache import cached_onnx
 from engine.weights import file_sha256
 
@@ -140,7 +140,8 @@ class TensorRTBackend(Backend):
         loaded = _Engine(self._trt, engine, shape)
         for name, dims in self._input_shapes(*shape).items():
             loaded.context.set_input_shape(name, dims)
-        loaded.outputs = (torch.empty((batch, 3, height, width), dtype=torch.float32, device=self.device),
+        loaded.outputs = (torch.empty(self._output_shape(batch, height, width), dtype=torch.float32,
+                                      device=self.device),
                           torch.empty((batch, self.stats_size), dtype=torch.float32, device=self.device))
         return loaded
 
@@ -159,7 +160,7 @@ class TensorRTBackend(Backend):
         context = loaded.context
         for name, tensor in zip(INPUT_NAMES, inputs):
             context.set_tensor_address(name, tensor.data_ptr())
-        for name, tensor in zip(OUTPUT_NAMES, loaded.outputs):
+        for name, tensor in zip(self.output_names, loaded.outputs):
             context.set_tensor_address(name, tensor.data_ptr())
         stream = torch.cuda.current_stream(self.device)
         if not context.execute_async_v3(stream.cuda_stream):

@@ -31,9 +31,9 @@ class TorchBackend(Backend):
         momentum = self.check_inputs(composite, mask, reference, stats_in, momentum)
         dt = self._dtype
         with torch.inference_mode():
-            harmonized, stats_out = self._model(composite.to(dt), mask.to(dt), reference.to(dt),
-                                                stats_in.to(dt), momentum.to(dt))
-        return harmonized.float(), stats_out.float()
+            output, stats_out = self._model(composite.to(dt), mask.to(dt), reference.to(dt),
+                                            stats_in.to(dt), momentum.to(dt))
+        return output.float(), stats_out.float()
 
     def close(self) -> None:
         if not self._closed:
