@@ -14,9 +14,11 @@ What happens to a frame:
    Frames smaller than `net_size` are not upsampled (only rounded up to a multiple of 8).
 3. Run the backend with the temporal state: the smoothed PN statistics (`stats`), momentum = `smoothing`,
    except on the first frame, after `reset()` and after a scene change (momentum 0 there).
-4. Fit a low-resolution -> full-resolution colour correction (engine.lift, default DEFAULT_LIFT, chosen
-   by measurement: docs/notes/runtime.md), average it with the previous one at the same momentum (the
-   correction is temporal state too), and return it as a `Correction`.
+4. Turn the network's output into a colour correction that applies at full resolution: the "affine" head
+   (the shipped weights) predicts one directly, a grid of 3x4 colour transforms (engine.affine); an
+   image head's output gets a lift fitted at low resolution (engine.lift, `lift`, default DEFAULT_LIFT).
+   Average it with the previous correction at the same momentum (the correction is temporal state too)
+   and return it as a `Correction`.
 5. `apply`: evaluate the correction at full resolution inside the person's bounding box, blend
    `composite + strength * mask * (corrected - composite)`, and copy the composite wherever mask == 0, so
    the background is bit-exact.
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -68,7 +70,6 @@ class Correction:
     params: lift_mod.LiftParams | None
     momentum: float = 0.0
     scene_change: bool = False
-    harmonized_low: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def net_shape(height: int, width: int, net_size: int) -> tuple[int, int]:
@@ -80,6 +81,17 @@ def net_shape(height: int, width: int, net_size: int) -> tuple[int, int]:
     h = max(8, int(round(height * scale / 8)) * 8)
     w = max(8, int(round(width * scale / 8)) * 8)
     return (target, w) if height >= width else (h, target)
+
+
+def _to_network_size(composite: np.ndarray, mask: np.ndarray, reference: np.ndarray | None,
+                     shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(composite float32 in [0,1], mask, reference) at the network's (h, w); reference defaults to 1 - mask."""
+    h, w = shape
+    interp = cv2.INTER_AREA if h <= composite.shape[0] and w <= composite.shape[1] else cv2.INTER_LINEAR
+    comp_low = cv2.resize(composite, (w, h), interpolation=interp).astype(np.float32) * np.float32(1 / 255)
+    mask_low = np.clip(cv2.resize(mask, (w, h), interpolation=interp), 0, 1)
+    ref_low = 1 - mask_low if reference is None else np.clip(cv2.resize(reference, (w, h), interpolation=interp), 0, 1)
+    return comp_low, mask_low, ref_low
 
 
 def _validate_image(composite) -> np.ndarray:
@@ -166,7 +178,8 @@ class Harmonizer:
         net_size: the network's longer side in pixels (a multiple of 8).
         smoothing: momentum of the PN statistics' moving average, in [0, 1); 0 = every frame on its own.
         strength: 0 returns the composite, 1 the full harmonization.
-        lift: how the low-resolution result is lifted to full resolution (engine.lift.METHODS).
+        lift: how an image head's low-resolution result is lifted to full resolution (engine.lift.METHODS);
+            unused by the "affine" head, whose colour transforms apply at any resolution as they are.
         threads: CPU threads for ONNX Runtime (None: its default). The app passes 1 so that the network
             leaves the other cores to the camera-rate frame loop.
 
@@ -288,11 +301,40 @@ class Harmonizer:
         h, w = net_shape(*size, self.net_size)
         if float(mask_f.max()) < NO_PERSON:
             return Correction(size=size, net_size=(h, w), params=None)
-        interp = cv2.INTER_AREA if h <= size[0] and w <= size[1] else cv2.INTER_LINEAR
-        comp_low = cv2.resize(composite, (w, h), interpolation=interp).astype(np.float32) * np.float32(1 / 255)
-        mask_low = np.clip(cv2.resize(mask_f, (w, h), interpolation=interp), 0, 1)
-        ref_low = 1 - mask_low if ref_f is None else np.clip(cv2.resize(ref_f, (w, h), interpolation=interp), 0, 1)
+        comp_low, mask_low, ref_low = _to_network_size(composite, mask_f, ref_f, (h, w))
+        scene_change = self._track_scene(size, comp_low, ref_low)
+        stateful = self._stats is not None and self._stats.shape[1] == self._backend.stats_size
+        momentum = self._smoothing if stateful else 0.0
+        stats_in = self._stats if stateful else torch.zeros(1, self._backend.stats_size, device=self._device)
+        output, stats_out = self._backend.run(self._tensor(comp_low), self._tensor(mask_low),
+                                              self._tensor(ref_low), stats_in,
+                                              torch.tensor([momentum], dtype=torch.float32))
+        stats_out = stats_out.detach().clone()
+        # A non-finite state is dropped (the next frame starts afresh) rather than poisoning every later one.
+        self._stats = stats_out if bool(torch.isfinite(stats_out).all()) else None
+        previous = self._params if momentum > 0 else None
+        if self._backend.output_names[0] == "coefficients":
+            params = self._coefficients(output)
+        else:
+            params = self._fit_lift(output, comp_low, mask_low, previous)
+        if params is None or not np.isfinite(params.data).all():
+            log.warning("correction was not finite; this frame is left as the composite")
+            self._params = params = None
+        else:
+            # The correction is smoothed with the same momentum as the statistics: the network's output
+            # follows the frame's content; averaging the corrections keeps it from shimmering with every
+            # small movement of the person. Every correction is linear in its parameters.
+            params = self._params = lift_mod.blend_params(previous, params, momentum)
+        return Correction(size=size, net_size=(h, w), params=params, momentum=momentum,
+                          scene_change=scene_change)
 
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        t = t.permute(2, 0, 1) if t.ndim == 3 else t[None]
+        return t[None].contiguous().to(self._device, non_blocking=True)
+
+    def _track_scene(self, size, comp_low: np.ndarray, ref_low: np.ndarray) -> bool:
+        """Reset the temporal state on a scene change; returns whether there was one."""
         signature = self._scene_signature(comp_low, ref_low)
         scene_change = self._is_scene_change(size, signature)
         if scene_change:
@@ -300,45 +342,25 @@ class Harmonizer:
             self._stats = None
             self._params = None
         self._scene = (size, signature)
-        stateful = self._stats is not None and self._stats.shape[1] == self._backend.stats_size
-        momentum = self._smoothing if stateful else 0.0
-        stats_in = self._stats if stateful else torch.zeros(1, self._backend.stats_size, device=self._device)
+        return scene_change
 
-        def tensor(a: np.ndarray) -> torch.Tensor:
-            t = torch.from_numpy(np.ascontiguousarray(a))
-            t = t.permute(2, 0, 1) if t.ndim == 3 else t[None]
-            return t[None].contiguous().to(self._device, non_blocking=True)
+    @staticmethod
+    def _coefficients(output: torch.Tensor) -> lift_mod.LiftParams:
+        """The affine head's grid (1, 12, h, w) as an "affine-grid" correction: no fitting, exact at any
+        resolution (the grid is applied to the full-resolution frame)."""
+        return lift_mod.LiftParams("affine-grid", output[0].permute(1, 2, 0).float().cpu().numpy().copy())
 
-        harmonized, stats_out = self._backend.run(tensor(comp_low), tensor(mask_low), tensor(ref_low), stats_in,
-                                                  torch.tensor([momentum], dtype=torch.float32))
-        harm_low = harmonized[0].permute(1, 2, 0).float().cpu().numpy()
-        stats_out = stats_out.detach().clone()
-        # Graceful while streaming: a non-finite network output never reaches a frame or the state.
+    def _fit_lift(self, output: torch.Tensor, comp_low, mask_low, previous) -> lift_mod.LiftParams:
+        """An image head's output -> a correction fitted at network resolution (engine.lift)."""
+        harm_low = output[0].permute(1, 2, 0).float().cpu().numpy()
         if not np.isfinite(harm_low).all():
             log.warning("backend returned non-finite values; replaced (frame kept as composite there)")
             harm_low = np.where(np.isfinite(harm_low), harm_low, comp_low)
-        if bool(torch.isfinite(stats_out).all()):
-            self._stats = stats_out
-        else:
-            self._stats = None
         harm_low = np.clip(harm_low, 0, 1).astype(np.float32, copy=False)
-        previous = self._params if momentum > 0 else None
         options = {}
         if self.lift == "poly" and previous is not None:
             options["centre"] = previous.centre  # a shared centre makes the fits averageable
-        params = lift_mod.fit_lift(self.lift, comp_low, harm_low, mask_low, **options)
-        if not np.isfinite(params.data).all():
-            log.warning("lift fit was not finite; this frame is left as the composite")
-            self._params = None
-            params = None
-        else:
-            # The correction is smoothed with the same momentum as the statistics: the network's output
-            # follows the frame's content, and so does a per-frame fit; averaging the fits keeps the
-            # correction from shimmering with every small movement of the person.
-            params = lift_mod.blend_params(previous, params, momentum)
-            self._params = params
-        return Correction(size=size, net_size=(h, w), params=params, momentum=momentum,
-                          scene_change=scene_change, harmonized_low=harm_low)
+        return lift_mod.fit_lift(self.lift, comp_low, harm_low, mask_low, **options)
 
     def apply(self, correction: Correction, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Apply a correction at full resolution to this frame (or a later frame of the same size).
@@ -377,9 +399,10 @@ class Harmonizer:
         if float(mask_f[y0:y1, x0:x1].max()) < NO_PERSON:
             return out
         box = (y0, y1, x0, x1)
-        if correction.params.method == "delta":  # the default, and the camera-rate fast path
+        fast = {"delta": lift_mod.apply_delta_blend, "affine-grid": lift_mod.apply_affine_blend}
+        if correction.params.method in fast:  # the camera-rate paths (uint8 SIMD kernels, box only)
             weight = mask_f[y0:y1, x0:x1] * np.float32(self._strength)
-            out[y0:y1, x0:x1] = lift_mod.apply_delta_blend(correction.params, composite, weight, box)
+            out[y0:y1, x0:x1] = fast[correction.params.method](correction.params, composite, weight, box)
             return out
         corrected = lift_mod.apply_lift(correction.params, composite, box)
         np.nan_to_num(corrected, copy=False, nan=0.0, posinf=1.0, neginf=0.0)

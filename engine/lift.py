@@ -95,13 +95,15 @@ def _resize_box(src: np.ndarray, size: tuple[int, int], box: tuple[int, int, int
     return rows[:, j0] * (1 - wx)[None, :, None] + rows[:, j1] * wx[None, :, None]
 
 
-def _resize_box_fast(src: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
+def _resize_box_fast(src: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int],
+                     whole: bool = True) -> np.ndarray:
     """`_resize_box` by cv2.warpAffine (one call per 4 channels, SIMD, only the box computed), with the
     half-pixel mapping of cv2.resize and replicated borders. OpenCV quantises sample positions to 1/32 of
-    a source pixel: invisible on the smooth delta map (4x faster there), not used for the grid."""
+    a source pixel: invisible on smooth maps (the delta correction, the affine head's coefficients).
+    `whole=False` never resizes the whole frame (many channels: the box alone is cheaper)."""
     height, width = size
     y0, y1, x0, x1 = box
-    if height * width <= _RESIZE_WHOLE_MAX_PIXELS:
+    if whole and height * width <= _RESIZE_WHOLE_MAX_PIXELS:
         # Up to 1080p, resizing the whole frame (cv2.resize's separable SIMD path) then slicing is ~3x
         # faster than warpAffine on the box; above, the whole float frame costs more memory traffic.
         whole = cv2.resize(src, (width, height), interpolation=cv2.INTER_LINEAR)
@@ -343,6 +345,37 @@ def apply_affine_grid(params: LiftParams, composite: np.ndarray, box=None) -> np
         o += coef[..., 6:9] * x[..., 2:3]
         o += coef[..., 9:12]
     return out
+
+
+def apply_affine_blend(params: LiftParams, composite: np.ndarray, weight: np.ndarray,
+                       box: tuple[int, int, int, int]) -> np.ndarray:
+    """Blend `composite[box]` towards the grid's colour transforms applied to it, by `weight`, as uint8.
+
+    The camera-rate path of the "affine" head: the (ny, nx, 12) grid is upsampled inside the box only
+    (warpAffine, 4 channels a call), applied in float32, saturated to uint8, and blended with
+    blendLinear. Where `weight` is 0 the result is the composite's pixel bit for bit.
+
+    Args:
+        params: an "affine-grid" correction.
+        composite: (H, W, 3) uint8 full-resolution frame.
+        weight: (y1 - y0, x1 - x0) float32 blend weight (mask x strength) for the box.
+        box: (y0, y1, x0, x1).
+
+    Returns:
+        (y1 - y0, x1 - x0, 3) uint8.
+    """
+    if params.method != "affine-grid":
+        raise ValueError(f"apply_affine_blend needs an 'affine-grid' correction, got {params.method!r}")
+    y0, y1, x0, x1 = box
+    part = composite[y0:y1, x0:x1]
+    coef = _resize_box_fast(params.data, composite.shape[:2], box, whole=False)
+    x = part.astype(np.float32)  # 0..255: the bias is scaled instead of the image
+    out = coef[..., 0:3] * x[..., 0:1]
+    out += coef[..., 3:6] * x[..., 1:2]
+    out += coef[..., 6:9] * x[..., 2:3]
+    out += coef[..., 9:12] * np.float32(255)
+    corrected = cv2.convertScaleAbs(np.clip(out, 0, 255, out=out))  # rounds and saturates to uint8
+    return cv2.blendLinear(part, corrected, 1.0 - weight, weight)
 
 
 # ---------------------------------------------------------------------------------------------------------
