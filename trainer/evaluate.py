@@ -35,11 +35,14 @@ def run_model(model: torch.nn.Module | None, composite: torch.Tensor, mask: torc
     """
     if model is None:
         return composite
+    from engine.phnet import harmonized_image, output_names
+
     b = composite.shape[0]
-    stats_size = getattr(model, "module", model).stats_size  # DistributedDataParallel wraps the model
-    stats_in = composite.new_zeros(b, stats_size)
+    inner = getattr(model, "module", model)  # DistributedDataParallel wraps the model
+    stats_in = composite.new_zeros(b, inner.stats_size)
     momentum = composite.new_zeros(1)
-    harmonized, _ = model(composite, mask, 1.0 - mask, stats_in, momentum)
+    output, _ = model(composite, mask, 1.0 - mask, stats_in, momentum)
+    harmonized = harmonized_image(output, composite, output_names(inner)[0])
     return harmonized.float() * mask + composite * (1.0 - mask)
 
 
@@ -78,18 +81,34 @@ def evaluate_model(model: torch.nn.Module | None, dataset: IHarmonyDataset, devi
     return summarize(rows), rows, kept
 
 
-def evaluate_full_res(harmonizer, dataset: IHarmonyDataset, progress: bool = False) -> tuple[dict, list[dict]]:
-    """Metrics at each image's native resolution through ``harmonizer.harmonize`` (``None``: identity)."""
+def evaluate_full_res(harmonize, dataset: IHarmonyDataset, progress: bool = False,
+                      label: str = "full-res") -> tuple[dict, list[dict]]:
+    """Metrics at each image's native resolution of ``harmonize(composite uint8, mask float) -> uint8``
+    (``None``: identity; an ``engine.Harmonizer`` is reset before each image: every image is a new scene)."""
     rows = []
-    for i in tqdm(range(len(dataset)), desc="full-res", unit="image", disable=not progress):
+    for i in tqdm(range(len(dataset)), desc=label, unit="image", disable=not progress):
         sample = dataset.load(i)
         comp, real, mask = sample["composite"], sample["real"], sample["mask"]
-        if harmonizer is not None:
-            harmonizer.reset()  # every image is a new scene: no temporal state across them
-            out = harmonizer.harmonize(comp, mask)
-        else:
+        if harmonize is None:
             out = comp
+        elif hasattr(harmonize, "reset"):
+            harmonize.reset()
+            out = harmonize.harmonize(comp, mask)
+        else:
+            out = harmonize(comp, mask)
         rows.append({"name": Path(dataset.names[i]).stem, **image_metrics(out, real, mask)})
+    return summarize(rows), rows
+
+
+def evaluate_images(harmonize, dataset: IHarmonyDataset, progress: bool = False,
+                    label: str = "evaluate") -> tuple[dict, list[dict]]:
+    """Metrics at the dataset's size of a NumPy harmonizer ``harmonize(uint8, float mask) -> uint8``."""
+    rows = []
+    for i in tqdm(range(len(dataset)), desc=label, unit="image", disable=not progress):
+        sample = dataset[i]
+        comp, real = to_uint8(sample["composite"]), to_uint8(sample["real"])
+        mask = sample["mask"][0].numpy()
+        rows.append({"name": sample["name"], **image_metrics(harmonize(comp, mask), real, mask)})
     return summarize(rows), rows
 
 
@@ -109,25 +128,36 @@ def save_grid(triples: list, path: Path, tile: int = 192) -> Path:
     return path
 
 
-def load_subject(args) -> tuple[torch.nn.Module | None, str]:
-    """The model named by the arguments and a label for it."""
+def load_subject(args):
+    """(torch model or None, a NumPy harmonizer or None, label) for the arguments."""
     if args.identity:
-        return None, "identity"
+        return None, None, "identity"
+    if args.model == "linear":
+        from trainer.linear import LinearBaseline
+
+        linear = LinearBaseline.load(linear_path(args))
+        return None, linear.harmonize, f"linear:{linear_path(args)}"
     if args.weights is not None:
         from engine.weights import load_weights
 
-        return load_weights(args.weights), f"weights:{args.weights}"
+        return load_weights(args.weights), None, f"weights:{args.weights}"
     from engine.phnet import create_model
 
-    return create_model(args.model).eval(), f"model:{args.model}"
+    return create_model(args.model).eval(), None, f"model:{args.model}"
+
+
+def linear_path(args) -> Path:
+    """--linear, or linear.json beside the held-out set (where scripts/train_default.sh fits it)."""
+    return args.linear if args.linear is not None else Path(args.data).parent / "linear.json"
 
 
 def format_summary(label: str, summary: dict) -> str:
     lines = [f"{label}"]
     for bucket, s in summary.items():
         if s["count"]:
+            detail = f"  detail {s['detail']:.3f}" if s.get("detail") is not None else ""
             lines.append(f"  {bucket:>6} n={s['count']:4d}  PSNR {s['psnr']:6.2f}  fPSNR {s['fpsnr']:6.2f}  "
-                         f"MSE {s['mse']:8.2f}  fMSE {s['fmse']:8.2f}")
+                         f"MSE {s['mse']:8.2f}  fMSE {s['fmse']:8.2f}{detail}")
     return "\n".join(lines)
 
 
@@ -137,7 +167,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "test"))
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--weights", type=Path, help="trained weights (.safetensors + .json)")
-    who.add_argument("--model", help="an untrained model by name (e.g. stats)")
+    who.add_argument("--model", help="an untrained model by name (e.g. stats), or linear (trainer.linear)")
     who.add_argument("--identity", action="store_true", help="the composite itself (no harmonization)")
     p.add_argument("--size", type=int, default=256, help="network resolution (square)")
     p.add_argument("--batch", type=int, default=8)
@@ -146,8 +176,57 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-rows", type=int, default=8)
     p.add_argument("--full-res", action="store_true", help="also at native resolution through engine.Harmonizer")
     p.add_argument("--lift", default=None, help="--full-res: the Harmonizer's lift method (default: its own)")
+    p.add_argument("--linear", type=Path, default=None,
+                   help="fitted linear baseline (default: linear.json beside --data's directory)")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="skip the identity / linear / stats rows evaluated next to the subject")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     return p
+
+
+def evaluate_subject(args, model, numpy_fn, label: str, grid_rows: int = 0) -> dict:
+    """One subject's metrics at network resolution (and at full resolution with --full-res)."""
+    dataset = IHarmonyDataset(args.data, split=args.split, size=args.size)
+    if numpy_fn is not None:
+        summary, rows = evaluate_images(numpy_fn, dataset, progress=True, label=label)
+        kept = []
+    else:
+        summary, rows, kept = evaluate_model(model, dataset, batch_size=args.batch, progress=True, keep=grid_rows)
+    print(format_summary(f"{label} @ {args.size}x{args.size} on {args.data} ({args.split})", summary))
+    result = {"subject": label, "summary": summary, "per_image": rows, "kept": kept}
+    if args.full_res:
+        harmonizer = numpy_fn
+        if model is not None:
+            from engine.harmonizer import Harmonizer
+
+            # The app's object with its default arguments (backend, lift), the network at --size.
+            options = {"lift": args.lift} if args.lift else {}
+            harmonizer = Harmonizer(model=model, net_size=args.size, **options)
+        native = IHarmonyDataset(args.data, split=args.split, size=None)
+        full, full_rows = evaluate_full_res(harmonizer, native, progress=True, label=f"{label} full-res")
+        if hasattr(harmonizer, "close"):
+            harmonizer.close()
+        print(format_summary(f"{label} at full resolution (network at {args.size})", full))
+        result["full_res"] = {"summary": full, "per_image": full_rows}
+    return result
+
+
+def baseline_rows(args, subject: dict) -> dict:
+    """identity, linear (where its fit exists) and stats, evaluated the same way as the subject."""
+    rows = {}
+    for name in ("identity", "linear", "stats"):
+        if subject["subject"] in (name, f"model:{name}") or subject["subject"].startswith(f"{name}:"):
+            continue  # the subject itself
+        if name == "linear" and not linear_path(args).is_file():
+            print(f"(no linear baseline at {linear_path(args)}: fit it with python -m trainer.linear)")
+            continue
+        sub_args = argparse.Namespace(**{**vars(args), "identity": name == "identity",
+                                         "model": None if name == "identity" else name, "weights": None})
+        model, numpy_fn, label = load_subject(sub_args)
+        result = evaluate_subject(sub_args, model, numpy_fn, label)
+        rows[name] = {k: result[k]["summary"] if k == "full_res" else result[k] for k in ("summary", "full_res")
+                      if k in result}
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,27 +235,15 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.size <= 0 or args.size % 8:
         raise ValueError(f"--size must be a positive multiple of 8, got {args.size}")
-    dataset = IHarmonyDataset(args.data, split=args.split, size=args.size)
-    model, label = load_subject(args)
-    summary, rows, kept = evaluate_model(model, dataset, batch_size=args.batch, progress=True,
-                                         keep=args.grid_rows if args.grid else 0)
-    print(format_summary(f"{label} @ {args.size}x{args.size} on {args.data} ({args.split})", summary))
-    result = {"subject": label, "data": str(args.data), "split": args.split, "size": args.size,
-              "summary": summary, "per_image": rows}
-    if args.full_res:
-        harmonizer = None
-        if model is not None:
-            from engine.harmonizer import Harmonizer
-
-            options = {"lift": args.lift} if args.lift else {}
-            harmonizer = Harmonizer(model=model, backend="torch", device="cpu", net_size=args.size, **options)
-        full, full_rows = evaluate_full_res(harmonizer, IHarmonyDataset(args.data, split=args.split, size=None),
-                                            progress=True)
-        if harmonizer is not None:
-            harmonizer.close()
-        print(format_summary(f"{label} at full resolution (network at {args.size})", full))
-        result["full_res"] = {"summary": full, "per_image": full_rows}
+    model, numpy_fn, label = load_subject(args)
+    subject = evaluate_subject(args, model, numpy_fn, label, grid_rows=args.grid_rows if args.grid else 0)
+    kept = subject.pop("kept")
+    result = {"data": str(args.data), "split": args.split, "size": args.size, **subject}
+    if not args.no_baselines:
+        result["baselines"] = baseline_rows(args, subject)
     if args.grid:
+        if not kept:
+            raise ValueError("--grid needs a network subject (--weights or --model NAME other than linear)")
         print(f"grid: {save_grid(kept, args.grid)}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
