@@ -149,7 +149,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def parity(shared_data):
-    """Per stage ("raw": the network alone, "mask": Segmenter.mask_for), (MAD, IoU) per frame."""
+    """Per stage ("raw": the network alone, "mask": Segmenter.mask_for), (frame, MAD, IoU) per frame."""
     record = _record_script()
     if not (shared_data / record.VIDEO).is_file():
         pytest.skip(f"{record.VIDEO} not in the shared data")
@@ -164,17 +164,20 @@ def parity(shared_data):
             for stage, new in (("raw", raw), ("mask", mask)):
                 old = reference[f"{name}/{model_selection}/{stage}"][index].astype(np.float32) / 255.0
                 assert new.shape == old.shape, f"{name}/{model_selection} {stage}: {new.shape} vs {old.shape}"
-                stats[stage].append((float(np.abs(new - old).mean()), _iou(new, old)))
+                stats[stage].append((f"{name}/{model_selection}[{index}]", float(np.abs(new - old).mean()),
+                                     _iou(new, old)))
         net.close()
         segmenter.close()
-    return {stage: np.array(values) for stage, values in stats.items()}
+    return stats
 
 
 @pytest.mark.parametrize("stage", ["raw", "mask"])
 def test_masks_match_the_old_solutions_api(parity, stage):
-    mad, iou = parity[stage][:, 0], parity[stage][:, 1]
-    print(f"{stage}: {len(mad)} frames, MAD mean {mad.mean():.5f} max {mad.max():.5f}, "
-          f"IoU@0.5 min {iou.min():.4f} mean {iou.mean():.4f}")
+    names = [name for name, _, _ in parity[stage]]
+    mad = np.array([value for _, value, _ in parity[stage]])
+    iou = np.array([value for _, _, value in parity[stage]])
+    print(f"{stage}: {len(mad)} frames, MAD mean {mad.mean():.5f} max {mad.max():.5f} ({names[mad.argmax()]}), "
+          f"IoU@0.5 min {iou.min():.4f} ({names[iou.argmin()]}) mean {iou.mean():.4f}")
     assert len(mad) == 2 * 12 + 30  # 12 photos with both models, 30 video frames
     assert mad.mean() <= PARITY["mean_mad"]
     assert mad.max() <= PARITY["max_mad"]
