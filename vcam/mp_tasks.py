@@ -19,11 +19,13 @@ import functools
 import importlib
 import importlib.util
 import sys
+import threading
 import types
 from pathlib import Path
 
 # The packages between `mediapipe` and the modules vcam needs; their __init__ files pull in everything.
 _PARENTS = ("mediapipe", "mediapipe.tasks", "mediapipe.tasks.python", "mediapipe.tasks.python.vision")
+_LOCK = threading.Lock()  # sys.modules is patched for a moment: one thread at a time
 
 
 def _import_segmenter_modules() -> types.SimpleNamespace:
@@ -51,13 +53,18 @@ def _forget_mediapipe_modules(keep: set[str]) -> None:
             del sys.modules[name]
 
 
-@functools.cache
 def load() -> types.SimpleNamespace:
     """The MediaPipe Tasks names vcam uses: ImageSegmenter(Options), BaseOptions, RunningMode, Image(Format).
 
     Raises:
         ModuleNotFoundError: mediapipe is not installed.
     """
+    with _LOCK:
+        return _load()
+
+
+@functools.cache
+def _load() -> types.SimpleNamespace:
     if "mediapipe" in sys.modules:  # already imported for real in this process: nothing left to save
         return _import_segmenter_modules()
     spec = importlib.util.find_spec("mediapipe")
