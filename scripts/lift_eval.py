@@ -19,6 +19,7 @@ Timings on a shared 2-core machine are noisy.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -78,10 +79,9 @@ def blend(composite: np.ndarray, corrected: np.ndarray, mask: np.ndarray) -> np.
 
 
 def main(args) -> dict:
-    import mediapipe as mp
-
     from engine import lift
     from engine.harmonizer import Harmonizer, net_shape
+    from vcam.segment import open_selfie_model
 
     rng = np.random.default_rng(args.seed)
     photos = list_photos(args.data, args.groups.split(","), args.per_group)
@@ -100,10 +100,10 @@ def main(args) -> dict:
     rows: dict[str, list[tuple[float, float]]] = {}
     times: dict[str, list[float]] = {}
     per_image = []
-    with mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) as segmenter:
+    with contextlib.closing(open_selfie_model(0)) as segmenter:
         for path in photos:
             original = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-            mask = segmenter.process(original).segmentation_mask.astype(np.float32)
+            mask = segmenter(original)
             if (mask > 0.5).mean() < 0.02:
                 continue  # no person found: nothing to measure
             fg = mask > 0.5

@@ -17,6 +17,7 @@ least half with smoothing on. Also checked: with smoothing 0, streaming results 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def read_frames(path: Path, count: int, max_side: int) -> list[np.ndarray]:
 
 def composite_sequence(frames, background_path: Path):
     """(composites, masks): MediaPipe masks of each frame, the person pasted on the background photo."""
-    import mediapipe as mp
+    from vcam.segment import open_selfie_model
 
     bgr = cv2.imread(str(background_path))
     if bgr is None:
@@ -73,9 +74,9 @@ def composite_sequence(frames, background_path: Path):
     h, w = frames[0].shape[:2]
     bg = cv2.resize(bg, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
     composites, masks = [], []
-    with mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=1) as segmenter:
+    with contextlib.closing(open_selfie_model(1)) as segmenter:
         for frame in frames:
-            mask = segmenter.process(frame).segmentation_mask.astype(np.float32)
+            mask = segmenter(frame)
             comp = frame.astype(np.float32) * mask[..., None] + bg * (1 - mask[..., None])
             composites.append(np.clip(comp + 0.5, 0, 255).astype(np.uint8))
             masks.append(mask)

@@ -1,14 +1,31 @@
-"""Segmentation: the maths against NumPy references, and real MediaPipe on real portraits."""
+"""Segmentation: the maths against NumPy references; real MediaPipe on real portraits, against the old API."""
 
 from __future__ import annotations
 
 import glob
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from vcam.segment import Segmenter, adaptive_ema, box_mean, fast_guided_filter, guided_coefficients, stretch
+from vcam.segment import (
+    MODELS_DIR,
+    SELFIE_MODELS,
+    Segmenter,
+    adaptive_ema,
+    box_mean,
+    fast_guided_filter,
+    guided_coefficients,
+    open_selfie_model,
+    stretch,
+)
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _box_reference(image, radius):
@@ -96,18 +113,94 @@ def test_real_mediapipe_finds_the_person(portrait, model_selection):
     assert (mask == 0).mean() > 0.05, "certain background must be exactly 0"
 
 
-def test_tasks_segmenter_with_a_model_file(portrait):
-    import mediapipe
-
-    path = glob.glob(f"{mediapipe.__path__[0]}/modules/selfie_segmentation/selfie_segmentation_landscape.tflite")
-    if not path:
-        pytest.skip("this mediapipe wheel has no bundled .tflite to use as a user model")
-    segmenter = Segmenter(model_path=path[0])
+def test_a_user_model_file_runs_like_the_shipped_one(portrait, tmp_path):
+    user_model = tmp_path / "my_segmenter.tflite"
+    shutil.copyfile(MODELS_DIR / SELFIE_MODELS[1], user_model)
+    segmenter = Segmenter(model_path=str(user_model))
     reference = Segmenter(1)
     a, b = segmenter.mask_for(portrait), reference.mask_for(portrait)
+    assert segmenter.name == "mediapipe-tasks:my_segmenter.tflite" and reference.name == "mediapipe-selfie-landscape"
     segmenter.close()
     reference.close()
-    assert ((a > 0.5) == (b > 0.5)).mean() > 0.95
+    np.testing.assert_array_equal(a, b)
+
+
+# --- parity with MediaPipe 0.10.21's `solutions` API, the segmenter vcam used before the Tasks API -------
+# The old API cannot be installed beside a current MediaPipe, so its masks were recorded once by
+# scripts/record_segment_reference.py (tests/data/segment_reference.npz: derived uint8 masks only; the
+# photos and the video are re-read from the shared data). Measured with mediapipe 1.2.3 (Python 3.13,
+# numpy 2, OpenCV 4.12): see docs/benchmarks.md ("Segmentation parity"). Bounds: the mean absolute
+# difference over all frames, the worst frame's, and the worst frame's IoU of the masks at 0.5.
+PARITY = {"mean_mad": 0.002, "max_mad": 0.01, "min_iou": 0.98}
+
+
+def _record_script():
+    spec = importlib.util.spec_from_file_location("record_segment_reference",
+                                                  REPO / "scripts" / "record_segment_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a > 0.5, b > 0.5).sum()
+    return float(np.logical_and(a > 0.5, b > 0.5).sum() / union) if union else 1.0
+
+
+@pytest.fixture(scope="module")
+def parity(shared_data):
+    """Per stage ("raw": the network alone, "mask": Segmenter.mask_for), (frame, MAD, IoU) per frame."""
+    record = _record_script()
+    if not (shared_data / record.VIDEO).is_file():
+        pytest.skip(f"{record.VIDEO} not in the shared data")
+    reference = np.load(REPO / "tests" / "data" / "segment_reference.npz")
+    stats = {"raw": [], "mask": []}
+    for name, model_selection, frames in record.cases(shared_data):
+        net = open_selfie_model(model_selection)
+        segmenter = Segmenter(model_selection)  # the production path, temporal smoothing on, as in vcam run
+        for index, image in enumerate(frames):
+            raw = net(record.model_input(image))
+            mask = record.shrink(segmenter.mask_for(image), raw.shape)
+            for stage, new in (("raw", raw), ("mask", mask)):
+                old = reference[f"{name}/{model_selection}/{stage}"][index].astype(np.float32) / 255.0
+                assert new.shape == old.shape, f"{name}/{model_selection} {stage}: {new.shape} vs {old.shape}"
+                stats[stage].append((f"{name}/{model_selection}[{index}]", float(np.abs(new - old).mean()),
+                                     _iou(new, old)))
+        net.close()
+        segmenter.close()
+    return stats
+
+
+@pytest.mark.parametrize("stage", ["raw", "mask"])
+def test_masks_match_the_old_solutions_api(parity, stage):
+    names = [name for name, _, _ in parity[stage]]
+    mad = np.array([value for _, value, _ in parity[stage]])
+    iou = np.array([value for _, _, value in parity[stage]])
+    print(f"{stage}: {len(mad)} frames, MAD mean {mad.mean():.5f} max {mad.max():.5f} ({names[mad.argmax()]}), "
+          f"IoU@0.5 min {iou.min():.4f} ({names[iou.argmin()]}) mean {iou.mean():.4f}")
+    assert len(mad) == 2 * 12 + 30  # 12 photos with both models, 30 video frames
+    assert mad.mean() <= PARITY["mean_mad"]
+    assert mad.max() <= PARITY["max_mad"]
+    assert iou.min() >= PARITY["min_iou"]
+
+
+def test_segmenter_imports_no_audio_or_plotting():
+    # MediaPipe's package __init__ imports sounddevice (which runs ldconfig and gcc to find PortAudio) and
+    # matplotlib.pyplot; vcam.mp_tasks imports only the segmenter's modules, and leaves a later plain
+    # `import mediapipe` working.
+    code = """if True:
+        import sys
+        from vcam.segment import Segmenter
+        segmenter = Segmenter(1)
+        print(sorted(m for m in ("sounddevice", "matplotlib.pyplot", "mediapipe") if m in sys.modules))
+        import mediapipe
+        from mediapipe.tasks.python import vision
+        print(vision.ImageSegmenter.__name__, "mediapipe.tasks.python.audio" in sys.modules)
+        segmenter.close()
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["[]", "ImageSegmenter True"], proc.stdout
 
 
 def test_segmenter_model_errors(tmp_path):

@@ -82,18 +82,19 @@ def resize_max_side(image: np.ndarray, max_side: int | None, interpolation=cv2.I
 
 
 class PersonSegmenter:
-    """MediaPipe selfie segmentation on stills: soft person mask (H, W) float32 in [0, 1]."""
+    """MediaPipe selfie segmentation on stills: soft person mask (H, W) float32 in [0, 1].
+
+    vcam's shipped selfie model through the Tasks API (`vcam.segment.open_selfie_model`): the network's own
+    mask at the photo's size, without the app's temporal smoothing or edge refinement.
+    """
 
     def __init__(self, model_selection: int = 0):
-        import mediapipe as mp  # heavy; only needed when no masks are given
+        from vcam.segment import open_selfie_model  # heavy (MediaPipe); only needed when no masks are given
 
-        self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
+        self._seg = open_selfie_model(model_selection)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        result = self._seg.process(image)
-        if result.segmentation_mask is None:
-            return np.zeros(image.shape[:2], np.float32)
-        return np.clip(result.segmentation_mask.astype(np.float32), 0.0, 1.0)
+        return np.clip(self._seg(np.ascontiguousarray(image)), 0.0, 1.0)
 
     def close(self) -> None:
         self._seg.close()

@@ -2,9 +2,10 @@
 
 Per frame (all heavy work at the model's small input size; only two resizes and a multiply-add at full
 resolution):
-1. the frame is shrunk to the model's input width (256 px) keeping its aspect, and MediaPipe selfie
-   segmentation (general 256x256 or landscape 256x144 model; or a MediaPipe Tasks segmenter from a
-   user-supplied .tflite) gives a low-resolution soft mask of THIS frame (no one-frame-old masks);
+1. the frame is shrunk to the model's input width (256 px) keeping its aspect, and MediaPipe's Tasks
+   ImageSegmenter with a selfie-segmentation model shipped in vcam/models (general 256x256 or landscape
+   256x144; or a user-supplied .tflite) gives a low-resolution soft mask of THIS frame (no one-frame-old
+   masks);
 2. `adaptive_ema` smooths it over time per pixel: small changes (flicker) are averaged, large ones (real
    motion) are followed at once, so the mask does not trail a moving person;
 3. `fast_guided_filter` (He & Sun 2015) fits a local linear model mask ≈ a·gray + b at low resolution and
@@ -20,17 +21,21 @@ import ctypes
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from vcam import mp_tasks
 from vcam.frame import Frame
 
 log = logging.getLogger("vcam.segment")
 
 MODEL_WIDTH = 256  # both MediaPipe selfie models take 256 px wide input
+# The selfie models ship inside vcam (from the mediapipe 0.10.21 wheel; vcam/models/NOTICE), by
+# model_selection as MediaPipe's `solutions` API numbered them.
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+SELFIE_MODELS = {0: "selfie_segmentation.tflite", 1: "selfie_segmentation_landscape.tflite"}
 STRETCH = (0.15, 0.9)  # mask values mapped to exactly 0 and 1 (tight: no rim of the old background)
 
 
@@ -159,63 +164,63 @@ def _native_stderr_muted():
         os.close(devnull)
 
 
-class _SelfieSegmentation:
-    """MediaPipe's bundled selfie segmentation (legacy `solutions` API; model ships in the wheel)."""
-
-    def __init__(self, model_selection: int):
-        with _native_stderr_muted():
-            import mediapipe as mp
-
-            self._net = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
-            # One dummy frame starts the graph's calculators (and their log lines) inside the muted window.
-            self._net.process(np.zeros((144, 256, 3), np.uint8))
-        self.name = f"mediapipe-selfie-{'landscape' if model_selection == 1 else 'general'}"
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        result = self._net.process(image)
-        return result.segmentation_mask.astype(np.float32, copy=False)
-
-    def close(self) -> None:
-        self._net.close()
-
-
 class _TasksSegmentation:
-    """A MediaPipe Tasks ImageSegmenter from a user-supplied .tflite (selfie or multiclass)."""
+    """One MediaPipe Tasks ImageSegmenter (VIDEO mode, confidence masks) on a .tflite file."""
 
-    def __init__(self, model_path: str):
-        import mediapipe as mp
-        from mediapipe.tasks.python import vision
-        from mediapipe.tasks.python.core.base_options import BaseOptions
-
+    def __init__(self, model_path: str | Path, name: str):
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"segmenter model not found: {model_path}")
-        options = vision.ImageSegmenterOptions(base_options=BaseOptions(model_asset_path=str(path)),
-                                               running_mode=vision.RunningMode.VIDEO,
-                                               output_confidence_masks=True)
-        try:
-            self._net = vision.ImageSegmenter.create_from_options(options)
-        except Exception as exc:  # MediaPipe raises RuntimeError/ValueError with long C++ messages
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"cannot load segmenter model {model_path}: {first}") from None
-        self._mp = mp
-        self._t0 = time.perf_counter()
-        self._last_ms = -1
-        self.name = f"mediapipe-tasks:{path.name}"
+        tasks = mp_tasks.load()
+        options = tasks.ImageSegmenterOptions(base_options=tasks.BaseOptions(model_asset_path=str(path)),
+                                              running_mode=tasks.RunningMode.VIDEO,
+                                              output_confidence_masks=True, output_category_mask=False)
+        with _native_stderr_muted():
+            try:
+                self._net = tasks.ImageSegmenter.create_from_options(options)
+            except Exception as exc:  # MediaPipe raises RuntimeError/ValueError with long C++ messages
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ValueError(f"cannot load segmenter model {model_path}: {first}") from None
+            self._tasks = tasks
+            self._timestamp_ms = 0
+            # One dummy frame starts the graph's calculators (and their log lines) inside the muted window.
+            self(np.zeros((144, 256, 3), np.uint8))
+        self.name = name
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        # VIDEO mode needs strictly increasing timestamps.
-        stamp = max(int((time.perf_counter() - self._t0) * 1000), self._last_ms + 1)
-        self._last_ms = stamp
-        mp_image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
-        masks = self._net.segment_for_video(mp_image, stamp).confidence_masks
+        # VIDEO mode needs strictly increasing timestamps; the segmenter keeps no state between frames,
+        # so a frame counter serves (and keeps results independent of wall-clock time).
+        self._timestamp_ms += 1
+        mp_image = self._tasks.Image(image_format=self._tasks.ImageFormat.SRGB, data=np.ascontiguousarray(image))
+        masks = self._net.segment_for_video(mp_image, self._timestamp_ms).confidence_masks
+        # h×w×1 (MediaPipe 1.x) or h×w (0.10.x), float32 at the input image's size.
+        mask = masks[0].numpy_view().reshape(image.shape[:2])
         if len(masks) == 1:  # selfie models: one channel, the person
-            return masks[0].numpy_view().astype(np.float32)
+            return mask.astype(np.float32, copy=True)  # copy: the view dies with MediaPipe's result
         # Multiclass models (selfie_multiclass): channel 0 is the background, the rest is the person.
-        return (1.0 - masks[0].numpy_view()).astype(np.float32)
+        return (1.0 - mask).astype(np.float32)
 
     def close(self) -> None:
         self._net.close()
+
+
+def open_selfie_model(model_selection: int = 1, model_path: str | None = None) -> _TasksSegmentation:
+    """The raw network: RGB uint8 h×w×3 -> float32 h×w person confidence, no post-processing.
+
+    Args:
+        model_selection: 0 general (256x256) or 1 landscape (256x144), both shipped in vcam/models.
+        model_path: a MediaPipe Tasks segmenter .tflite to use instead of the shipped model.
+
+    Raises:
+        ValueError: bad model_selection or unusable model file.
+        FileNotFoundError: model_path (or a shipped model) does not exist.
+    """
+    if model_selection not in SELFIE_MODELS:
+        raise ValueError(f"model_selection must be 0 or 1, got {model_selection!r}")
+    if model_path:
+        return _TasksSegmentation(model_path, f"mediapipe-tasks:{Path(model_path).name}")
+    return _TasksSegmentation(MODELS_DIR / SELFIE_MODELS[model_selection],
+                              f"mediapipe-selfie-{'landscape' if model_selection == 1 else 'general'}")
 
 
 class Segmenter:
@@ -223,23 +228,18 @@ class Segmenter:
 
     Args:
         model_selection: 0 general (256x256) or 1 landscape (256x144, faster, for 16:9 webcams).
-        model_path: a MediaPipe Tasks segmenter .tflite to use instead of the bundled model.
+        model_path: a MediaPipe Tasks segmenter .tflite to use instead of the shipped model.
         smoothing: temporal smoothing on (adaptive EMA) or off.
-        refine: guided-filter edge refinement on, or plain bilinear upsampling.
 
     Raises:
         ValueError: bad model_selection or unusable model file.
         FileNotFoundError: model_path does not exist.
     """
 
-    def __init__(self, model_selection: int = 1, model_path: str | None = None, smoothing: bool = True,
-                 refine: bool = True):
-        if model_selection not in (0, 1):
-            raise ValueError(f"model_selection must be 0 or 1, got {model_selection}")
-        self._net = _TasksSegmentation(model_path) if model_path else _SelfieSegmentation(model_selection)
+    def __init__(self, model_selection: int = 1, model_path: str | None = None, smoothing: bool = True):
+        self._net = open_selfie_model(model_selection, model_path)
         self.name = self._net.name
         self.smoothing = smoothing
-        self.refine = refine
         self._previous: np.ndarray | None = None
         self._scratch: list[np.ndarray] | None = None
         self._gray: np.ndarray | None = None
@@ -262,9 +262,6 @@ class Segmenter:
             if self._previous is not None and self._previous.shape != mask_low.shape:
                 self._previous = None
             mask_low = self._previous = adaptive_ema(self._previous, mask_low)
-        if not self.refine:
-            mask = cv2.resize(mask_low, (width, height), interpolation=cv2.INTER_LINEAR)
-            return stretch(mask)
         gray_low = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32) * (1.0 / 255.0)
         mean_a, mean_b = guided_coefficients(gray_low, mask_low)
         # Fold `stretch` and the 1/255 of the full-resolution guide into the low-resolution coefficients,
