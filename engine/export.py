@@ -34,6 +34,16 @@ def example_inputs(model: nn.Module, height: int = 64, width: int = 64, batch: i
     return composite, mask, 1.0 - mask, stats_in, momentum
 
 
+def _check_export_args(height, width, opset) -> None:
+    if (height is None) != (width is None):
+        raise ValueError(f"give both height and width or neither, got height={height}, width={width}")
+    for label, size in (("height", height), ("width", width)):
+        if size is not None and (not isinstance(size, int) or size < 8 or size % 8):
+            raise ValueError(f"{label} must be a positive multiple of 8, got {size!r}")
+    if opset < 17:
+        raise ValueError(f"opset must be >= 17, got {opset}")
+
+
 def export_onnx(
     model: nn.Module, path, height: int | None = None, width: int | None = None, opset: int = 17
 ) -> Path:
@@ -55,13 +65,7 @@ def export_onnx(
     """
     import onnx
 
-    if (height is None) != (width is None):
-        raise ValueError(f"give both height and width or neither, got height={height}, width={width}")
-    for label, size in (("height", height), ("width", width)):
-        if size is not None and (not isinstance(size, int) or size < 8 or size % 8):
-            raise ValueError(f"{label} must be a positive multiple of 8, got {size!r}")
-    if opset < 17:
-        raise ValueError(f"opset must be >= 17, got {opset}")
+    _check_export_args(height, width, opset)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = copy.deepcopy(model).cpu().eval()

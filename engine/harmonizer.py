@@ -30,7 +30,6 @@ arguments, so the app's main loop can apply the newest Correction while a worker
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 import cv2
@@ -39,7 +38,7 @@ import torch
 
 from engine import lift as lift_mod
 from engine.backends import create_backend
-from engine.weights import DEFAULT_WEIGHTS, load_weights
+from engine.weights import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -126,45 +125,6 @@ def _validate_mask(mask, size: tuple[int, int], name: str = "mask") -> np.ndarra
     raise TypeError(f"{name} must be float in [0,1], uint8 0..255 or bool, got dtype {mask.dtype}")
 
 
-def _resolve_model(model, weights):
-    """(nn.Module, description) from the Harmonizer's model/weights arguments."""
-    if weights is not None:
-        loaded = load_weights(weights)
-        if isinstance(model, str) and model != loaded.name and not _looks_like_path(model):
-            raise ValueError(f"weights {weights} hold model {loaded.name!r}, but model={model!r} was asked for")
-        return loaded, f"{loaded.name} from {weights}"
-    if model is None:
-        if DEFAULT_WEIGHTS.is_file():
-            return load_weights(DEFAULT_WEIGHTS), f"default weights {DEFAULT_WEIGHTS.name}"
-        log.warning("no trained weights ship yet (%s is missing): using the statistics-only 'stats' model, "
-                    "which has no learned weights", DEFAULT_WEIGHTS)
-        from engine.phnet import create_model
-
-        return create_model("stats").eval(), "stats (no trained weights found)"
-    if isinstance(model, torch.nn.Module):
-        return model.eval(), getattr(model, "name", type(model).__name__)
-    if isinstance(model, (str, os.PathLike)):
-        if _looks_like_path(model):
-            return load_weights(model), f"weights {model}"
-        from engine.phnet import create_model
-
-        if model != "stats" and DEFAULT_WEIGHTS.is_file():
-            from engine.weights import read_metadata
-
-            if read_metadata(DEFAULT_WEIGHTS).get("model") == model:
-                return load_weights(DEFAULT_WEIGHTS), f"{model} (default weights)"
-        built = create_model(str(model)).eval()
-        if model != "stats":
-            log.warning("model %r has no weights given: running it with random initial weights", model)
-        return built, str(model)
-    raise TypeError(f"model must be None, a model name, a weights path or an nn.Module, got {type(model).__name__}")
-
-
-def _looks_like_path(value) -> bool:
-    text = str(value)
-    return isinstance(value, os.PathLike) or text.endswith((".safetensors", ".json")) or os.sep in text
-
-
 class Harmonizer:
     """Harmonize a person composited onto a background, frame after frame.
 
@@ -200,7 +160,7 @@ class Harmonizer:
         self.lift = lift
         self.smoothing = smoothing
         self.strength = strength
-        self._model, self.model_description = _resolve_model(model, weights)
+        self._model, self.model_description = resolve_model(model, weights)
         self.model_name = getattr(self._model, "name", type(self._model).__name__)
         self._backend = create_backend(backend, self._model, device, precision, threads)
         self._device = self._backend.device

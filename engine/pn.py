@@ -79,12 +79,6 @@ def patch_sums(z: Tensor, grid: int) -> Tensor:
     return torch.matmul(torch.matmul(rows, z), cols.transpose(0, 1)).flatten(2)  # (B, K, G*G)
 
 
-def masked_sums(x: Tensor, weight: Tensor, grid: int) -> Tensor:
-    """Area-normalised [S0; S1; S2] of x (B,C,h,w) under weight (B,1,h,w) -> (B, 1+2C, grid^2)."""
-    wx = weight * x
-    return patch_sums(torch.cat([weight, wx, wx * x], dim=1), grid)
-
-
 def region_sums(x: Tensor, mask: Tensor, reference: Tensor, grid: int) -> Tensor:
     """Flat sufficient statistics of the foreground (mask) and reference regions -> (B, stats_size)."""
     # One patch_sums call for both regions (one pair of membership matrices, one pair of matmuls);
@@ -182,11 +176,6 @@ def transfer_coefficients(fg: Moments, ref: Moments, alpha: Tensor, beta: Tensor
         (_expand(loc_scale), _expand(loc_mean - fg.mean * loc_scale)),
         (_expand(bg_scale), _expand(loc_mean - ref.mean * bg_scale)),
     )
-
-
-def transfer_terms(x: Tensor, fg: Moments, ref: Moments, alpha: Tensor, beta: Tensor, var_eps: float):
-    """(F_glob, F_loc, B_loc) of transfer_coefficients evaluated on x (each shaped like x)."""
-    return tuple(scale * x + shift for scale, shift in transfer_coefficients(fg, ref, alpha, beta, var_eps))
 
 
 def blend(x: Tensor, mask: Tensor, fg_affine, bg_affine) -> Tensor:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+log = logging.getLogger(__name__)
 
 # The weights the package ships (written by trainer/; see docs). Harmonizer(model=None) loads these.
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.safetensors"
@@ -207,3 +210,51 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") ->
             tensors[key] = got.to(ref.dtype)
     model.load_state_dict(tensors, strict=True)
     return model.eval().to(device)
+
+
+def resolve_model(model=None, weights=None) -> tuple[torch.nn.Module, str]:
+    """The one model resolver (the Harmonizer, `vcam export`, the trainer's evaluation): (model in eval
+    mode, a description for logs) from a model argument and a weights path.
+
+    model: None (the shipped default weights, or the "stats" model with a warning where none ship), a
+    model name (its shipped weights when the default file holds that model, else random initial weights
+    with a warning), a weights path, or an nn.Module. weights: a .safetensors path (wins over model).
+
+    Raises:
+        ValueError: weights that hold another model than `model` names, an unknown name, a bad file.
+        FileNotFoundError: a weights file that does not exist.
+        TypeError: a model argument of another type.
+    """
+    if weights is not None:
+        loaded = load_weights(weights)
+        if isinstance(model, str) and model != loaded.name and not _looks_like_path(model):
+            raise ValueError(f"weights {weights} hold model {loaded.name!r}, but model={model!r} was asked for")
+        return loaded, f"{loaded.name} from {weights}"
+    if model is None:
+        if DEFAULT_WEIGHTS.is_file():
+            return load_weights(DEFAULT_WEIGHTS), f"default weights {DEFAULT_WEIGHTS.name}"
+        log.warning("no trained weights ship yet (%s is missing): using the statistics-only 'stats' model, "
+                    "which has no learned weights", DEFAULT_WEIGHTS)
+        from engine.phnet import create_model
+
+        return create_model("stats").eval(), "stats (no trained weights found)"
+    if isinstance(model, torch.nn.Module):
+        return model.eval(), getattr(model, "name", type(model).__name__)
+    if isinstance(model, (str, os.PathLike)):
+        if _looks_like_path(model):
+            return load_weights(model), f"weights {model}"
+        from engine.phnet import create_model
+
+        if model != "stats" and DEFAULT_WEIGHTS.is_file():
+            if read_metadata(DEFAULT_WEIGHTS).get("model") == model:
+                return load_weights(DEFAULT_WEIGHTS), f"{model} (default weights)"
+        built = create_model(str(model)).eval()
+        if model != "stats":
+            log.warning("model %r has no weights given: running it with random initial weights", model)
+        return built, str(model)
+    raise TypeError(f"model must be None, a model name, a weights path or an nn.Module, got {type(model).__name__}")
+
+
+def _looks_like_path(value) -> bool:
+    text = str(value)
+    return isinstance(value, os.PathLike) or text.endswith((".safetensors", ".json")) or os.sep in text

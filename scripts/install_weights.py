@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         if "full_res" in result:
             entry["full_res"] = result["full_res"]["summary"]
         extra["heldout"][result["subject"].split(":")[0] if "weights" in result["subject"] else result["subject"]] = entry
+        for name, baseline in result.get("baselines", {}).items():  # identity, linear, stats beside it
+            extra["heldout"][name] = {"network_res": baseline["summary"],
+                                      **({"full_res": baseline["full_res"]} if "full_res" in baseline else {})}
     if args.note:
         extra["note"] = args.note
     extra["model_card"] = "docs/model_card.md"

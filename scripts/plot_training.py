@@ -1,10 +1,11 @@
-"""Plot held-out PSNR against training steps (with the identity and statistics-only baselines).
+"""Plot held-out PSNR against training steps (with the identity, linear and statistics-only baselines).
 
     .venv/bin/python scripts/plot_training.py --run runs/default --baselines out/eval_identity.json \
         out/eval_stats.json --out docs/model_card_psnr.png
 
 Reads RUN/eval.csv (written by trainer.train every --eval-every steps) and, optionally, trainer.evaluate
-JSON files whose overall PSNR is drawn as horizontal lines.
+JSON files whose overall PSNR (and that of the baselines evaluated beside them) is drawn as horizontal
+lines.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", type=Path, required=True, help="run directory with eval.csv")
     p.add_argument("--baselines", type=Path, nargs="*", default=[], help="trainer.evaluate --json files")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--title", default="phnet-xs: held-out PSNR during training")
+    p.add_argument("--title", default="held-out PSNR during training")
     args = p.parse_args(argv)
     rows = list(csv.DictReader(open(args.run / "eval.csv")))
     if not rows:
@@ -33,10 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     steps = [int(r["step"]) for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     ax.plot(steps, [float(r["psnr"]) for r in rows], "o-", label="phnet-xs (held-out PSNR)")
-    for path, style in zip(args.baselines, ("--", ":", "-.")):
+    lines = {}
+    for path in args.baselines:  # a file's subject, and the baselines trainer.evaluate put beside it
         result = json.loads(path.read_text())
-        label = result["subject"].split(":")[-1]
-        ax.axhline(result["summary"]["all"]["psnr"], linestyle=style, color="gray", label=f"{label} baseline")
+        if not result["subject"].startswith("weights:"):
+            lines[result["subject"].split(":")[0].replace("model", "stats")] = result["summary"]["all"]["psnr"]
+        for name, entry in result.get("baselines", {}).items():
+            lines[name] = entry["summary"]["all"]["psnr"]
+    for (name, psnr), style in zip(sorted(lines.items()), ("--", ":", "-.", (0, (1, 4)))):
+        ax.axhline(psnr, linestyle=style, color="gray", label=f"{name} ({psnr:.2f} dB)")
     ax.set_xlabel("training step")
     ax.set_ylabel("PSNR (dB, 256x256, MAX 255)")
     ax.set_title(args.title)

@@ -174,7 +174,7 @@ def test_onnxruntime_and_torch_harmonizers_agree():
 def test_default_model_falls_back_to_stats_with_a_warning(caplog):
     from engine.weights import DEFAULT_WEIGHTS
 
-    caplog.set_level(logging.WARNING, logger="engine.harmonizer")
+    caplog.set_level(logging.WARNING, logger="engine.weights")
     with Harmonizer(backend="torch", device="cpu") as h:
         if DEFAULT_WEIGHTS.is_file():
             assert h.model_name != "stats" or "default" in h.model_description

@@ -11,6 +11,17 @@ from engine import pn
 EPS, PATCH_TAU, REGION_TAU, VAR_EPS = 1e-6, 0.02, 1e-3, 1e-5
 
 
+
+def masked_sums(x, weight, grid):
+    """One region's area-normalised [S0; S1; S2] -> (B, 1+2C, grid^2): pn.region_sums per region."""
+    wx = weight * x
+    return pn.patch_sums(torch.cat([weight, wx, wx * x], dim=1), grid)
+
+
+def transfer_terms(x, fg, ref, alpha, beta, var_eps):
+    """(F_glob, F_loc, B_loc) of pn.transfer_coefficients evaluated on x (each shaped like x)."""
+    return tuple(scale * x + shift for scale, shift in pn.transfer_coefficients(fg, ref, alpha, beta, var_eps))
+
 def reference_sums(x: np.ndarray, weight: np.ndarray, grid: int) -> np.ndarray:
     """Loop-based [S0; S1; S2] per patch, divided by the nominal patch area: (B, 1+2C, G*G)."""
     batch, channels, h, w = x.shape
@@ -63,7 +74,7 @@ def test_masked_sums_match_numpy_reference(shape, grid):
     x = rng.normal(size=shape).astype(np.float32)
     weight = rng.uniform(size=(shape[0], 1, *shape[2:])).astype(np.float32)
     weight[:, :, : shape[2] // 2, : shape[3] // 2] = 0  # empty patches in one corner
-    got = pn.masked_sums(torch.from_numpy(x), torch.from_numpy(weight), grid).numpy()
+    got = masked_sums(torch.from_numpy(x), torch.from_numpy(weight), grid).numpy()
     np.testing.assert_allclose(got, reference_sums(x, weight, grid), rtol=1e-5, atol=1e-5)
 
 
@@ -71,7 +82,7 @@ def test_global_sums_are_the_mean_of_patch_sums():
     rng = np.random.default_rng(1)
     x = torch.from_numpy(rng.normal(size=(1, 2, 13, 21)).astype(np.float32))
     weight = torch.from_numpy(rng.uniform(size=(1, 1, 13, 21)).astype(np.float32))
-    sums = pn.masked_sums(x, weight, 4)
+    sums = masked_sums(x, weight, 4)
     total = torch.cat([weight.sum((2, 3)), (weight * x).sum((2, 3)), (weight * x * x).sum((2, 3))], 1) / (
         13 * 21
     )
@@ -91,7 +102,7 @@ def test_moments_match_numpy_reference(case):
         weight[:] = 1
     elif case == "constant_x":
         x[:] = 0.7
-    sums = pn.masked_sums(torch.from_numpy(x), torch.from_numpy(weight), 3)
+    sums = masked_sums(torch.from_numpy(x), torch.from_numpy(weight), 3)
     got = pn.moments(sums.double(), EPS, PATCH_TAU)
     expected = reference_moments(reference_sums(x, weight, 3))
     for g, e in zip(got, expected):
@@ -114,7 +125,7 @@ def test_empty_reference_falls_back_to_identity_transfer():
     torch.testing.assert_close(ref.mean, fg.mean)
     torch.testing.assert_close(ref.var, fg.var)
     alpha, beta = torch.full((3, 9), 1 / 9), torch.ones(3, 9)
-    f_glob, _, _ = pn.transfer_terms(x, fg, ref, alpha, beta, VAR_EPS)
+    f_glob, _, _ = transfer_terms(x, fg, ref, alpha, beta, VAR_EPS)
     torch.testing.assert_close(f_glob, x, rtol=1e-5, atol=1e-5)
 
 
@@ -140,7 +151,7 @@ def test_transfer_outputs_and_gradients_are_finite(case):
         torch.zeros(2, pn.stats_size(4, 4)), pn.region_sums(x, mask, 1 - mask, 4), torch.tensor([0.3])
     )
     fg, ref = pn.region_moments(stats, 4, 4, EPS, PATCH_TAU, REGION_TAU)
-    terms = pn.transfer_terms(x, fg, ref, alpha, beta, VAR_EPS)
+    terms = transfer_terms(x, fg, ref, alpha, beta, VAR_EPS)
     out = sum(t * mask + t * (1 - mask) for t in terms)
     assert torch.isfinite(out).all()
     (out.square().mean()).backward()
@@ -166,5 +177,5 @@ def test_ema_momentum_zero_is_exactly_current():
 def test_region_sums_layout_is_foreground_then_reference():
     x, mask, reference = torch.rand(2, 3, 16, 24), torch.rand(2, 1, 16, 24), torch.rand(2, 1, 16, 24)
     stats = pn.region_sums(x, mask, reference, 4).reshape(2, 2, 7, 16)
-    torch.testing.assert_close(stats[:, 0], pn.masked_sums(x, mask, 4))
-    torch.testing.assert_close(stats[:, 1], pn.masked_sums(x, reference, 4))
+    torch.testing.assert_close(stats[:, 0], masked_sums(x, mask, 4))
+    torch.testing.assert_close(stats[:, 1], masked_sums(x, reference, 4))

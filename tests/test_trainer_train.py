@@ -88,3 +88,24 @@ def test_ddp_two_processes_on_cpu(tiny_set, tmp_path):
     assert len(totals) == 12
     assert np.mean(totals[-3:]) < np.mean(totals[:3]), totals
     assert (out / "best.safetensors").is_file() and (out / "eval.csv").read_text().count("\n") == 2
+
+
+def test_time_limit_ends_like_a_last_step_and_resumes(tiny_set, tmp_path):
+    """--time-limit 0 stops after one step, evaluated and checkpointed; --resume continues the schedule."""
+    out = tmp_path / "limited"
+    args = args_for(tiny_set, out, "--stages", "3:50:1e-3", "--eval-data", str(tiny_set), "--time-limit", "0",
+                    "--ckpt-every", "100", "--eval-every", "100")
+    train(args)
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert ckpt["step"] == 1 and (out / "best.safetensors").is_file()
+    assert (out / "eval.csv").read_text().count("\n") == 2  # header + the evaluation at the stop
+    train(args_for(tiny_set, out, "--stages", "3:50:1e-3", "--steps", "3", "--resume", str(out / "last.pt")))
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 3
+
+
+def test_affine_head_trains_towards_the_ground_truth(tiny_set, tmp_path):
+    """The colour-transform head starts as the identity (loss of the composite) and its loss falls."""
+    out = tmp_path / "affine"
+    train(args_for(tiny_set, out, "--stages", "3:30:3e-3", "--model-overrides", '{"output": "affine"}'))
+    totals = [float(r["total"]) for r in csv.DictReader(open(out / "log.csv"))]
+    assert np.mean(totals[-5:]) < np.mean(totals[:5]), totals

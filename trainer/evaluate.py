@@ -137,13 +137,10 @@ def load_subject(args):
 
         linear = LinearBaseline.load(linear_path(args))
         return None, linear.harmonize, f"linear:{linear_path(args)}"
-    if args.weights is not None:
-        from engine.weights import load_weights
+    from engine.weights import resolve_model
 
-        return load_weights(args.weights), None, f"weights:{args.weights}"
-    from engine.phnet import create_model
-
-    return create_model(args.model).eval(), None, f"model:{args.model}"
+    model, _ = resolve_model(args.model, args.weights)
+    return model, None, f"weights:{args.weights}" if args.weights is not None else f"model:{args.model}"
 
 
 def linear_path(args) -> Path:
@@ -167,7 +164,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "test"))
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--weights", type=Path, help="trained weights (.safetensors + .json)")
-    who.add_argument("--model", help="an untrained model by name (e.g. stats), or linear (trainer.linear)")
+    who.add_argument("--model", help="a model by name (stats; a variant's shipped weights where they are that variant), "
+                          "or linear (trainer.linear)")
     who.add_argument("--identity", action="store_true", help="the composite itself (no harmonization)")
     p.add_argument("--size", type=int, default=256, help="network resolution (square)")
     p.add_argument("--batch", type=int, default=8)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -154,10 +153,7 @@ def build_train_data(args, rank: int, world: int):
 
 def encoder_parameter_names(model: torch.nn.Module) -> set[str]:
     """Names of the encoder's parameters (what stage 2 freezes)."""
-    names = {n for n, _ in model.named_parameters() if n.split(".")[0] in ("encoder", "enc", "encoders")}
-    if not names:
-        names = {n for n, _ in model.named_parameters() if "encoder" in n}
-    return names
+    return {n for n, _ in model.named_parameters() if n.split(".")[0] == "encoder"}
 
 
 def apply_stage(model: torch.nn.Module, stage: Stage, device: torch.device, world: int):
@@ -236,15 +232,6 @@ def evaluate(model, eval_set, device) -> dict:
     return summary["all"]
 
 
-def weights_digest(model: torch.nn.Module) -> str:
-    """sha256 of every parameter and buffer, in name order (equal digests = identical weights)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def check_ranks_agree(model: torch.nn.Module, world: int, out: Path, is_main: bool) -> list[str]:
     """Gather every rank's weights digest; rank 0 writes them to ranks.json. Raises if they differ.
 
@@ -253,10 +240,12 @@ def check_ranks_agree(model: torch.nn.Module, world: int, out: Path, is_main: bo
     Raises:
         RuntimeError: if the ranks ended with different weights.
     """
-    digests = [weights_digest(model)]
+    from engine.weights import model_fingerprint
+
+    digests = [model_fingerprint(model)]
     if world > 1:
         digests = [None] * world
-        dist.all_gather_object(digests, weights_digest(model))
+        dist.all_gather_object(digests, model_fingerprint(model))
     if is_main:
         (out / "ranks.json").write_text(json.dumps({"world_size": world, "digests": digests}, indent=2) + "\n")
     if len(set(digests)) != 1:
@@ -269,8 +258,99 @@ def main(args) -> int:
     return 0
 
 
-def train(args) -> torch.nn.Module:
-    """Run the whole training described by ``args`` (get_args_parser) and return the trained model."""
+class MetricLogger:
+    """The run's two CSV files (torchvision's MetricLogger, reduced): every step's loss terms in log.csv,
+    held-out metrics in eval.csv. A resumed run appends; a new run starts them afresh. Rank 0 only."""
+
+    EVAL_FIELDS = ("step", "psnr", "fpsnr", "mse", "fmse", "count")
+
+    def __init__(self, out: Path, resume: bool, lm: bool, log_every: int):
+        fields = ["step", "epoch", "stage", "lr", "total", "psnr", "fn_mse", "grad"] + (["lm"] if lm else [])
+        self._files, self._writers = [], []
+        for name, columns in (("log.csv", fields + ["sec_per_step"]), ("eval.csv", self.EVAL_FIELDS)):
+            new = not resume or not (out / name).exists()
+            f = open(out / name, "w" if new else "a", newline="")
+            writer = csv.DictWriter(f, fieldnames=columns)
+            if new:
+                writer.writeheader()
+            f.flush()  # headers on disk now: a run killed before its first flush must still resume cleanly
+            self._files.append(f)
+            self._writers.append(writer)
+        self.log_every = log_every
+
+    def step(self, row: dict) -> None:
+        self._writers[0].writerow(row)
+        if row["step"] % self.log_every == 0:
+            self._files[0].flush()
+
+    def evaluation(self, step: int, metrics: dict) -> None:
+        self._writers[1].writerow({"step": step, **{k: metrics[k] for k in self.EVAL_FIELDS[1:]}})
+        self._files[1].flush()
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+
+
+@dataclass
+class RunState:
+    """What a checkpoint restores: the global step, the best held-out PSNR and the current stage."""
+
+    step: int = 0
+    best: float = -math.inf
+    stage_index: int = 0
+
+
+def restore(args, model, stages, device, world):
+    """(RunState, wrapped model, optimiser), from --resume's checkpoint or fresh."""
+    state = RunState(stage_index=stage_at(stages, 0))
+    ckpt = None
+    if args.resume:
+        ckpt = torch.load(args.resume, map_location="cpu", weights_only=True)
+        if ckpt["model_name"] != model.name:
+            raise ValueError(f"--resume {args.resume} holds a {ckpt['model_name']!r} model, not {model.name!r}")
+        model.load_state_dict(ckpt["model"])
+        state = RunState(int(ckpt["step"]), float(ckpt["best_psnr"]), int(ckpt["stage_index"]))
+    wrapped, optimizer = apply_stage(model, stages[state.stage_index], device, world)
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if device.type == "cuda" and "cuda" in ckpt["rng"]:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
+    return state, wrapped, optimizer
+
+
+def after_step(args, model, optimizer, state: RunState, last: bool, eval_set, logger, device, world) -> None:
+    """Held-out evaluation (best weights kept) and checkpoints, on their schedules and at the end."""
+    out = Path(args.out)
+    if eval_set is not None and (state.step % args.eval_every == 0 or last):
+        metrics = evaluate(model, eval_set, device)
+        logger.evaluation(state.step, metrics)
+        tqdm.write(f"step {state.step}: held-out PSNR {metrics['psnr']:.2f} dB, fMSE {metrics['fmse']:.1f}")
+        if metrics["psnr"] > state.best:
+            state.best = metrics["psnr"]
+            save_checkpoint(out / "best.pt", model, optimizer, state.step, state.stage_index, state.best, args, device)
+            save_best_weights(model, out / "best.safetensors", state.step, state.best, args)
+    if state.step % args.ckpt_every == 0 or last:
+        broadcast_buffers(model, world)
+        if logger is not None:
+            for path in (out / f"ckpt_{state.step:07d}.pt", out / "last.pt"):
+                save_checkpoint(path, model, optimizer, state.step, state.stage_index, state.best, args, device)
+
+
+def time_up(deadline: float, world: int, device: torch.device) -> bool:
+    """Whether --time-limit has passed, decided by all processes together (a rank stopping alone would
+    leave the others waiting in DDP's all-reduce)."""
+    if deadline == math.inf:
+        return False
+    up = torch.tensor([float(time.monotonic() > deadline)], device=device)
+    if world > 1:
+        dist.all_reduce(up, op=dist.ReduceOp.MAX)
+    return bool(up.item())
+
+
+def check_args(args) -> tuple[list[Stage], int]:
+    """(stages, the step to stop at) after checking the arguments that need more than argparse."""
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.size <= 0 or args.size % 8:
@@ -279,91 +359,53 @@ def train(args) -> torch.nn.Module:
         raise ValueError("give exactly one of --data DIR (fixed composites) or --synth DIR (on-the-fly synthesis)")
     stages = parse_stages(args.stages)
     total_steps = sum(s.steps for s in stages)
-    end_step = min(total_steps, args.steps) if args.steps else total_steps
+    return stages, min(total_steps, args.steps) if args.steps else total_steps
+
+
+def train(args) -> torch.nn.Module:
+    """Run the whole training described by ``args`` (get_args_parser) and return the trained model."""
+    stages, end_step = check_args(args)
     rank, world, device = setup_distributed(args.device)
     is_main = rank == 0
     out = Path(args.out)
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=2) + "\n")
-
     model = build_model(args).to(device)
     dataset, sampler, loader, steps_per_epoch = build_train_data(args, rank, world)
     eval_size = args.eval_size or args.size
     eval_set = IHarmonyDataset(args.eval_data, "test", size=eval_size) if (args.eval_data and is_main) else None
-
-    step, best, stage_index = 0, -math.inf, stage_at(stages, 0)
-    ckpt = None
-    if args.resume:
-        ckpt = torch.load(args.resume, map_location="cpu", weights_only=True)
-        if ckpt["model_name"] != model.name:
-            raise ValueError(f"--resume {args.resume} holds a {ckpt['model_name']!r} model, not {model.name!r}")
-        model.load_state_dict(ckpt["model"])
-        step, best, stage_index = int(ckpt["step"]), float(ckpt["best_psnr"]), int(ckpt["stage_index"])
-    wrapped, optimizer = apply_stage(model, stages[stage_index], device, world)
-    if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if device.type == "cuda" and "cuda" in ckpt["rng"]:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
-
-    log_fields = ["step", "epoch", "stage", "lr", "total", "psnr", "fn_mse", "grad"] + (
-        ["lm"] if args.lm_weight > 0 else []) + ["sec_per_step"]
-    log_file = eval_file = None
-    if is_main:
-        new_log = not (out / "log.csv").exists() or not args.resume
-        log_file = open(out / "log.csv", "w" if new_log else "a", newline="")
-        log = csv.DictWriter(log_file, fieldnames=log_fields)
-        if new_log:
-            log.writeheader()
-        new_eval = not (out / "eval.csv").exists() or not args.resume
-        eval_file = open(out / "eval.csv", "w" if new_eval else "a", newline="")
-        eval_log = csv.DictWriter(eval_file, fieldnames=["step", "psnr", "fpsnr", "mse", "fmse", "count"])
-        if new_eval:
-            eval_log.writeheader()
-        log_file.flush()  # headers on disk now: a run killed before its first flush must still resume cleanly
-        eval_file.flush()
-    bar = tqdm(total=end_step, initial=step, desc="train", unit="step", disable=not is_main or args.no_progress)
+    state, wrapped, optimizer = restore(args, model, stages, device, world)
+    logger = MetricLogger(out, bool(args.resume), args.lm_weight > 0, args.log_every) if is_main else None
+    bar = tqdm(total=end_step, initial=state.step, desc="train", unit="step",
+               disable=not is_main or args.no_progress)
     model.train()
-    t_last = time.perf_counter()
+    deadline = time.monotonic() + 60 * args.time_limit if args.time_limit is not None else math.inf
     try:
-        while step < end_step:
-            epoch, offset = divmod(step, steps_per_epoch)
+        last = state.step >= end_step
+        while not last:
+            epoch, offset = divmod(state.step, steps_per_epoch)
             sampler.set_epoch(epoch)
             sampler.skip = offset * args.batch
             dataset.set_epoch(epoch)
+            t_last = time.perf_counter()
             for batch in loader:
-                index = stage_at(stages, step)
-                if index != stage_index:
-                    stage_index = index
+                index = stage_at(stages, state.step)
+                if index != state.stage_index:
+                    state.stage_index = index
                     wrapped, optimizer = apply_stage(model, stages[index], device, world)
                 losses = reduce_mean(train_one_step(wrapped, optimizer, batch, device, args), world)
-                step += 1
-                now = time.perf_counter()
+                state.step += 1
+                stage = stages[state.stage_index]
                 if is_main:
-                    log.writerow({"step": step, "epoch": epoch, "stage": stages[stage_index].kind,
-                                  "lr": stages[stage_index].lr, **{k: f"{v:.6g}" for k, v in losses.items()},
-                                  "sec_per_step": f"{now - t_last:.4f}"})
-                    if step % args.log_every == 0:
-                        log_file.flush()
+                    logger.step({"step": state.step, "epoch": epoch, "stage": stage.kind, "lr": stage.lr,
+                                 **{k: f"{v:.6g}" for k, v in losses.items()},
+                                 "sec_per_step": f"{time.perf_counter() - t_last:.4f}"})
                     bar.update(1)
-                    bar.set_postfix(loss=f"{losses['total']:.4f}", stage=stages[stage_index].kind)
-                last = step >= end_step
-                if eval_set is not None and (step % args.eval_every == 0 or last):
-                    metrics = evaluate(model, eval_set, device)
-                    eval_log.writerow({"step": step, **{k: metrics[k] for k in ("psnr", "fpsnr", "mse", "fmse", "count")}})
-                    eval_file.flush()
-                    tqdm.write(f"step {step}: held-out PSNR {metrics['psnr']:.2f} dB, fMSE {metrics['fmse']:.1f}")
-                    if metrics["psnr"] > best:
-                        best = metrics["psnr"]
-                        save_checkpoint(out / "best.pt", model, optimizer, step, stage_index, best, args, device)
-                        save_best_weights(model, out / "best.safetensors", step, best, args)
-                if step % args.ckpt_every == 0 or last:
-                    broadcast_buffers(model, world)
-                    if is_main:
-                        save_checkpoint(out / f"ckpt_{step:07d}.pt", model, optimizer, step, stage_index, best,
-                                        args, device)
-                        save_checkpoint(out / "last.pt", model, optimizer, step, stage_index, best, args, device)
+                    bar.set_postfix(loss=f"{losses['total']:.4f}", stage=stage.kind)
+                # --time-limit ends the run like its last step (evaluated, checkpointed, resumable).
+                last = state.step >= end_step or time_up(deadline, world, device)
+                after_step(args, model, optimizer, state, last, eval_set, logger, device, world)
                 t_last = time.perf_counter()  # evaluation and checkpoints are not counted as step time
                 if last:
                     break
@@ -371,14 +413,13 @@ def train(args) -> torch.nn.Module:
         check_ranks_agree(model, world, out, is_main)
     finally:
         bar.close()
-        if log_file is not None:
-            log_file.close()
-            eval_file.close()
+        if logger is not None:
+            logger.close()
         if world > 1 and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
     if is_main:
-        print(f"done: step {step}, best held-out PSNR {best:.2f} dB, outputs in {out}")
+        print(f"done: step {state.step}, best held-out PSNR {state.best:.2f} dB, outputs in {out}")
     return model
 
 
@@ -412,6 +453,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("run")
     r.add_argument("--out", type=Path, required=True, help="run directory")
     r.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from")
+    r.add_argument("--time-limit", type=float, default=None,
+                   help="stop after this many minutes as if at the last step (evaluated, checkpointed)")
     r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     r.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (ignored on CPU)")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")

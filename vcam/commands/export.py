@@ -34,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
-                        help="model name (phnet, phnet-s, phnet-xs, stats); with no --weights its initial "
-                             "weights are exported")
+                        help="model name (phnet, phnet-s, phnet-xs, stats): its shipped weights where the "
+                             "default file holds that model, else its initial weights; with neither --model "
+                             "nor --weights, the shipped default weights")
     parser.add_argument("--weights", type=Path, default=None, help=".safetensors file (its .json names the model)")
     parser.add_argument("--out", type=Path, default=None, help="output file (default: <model>.onnx/.engine)")
     parser.add_argument("--height", type=int, default=None, help="fixed input height (multiple of 8)")
@@ -43,18 +44,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_model(args):
-    from engine.weights import load_weights
+    """--weights, --model, or neither: the shipped default weights (engine.weights.resolve_model)."""
+    from engine.weights import resolve_model
 
-    if args.weights is not None:
-        model = load_weights(args.weights)
-        if args.model is not None and args.model != model.name:
-            raise ValueError(f"--weights {args.weights} hold model {model.name!r}, not --model {args.model!r}")
-        return model
-    if args.model is None:
-        raise ValueError("give --model NAME or --weights FILE")
-    from engine.phnet import create_model
-
-    return create_model(args.model).eval()
+    return resolve_model(args.model, args.weights)[0]
 
 
 def _size(args) -> tuple[int | None, int | None]:
@@ -82,8 +75,8 @@ def _run_onnx(args) -> int:
     for h, w in sizes:
         diffs = check_onnx_parity(model, out, example_inputs(model, h, w))
         worst = max(worst, *diffs.values())
-        print(f"parity torch vs onnxruntime at {h}x{w}: max abs diff harmonized {diffs['harmonized']:.2e}, "
-              f"stats_out {diffs['stats_out']:.2e}")
+        print(f"parity torch vs onnxruntime at {h}x{w}: max abs diff "
+              + ", ".join(f"{name} {diff:.2e}" for name, diff in diffs.items()))
     if worst > 1e-4:
         raise RuntimeError(f"ONNX Runtime differs from torch by {worst:.2e} (> 1e-4): the export is not faithful")
     return 0
