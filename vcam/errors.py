@@ -1,4 +1,8 @@
-"""The one exception type the CLI turns into a single clear line and an exit code."""
+"""The exception type the CLI turns into a single clear line and an exit code, and the one-line helper."""
+
+from engine.errors import first_line
+
+__all__ = ["VcamError", "first_line"]
 
 
 class VcamError(Exception):
