@@ -1,8 +1,14 @@
-"""The exception type the CLI turns into a single clear line and an exit code, and the one-line helper."""
+"""The exception type the CLI turns into a single clear line and an exit code; the shared error helpers.
 
-from engine.errors import first_line
+The policy itself (what is expected, what is a bug, exit codes) is `engine.errors.report_error`, shared with
+the trainer's commands.
+"""
 
-__all__ = ["VcamError", "first_line"]
+from __future__ import annotations
+
+from engine.errors import first_line, is_expected, report_error
+
+__all__ = ["VcamError", "first_line", "is_expected", "report_error"]
 
 
 class VcamError(Exception):

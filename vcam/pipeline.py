@@ -139,6 +139,7 @@ class Pipeline:
             except Exception as exc:
                 log.error("background not changed: %s", str(exc).splitlines()[0])
                 new = new.replace(background=self.config.background)
+                live.pop("background")  # not applied: the "config applied" line must not claim it
             else:
                 self.backgrounds.close()
                 self.backgrounds = backgrounds
@@ -174,13 +175,16 @@ class Pipeline:
             key = type(exc).__name__
             if key not in self._stage_errors:
                 self._stage_errors.add(key)
-                log.error("frame %d: %s: %s (sending the camera picture)", frame.index, key, exc)
-            frame.output = frame.image
+                log.error("frame %d: %s: %s (sending the last good picture)", frame.index, key, exc)
+            # Privacy first: never the camera picture (the room) while a virtual background is chosen.
+            last = getattr(self, "_last_output", None)
+            frame.output = last if last is not None and last.shape == frame.image.shape else self._placeholder
             return frame
         if self.harmonize is not None:
             _timed(frame, "harmonize", self.harmonize)
         else:
             frame.output = frame.composite
+        self._last_output = frame.output
         return frame
 
     def _placeholder_frame(self, index: int) -> Frame:
@@ -246,7 +250,10 @@ class Pipeline:
         if self._watcher is not None:
             new = self._watcher.poll(now)
             if new is not None:
-                self.apply_config(new)
+                try:
+                    self.apply_config(new)
+                except Exception as exc:  # a live edit must never stop the stream
+                    log.error("config not applied: %s", exc)
         self.metrics.maybe_status(self._status_extra)
         return False
 
