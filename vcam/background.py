@@ -131,6 +131,8 @@ class VideoBackground:
             ok, image = self._cap.read()
             if not ok:  # end of the file: loop from the start
                 self._cap.release()
+                if not Path(self.path).is_file():  # gone, or now a FIFO whose open() would block the loop
+                    raise RuntimeError(f"background video {self.path!r} is gone or not a regular file")
                 self._cap = cv2.VideoCapture(self.path)
                 ok, image = self._cap.read()
                 if not ok:
@@ -213,6 +215,9 @@ def open_background(spec: str):
 class Backgrounds:
     """The background stage: renders the current background into `frame.background`; `next()` cycles.
 
+    Each entry is a --background value or an object with `name`, `render(frame)` and `close()` (a
+    background of one's own, as sources are injectable in capture).
+
     A background that fails while streaming (a video deleted or corrupted under it, a render that raises
     or returns a wrong picture) never stops the stream and never lets the real room through: the last
     good rendering of this size stands in, or a neutral grey before there was one. The failure is logged
@@ -229,7 +234,7 @@ class Backgrounds:
         self._items = []
         try:
             for spec in specs:
-                self._items.append(open_background(spec))
+                self._items.append(spec if hasattr(spec, "render") else open_background(spec))
         except Exception:
             self.close()
             raise

@@ -375,7 +375,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         name = key.replace("-", "_")
         if name == "no_harmonize":
             if not isinstance(value, bool):  # negating a string ("no") would silently mean "off"
-                raise SettingError(f"config file {path}: {key} must be true or false, got {value!r}",
+                raise SettingError(f"config file {path}: setting {key!r} must be true or false, got {value!r}",
                                    "harmonize", exit_code=1)
             name, value = "harmonize", not value
         if name not in _FIELDS or name == "config":

@@ -177,8 +177,8 @@ class Pipeline:
                 self._stage_errors.add(key)
                 log.error("frame %d: %s: %s (sending the last good picture)", frame.index, key, exc)
             # Privacy first: never the camera picture (the room) while a virtual background is chosen.
-            last = getattr(self, "_last_output", None)
-            frame.output = last if last is not None and last.shape == frame.image.shape else self._placeholder
+            last = getattr(self, "_last_output", None)  # any size: the outputs resize to theirs
+            frame.output = last if last is not None else self._placeholder
             return frame
         if self.harmonize is not None:
             _timed(frame, "harmonize", self.harmonize)
@@ -261,7 +261,10 @@ class Pipeline:
         """The harmonizer's rate and the input's state for the status line (computed only when it is due)."""
         extra = ""
         if self.harmonize is not None and self.harmonize.enabled:
-            extra = f"harmonizer {self.harmonize.stats()['refresh_hz']:.1f} Hz"
+            stats = self.harmonize.stats()
+            extra = f"harmonizer {stats['refresh_hz']:.1f} Hz"
+            if stats.get("failed"):
+                extra = f"harmonizer failed, retrying in {stats['retry_in_s']:.0f} s"
         if self.capture.state != "live":
             extra = f"input {self.capture.state}" + (f", {extra}" if extra else "")
         return extra
