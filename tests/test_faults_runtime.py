@@ -333,3 +333,22 @@ def test_vcam_usage_error_in_a_setting_is_exit_2_and_a_bad_file_exit_1(tmp_path,
     assert main(["run", "-i", str(tmp_path / "missing.mp4"), "-o", "null"]) == 1
     err = capsys.readouterr().err
     assert err.count("vcam: error:") == 2 and "Traceback" not in err
+
+
+# -- start-up spawns no processes (also seen: MediaPipe's sounddevice ran gcc and ldconfig) -----------------------
+
+def test_segmenter_start_runs_no_subprocess():
+    """In a fresh interpreter (imports happen once), an audit hook sees every process started."""
+    script = (
+        "import sys\n"
+        "spawned = []\n"
+        "sys.addaudithook(lambda event, args: spawned.append(args[1]) "
+        "if event in ('subprocess.Popen', 'os.posix_spawn', 'os.exec') else None)\n"
+        "from vcam.segment import Segmenter\n"
+        "Segmenter(1).close()\n"
+        "print('SPAWNED', spawned)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "SPAWNED []" in proc.stdout, proc.stdout

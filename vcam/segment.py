@@ -159,13 +159,22 @@ def _native_stderr_muted():
         os.close(devnull)
 
 
+def _import_mediapipe():
+    """`import mediapipe`, without its audio tasks' `sounddevice`: importing that runs `ldconfig` and `gcc`
+    (ctypes' find_library for PortAudio) at every start, and vcam never records audio. A None entry in
+    sys.modules makes its import an ImportError, which MediaPipe catches."""
+    sys.modules.setdefault("sounddevice", None)
+    import mediapipe
+
+    return mediapipe
+
+
 class _SelfieSegmentation:
     """MediaPipe's bundled selfie segmentation (legacy `solutions` API; model ships in the wheel)."""
 
     def __init__(self, model_selection: int):
         with _native_stderr_muted():
-            import mediapipe as mp
-
+            mp = _import_mediapipe()
             self._net = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
             # One dummy frame starts the graph's calculators (and their log lines) inside the muted window.
             self._net.process(np.zeros((144, 256, 3), np.uint8))
@@ -183,7 +192,7 @@ class _TasksSegmentation:
     """A MediaPipe Tasks ImageSegmenter from a user-supplied .tflite (selfie or multiclass)."""
 
     def __init__(self, model_path: str):
-        import mediapipe as mp
+        mp = _import_mediapipe()
         from mediapipe.tasks.python import vision
         from mediapipe.tasks.python.core.base_options import BaseOptions
 
