@@ -4,6 +4,11 @@ The command line keeps every option's default at `None` so that an option the us
 told apart from one typed with the default value; `resolve()` then layers defaults, the TOML file and the
 typed flags. The same layering runs again when the file changes on disk (`vcam.controls.ConfigWatcher`),
 and the settings in `LIVE_KEYS` are applied to the running pipeline without a restart.
+
+Every value, however it arrives (a flag, the TOML file, a live edit, `RunConfig.replace` from a control
+page), passes one validation layer: `RunConfig` runs `validate` on construction, so a RunConfig that exists
+is valid. Numbers are real, finite and in a sane range, booleans real booleans, strings strings, and no
+output overwrites an input; a bad value is a `SettingError` naming the setting.
 """
 
 from __future__ import annotations

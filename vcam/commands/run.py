@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--size", help="WxH asked of the camera, applied to files (e.g. 1280x720)")
     io.add_argument("--fps", type=float, help="frame rate asked of the camera / pace of an image input")
     io.add_argument("--background", "-b", action="append",
-                    help="image or video path, blur[:STRENGTH] or color:#RRGGBB; repeat to cycle with 'b' "
-                         "(default blur)")
+                    help="image or video path, blur[:STRENGTH] (0-200, default 12) or color:#RRGGBB; repeat to cycle "
+                         "with 'b' (default blur)")
     io.add_argument("--output", "-o", action="append",
                     help="virtualcam, preview, file:PATH or null; repeatable (default virtualcam)")
     io.add_argument("--vcam-backend", help="pyvirtualcam backend (v4l2loopback, obs, unitycapture, ...)")
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="inline: network on every frame; worker: network at --refresh-hz in a thread, "
                            "correction applied to every frame (default auto: GPU inline, CPU worker)")
     harm.add_argument("--refresh-hz", type=float, help="worker: most network runs per second (default 10)")
-    harm.add_argument("--threads", type=int, help="torch threads for the worker on a CPU (default 1)")
+    harm.add_argument("--threads", type=int, help="threads for the worker on a CPU, 1-64 (default 1)")
 
     seg = parser.add_argument_group("segmentation")
     seg.add_argument("--segmentation-model", type=int, choices=(0, 1),
