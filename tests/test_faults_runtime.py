@@ -200,6 +200,27 @@ def test_scene_change_fires_on_a_background_switch_not_on_a_talking_person(share
     segmenter.close()
 
 
+def test_person_moving_over_a_contrasty_background_is_not_a_scene_change():
+    """The class of false reset: a person uncovering and covering different parts of a striped background
+    changes the mean colour of "the background" a lot, though the background never changed."""
+    from engine import Harmonizer
+
+    h, w = 144, 256
+    stripes = np.where((np.arange(w) // 24) % 2 == 0, 20, 235).astype(np.uint8)
+    background = np.repeat(np.repeat(stripes[None, :, None], h, 0), 3, 2)
+    yy, xx = np.mgrid[0:h, 0:w]
+    resets = []
+    with Harmonizer(model="stats", backend="torch", device="cpu", smoothing=0.8) as harmonizer:
+        for step in range(24):
+            cx = 50 + 7 * step  # the person walks across the frame
+            mask = ((((xx - cx) / 45.0) ** 2 + ((yy - 100) / 70.0) ** 2) <= 1).astype(np.float32)
+            composite = np.where(mask[..., None] > 0, np.uint8((200, 150, 120)), background).astype(np.uint8)
+            resets.append(harmonizer.estimate(composite, mask).scene_change)
+        assert not any(resets), f"person movement reset the statistics at steps {np.flatnonzero(resets)}"
+        new_background = np.where(mask[..., None] > 0, np.uint8((200, 150, 120)), np.uint8((40, 80, 200)))
+        assert harmonizer.estimate(new_background.astype(np.uint8), mask).scene_change
+
+
 # -- the ONNX cache: bounded, exclusive temporary files (also seen) --------------------------------------------
 
 def test_onnx_cache_is_bounded_and_never_writes_through_a_planted_link(tmp_path, monkeypatch):
