@@ -292,6 +292,9 @@ def test_stats_json_is_replaced_whole_or_not_at_all(tmp_path):
         write_json(path, {"frames": object()})  # fails half-way through serialising
     assert json.loads(path.read_text()) == {"frames": 1}, "the previous file is intact"
     assert [p.name for p in tmp_path.iterdir()] == ["stats.json"], "no temporary file is left"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask, "the usual mode, not the temporary file's 0600"
 
 
 # -- the CLI error policy (issue 10's, both CLIs) ------------------------------------------------------------

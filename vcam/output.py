@@ -102,6 +102,9 @@ def atomic_path(path: Path) -> Path:
     """
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)  # mkstemp makes the file 0600; the finished file gets the usual mode
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)
     return Path(name)
 
 

@@ -248,12 +248,12 @@ class Pipeline:
             if handle_key(self, preview.poll_key()) or preview.closed_by_user:
                 return True
         if self._watcher is not None:
-            new = self._watcher.poll(now)
-            if new is not None:
-                try:
+            try:
+                new = self._watcher.poll(now)
+                if new is not None:
                     self.apply_config(new)
-                except Exception as exc:  # a live edit must never stop the stream
-                    log.error("config not applied: %s", exc)
+            except Exception as exc:  # a live edit must never stop the stream
+                log.error("config not applied: %s", exc)
         self.metrics.maybe_status(self._status_extra)
         return False
 
