@@ -45,9 +45,10 @@ log = logging.getLogger(__name__)
 #: A mask whose maximum is below this has no person: the composite is returned unchanged. MediaPipe's
 #: soft masks hover at a few percent on empty frames; a real person reaches ~1.
 NO_PERSON = 0.05
-#: Scene-change threshold: the reference region's mean colour (0..1 per channel, max over the channels and
-#: the 2x2 quadrants) moving by more than this between estimates resets the temporal state. A new virtual
-#: background moves it by 0.1-0.5; a person moving or a camera's auto-exposure by a few hundredths.
+#: Scene-change threshold: the mean colour (0..1 per channel, max over the channels and the 2x2 quadrants)
+#: of the background both estimates share moving by more than this resets the temporal state. A new virtual
+#: background moves it by 0.1-0.5; a person moving cannot move it on a static background (the pixels
+#: compared are background in both frames), a camera's auto-exposure by a few hundredths.
 SCENE_CHANGE = 0.1
 DEFAULT_LIFT = "delta"
 
@@ -166,7 +167,7 @@ class Harmonizer:
         self._device = self._backend.device
         self._stats: torch.Tensor | None = None
         self._params: lift_mod.LiftParams | None = None  # the last (smoothed) correction
-        self._scene: tuple[tuple[int, int], np.ndarray] | None = None
+        self._scene: tuple[tuple[int, int], tuple[np.ndarray, np.ndarray]] | None = None
         log.info("harmonizer: model %s, backend %s, net_size %d, lift %s", self.model_description,
                  self._backend.description, net_size, lift)
 
@@ -209,30 +210,34 @@ class Harmonizer:
         self._scene = None
         self._params = None
 
-    def _scene_signature(self, composite_low: np.ndarray, reference_low: np.ndarray) -> np.ndarray:
-        """Mean colour of the reference region in each 2x2 quadrant (NaN where a quadrant has none)."""
-        h, w = reference_low.shape
-        sig = np.full((4, 3), np.nan, np.float32)
-        for i, (ys, xs) in enumerate(((slice(0, h // 2 or 1), slice(0, w // 2 or 1)),
-                                      (slice(0, h // 2 or 1), slice(w // 2, w)),
-                                      (slice(h // 2, h), slice(0, w // 2 or 1)),
-                                      (slice(h // 2, h), slice(w // 2, w)))):
-            weight = reference_low[ys, xs]
-            total = float(weight.sum())
-            if total > 0.05 * weight.size:  # too little reference area there to judge
-                sig[i] = (composite_low[ys, xs] * weight[..., None]).reshape(-1, 3).sum(0) / total
-        return sig
+    def _scene_signature(self, composite_low: np.ndarray, reference_low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network-size picture and where it is surely reference (background), for the next comparison."""
+        return composite_low, reference_low > 0.9
 
-    def _is_scene_change(self, size, signature: np.ndarray) -> bool:
+    def _is_scene_change(self, size, signature: tuple[np.ndarray, np.ndarray]) -> bool:
+        """A new background or a cut: the mean colour of the background both frames share, per 2x2 quadrant.
+
+        Only pixels that are background in both estimates are compared, so a person moving (uncovering and
+        covering background) changes nothing on a static background, while a new background or a cut
+        changes the same pixels. A quadrant with too little shared background is not judged.
+        """
         if self._scene is None:
             return False
-        last_size, last_sig = self._scene
-        if last_size != size:
+        last_size, (last_picture, last_background) = self._scene
+        picture, background = signature
+        if last_size != size or last_picture.shape != picture.shape:
             return True
-        valid = ~(np.isnan(signature[:, 0]) | np.isnan(last_sig[:, 0]))
-        if not valid.any():
-            return False
-        return float(np.abs(signature[valid] - last_sig[valid]).max()) > SCENE_CHANGE
+        shared = background & last_background
+        h, w = shared.shape
+        for ys, xs in ((slice(0, h // 2 or 1), slice(0, w // 2 or 1)), (slice(0, h // 2 or 1), slice(w // 2, w)),
+                       (slice(h // 2, h), slice(0, w // 2 or 1)), (slice(h // 2, h), slice(w // 2, w))):
+            where = shared[ys, xs]
+            if where.sum() <= 0.05 * where.size:  # too little shared background there to judge
+                continue
+            change = np.abs(picture[ys, xs][where].mean(0) - last_picture[ys, xs][where].mean(0)).max()
+            if float(change) > SCENE_CHANGE:
+                return True
+        return False
 
     # -- estimate / apply ----------------------------------------------------------------------------------
 

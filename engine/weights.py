@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from engine.errors import first_line
+
 log = logging.getLogger(__name__)
 
 # The weights the package ships (written by trainer/; see docs). Harmonizer(model=None) loads these.
@@ -181,13 +183,12 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     try:
         model = create_model(meta["model"], **_tuples(meta.get("config", {})))
     except (TypeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"weights config {config_path} does not describe a buildable model: {first}") from None
+        raise ValueError(f"weights config {config_path} does not describe a buildable model: "
+                         f"{first_line(exc)}") from None
     try:
         tensors = load_file(str(tensors_path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"corrupt or truncated weights file {tensors_path}: {first}") from None
+        raise ValueError(f"corrupt or truncated weights file {tensors_path}: {first_line(exc)}") from None
 
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
@@ -206,8 +207,10 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") ->
                              f"{tuple(got.shape)}, expected {tuple(ref.shape)}")
         if got.is_floating_point() and not bool(torch.isfinite(got).all()):
             raise ValueError(f"corrupt weights {tensors_path}: {key} contains NaN or infinity")
-        if got.dtype != ref.dtype:
-            tensors[key] = got.to(ref.dtype)
+        if got.dtype != ref.dtype:  # an int tensor where a float belongs is a wrong file, not a cast
+            raise ValueError(f"weights {tensors_path} do not match model {meta['model']!r}: {key} is "
+                             f"{str(got.dtype).replace('torch.', '')}, expected "
+                             f"{str(ref.dtype).replace('torch.', '')}")
     model.load_state_dict(tensors, strict=True)
     return model.eval().to(device)
 

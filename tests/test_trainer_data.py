@@ -99,11 +99,11 @@ def test_make_dataset_writes_the_iharmony4_layout(tmp_path):
 def test_make_dataset_cli_errors_are_one_line(tmp_path):
     cmd = [sys.executable, "-m", "trainer.make_dataset", "--out", str(tmp_path / "o")]
     missing = subprocess.run(cmd + ["--images", str(tmp_path / "nope")], capture_output=True, text=True)
-    assert missing.returncode == 2
+    assert missing.returncode == 1
     assert missing.stderr.strip().splitlines() == [f"error: --images directory not found: {tmp_path / 'nope'}"]
     (tmp_path / "empty").mkdir()
     empty = subprocess.run(cmd + ["--images", str(tmp_path / "empty")], capture_output=True, text=True)
-    assert empty.returncode == 2 and "has no images" in empty.stderr and "Traceback" not in empty.stderr
+    assert empty.returncode == 1 and "has no images" in empty.stderr and "Traceback" not in empty.stderr
 
 
 def test_make_dataset_with_mediapipe_on_a_real_portrait(shared_data, tmp_path):

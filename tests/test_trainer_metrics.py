@@ -87,4 +87,4 @@ def test_evaluate_cli_identity_matches_metrics(tmp_path):
 def test_evaluate_cli_error_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "trainer.evaluate", "--data", str(tmp_path / "nope"), "--identity"],
                           capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr.strip() == f"error: dataset directory not found: {tmp_path / 'nope'}"
+    assert proc.returncode == 1 and proc.stderr.strip() == f"error: dataset directory not found: {tmp_path / 'nope'}"

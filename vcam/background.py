@@ -9,6 +9,7 @@ not bleed into a halo around them).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -16,13 +17,13 @@ import cv2
 import numpy as np
 
 from vcam.capture import IMAGE_SUFFIXES, cover_crop
-from vcam.config import parse_color
-from vcam.errors import VcamError
+from vcam.config import DEFAULT_BLUR, parse_blur, parse_color
+from vcam.errors import VcamError, first_line
 from vcam.frame import Frame
 
 log = logging.getLogger("vcam.background")
 
-DEFAULT_BLUR = 12.0  # Gaussian sigma in full-resolution pixels (at 720p)
+NEUTRAL = (96, 96, 96)  # shown where a background fails before it ever rendered: never the real room
 
 
 def blur_background(image: np.ndarray, mask: np.ndarray, sigma: float = DEFAULT_BLUR,
@@ -47,8 +48,8 @@ def blur_background(image: np.ndarray, mask: np.ndarray, sigma: float = DEFAULT_
     """
     if image.shape[:2] != mask.shape[:2]:
         raise ValueError(f"image {image.shape[:2]} and mask {mask.shape[:2]} sizes differ")
-    if sigma <= 0:
-        raise ValueError(f"blur strength must be > 0, got {sigma}")
+    if not math.isfinite(sigma) or sigma <= 0:  # NaN passes `<= 0` and would blur to garbage
+        raise ValueError(f"blur strength must be a finite number > 0, got {sigma}")
     height, width = image.shape[:2]
     # Work where the blur is still >= ~1.5 px: the result is smooth, so a coarse grid loses nothing.
     scale = max(1, min(scale, int(sigma / 1.5)))
@@ -130,6 +131,8 @@ class VideoBackground:
             ok, image = self._cap.read()
             if not ok:  # end of the file: loop from the start
                 self._cap.release()
+                if not Path(self.path).is_file():  # gone, or now a FIFO whose open() would block the loop
+                    raise RuntimeError(f"background video {self.path!r} is gone or not a regular file")
                 self._cap = cv2.VideoCapture(self.path)
                 ok, image = self._cap.read()
                 if not ok:
@@ -165,9 +168,7 @@ class BlurBackground:
     """The real background, blurred (needs frame.mask)."""
 
     def __init__(self, sigma: float = DEFAULT_BLUR):
-        if sigma <= 0:
-            raise ValueError(f"blur strength must be > 0, got {sigma}")
-        self.sigma = sigma
+        self.sigma = parse_blur(str(sigma))  # finite and in range: one check for flags, files and callers
         self.name = f"blur:{sigma:g}"
 
     def render(self, frame: Frame) -> np.ndarray:
@@ -195,11 +196,7 @@ def open_background(spec: str):
     spec = str(spec).strip()
     kind, _, arg = spec.partition(":")
     if kind.lower() == "blur":
-        try:
-            sigma = float(arg) if arg else DEFAULT_BLUR
-        except ValueError:
-            raise ValueError(f"blur strength must be a number, got {arg!r}") from None
-        return BlurBackground(sigma)
+        return BlurBackground(parse_blur(arg))
     if kind.lower() in ("color", "colour"):
         return ColorBackground(parse_color(arg))
     path = Path(spec)
@@ -208,6 +205,8 @@ def open_background(spec: str):
                                 f"or color:#RRGGBB)")
     if path.is_dir():
         raise VcamError(f"background is a directory, not an image or video: {spec}")
+    if not path.is_file():  # a FIFO or a device: opening it would block until a writer comes
+        raise VcamError(f"background is not a regular file (a pipe or device?): {spec}")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageBackground(spec)
     return VideoBackground(spec)
@@ -215,6 +214,14 @@ def open_background(spec: str):
 
 class Backgrounds:
     """The background stage: renders the current background into `frame.background`; `next()` cycles.
+
+    Each entry is a --background value or an object with `name`, `render(frame)` and `close()` (a
+    background of one's own, as sources are injectable in capture).
+
+    A background that fails while streaming (a video deleted or corrupted under it, a render that raises
+    or returns a wrong picture) never stops the stream and never lets the real room through: the last
+    good rendering of this size stands in, or a neutral grey before there was one. The failure is logged
+    once per background and kind; `failures` counts the frames that needed the stand-in.
 
     Raises:
         ValueError: an empty list; see `open_background` for bad values.
@@ -227,11 +234,14 @@ class Backgrounds:
         self._items = []
         try:
             for spec in specs:
-                self._items.append(open_background(spec))
+                self._items.append(spec if hasattr(spec, "render") else open_background(spec))
         except Exception:
             self.close()
             raise
         self.index = 0
+        self.failures = 0
+        self._last_good: np.ndarray | None = None
+        self._logged: set[tuple[int, str]] = set()
 
     @property
     def current(self):
@@ -243,8 +253,31 @@ class Backgrounds:
         log.info("background: %s", self.current.name)
         return self.current.name
 
+    def _render(self, frame: Frame) -> np.ndarray:
+        background = self.current.render(frame)
+        if (not isinstance(background, np.ndarray) or background.dtype != np.uint8
+                or background.shape != frame.image.shape):
+            got = (f"{background.dtype} {background.shape}" if isinstance(background, np.ndarray)
+                   else type(background).__name__)
+            raise ValueError(f"rendered {got}, expected uint8 {frame.image.shape}")
+        return background
+
     def __call__(self, frame: Frame) -> Frame:
-        frame.background = self.current.render(frame)
+        try:
+            frame.background = self._render(frame)
+        except Exception as exc:  # privacy first: a stand-in, never the camera picture, never a stop
+            self.failures += 1
+            key = (self.index, type(exc).__name__)
+            if key not in self._logged:
+                self._logged.add(key)
+                log.error("background %s failed (%s); showing the last good background",
+                          self.current.name, first_line(exc))
+            if self._last_good is None or self._last_good.shape != frame.image.shape:
+                self._last_good = np.empty(frame.image.shape, np.uint8)
+                self._last_good[:] = NEUTRAL
+            frame.background = self._last_good
+            return frame
+        self._last_good = frame.background
         return frame
 
     def close(self) -> None:

@@ -27,12 +27,15 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from vcam.errors import VcamError
+from vcam.errors import VcamError, first_line
 from vcam.frame import Frame
 
 log = logging.getLogger("vcam.capture")
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+URL_TIMEOUT_MS = 5000  # a stream URL's open and read give up after this (then the capture retries)
+MAX_SKIP = 10_000  # failed reads tried in a row inside a file before it counts as ended
+UNKNOWN_LENGTH_SKIP = 250  # the same when the container does not say how many frames it has
 
 
 class Source(Protocol):
@@ -94,12 +97,19 @@ class OpenCVSource:
             self.kind, self._target = "file", spec
         self.fps = fps or 30.0
         self.size = size or (0, 0)
+        self.skipped = 0  # failed reads skipped inside a file (corrupt stretches)
         self._cap: cv2.VideoCapture | None = None
 
     def open(self) -> None:
         self.release()
+        if self.kind == "file" and not Path(self._target).is_file():
+            # Gone (retried later) or replaced by a FIFO/device, whose open() would block without end.
+            raise RuntimeError(f"file {self.spec!r} is missing or not a regular file")
         if self.kind == "camera" and isinstance(self._target, str):
             cap = cv2.VideoCapture(self._target, cv2.CAP_V4L2)
+        elif self.kind == "url":  # a dead server must not block open()/read() for FFmpeg's default minutes
+            cap = cv2.VideoCapture(self._target, cv2.CAP_ANY, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, URL_TIMEOUT_MS,
+                                                               cv2.CAP_PROP_READ_TIMEOUT_MSEC, URL_TIMEOUT_MS])
         else:
             cap = cv2.VideoCapture(self._target)
         if not cap.isOpened():
@@ -135,7 +145,29 @@ class OpenCVSource:
         if self._cap is None:
             return None
         ok, image = self._cap.read()
-        return image if ok and image is not None else None
+        if ok and image is not None:
+            return image
+        if self.kind == "file":
+            return self._skip_undecodable()
+        return None
+
+    def _skip_undecodable(self) -> np.ndarray | None:
+        """After a failed read in a file: a corrupt stretch, or the end? Read on to tell.
+
+        FFmpeg resynchronises at the next decodable frame, but a failed read does not advance the position,
+        so the frames left by the container's count bound the attempts: at the real end none are left and
+        the file ends at once; in a corrupt middle the reads succeed again and the video goes on.
+        """
+        count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        position = self._cap.get(cv2.CAP_PROP_POS_FRAMES)
+        budget = int(count - position) if count > 0 else UNKNOWN_LENGTH_SKIP
+        for attempt in range(max(0, min(budget, MAX_SKIP))):
+            ok, image = self._cap.read()
+            if ok and image is not None:
+                self.skipped += attempt + 1
+                log.warning("input %s: skipped undecodable data near frame %d", self.spec, int(position))
+                return image
+        return None
 
     def release(self) -> None:
         if self._cap is not None:
@@ -215,6 +247,9 @@ def open_source(spec: str, size: tuple[int, int] | None = None, fps: float | Non
             raise FileNotFoundError(f"input not found: {spec}")
         if path.is_dir():
             raise VcamError(f"input is a directory, not a video or image: {spec}")
+        if not path.is_file():  # opening a FIFO blocks until a writer comes, and Ctrl-C cannot end that
+            raise VcamError(f"input is not a regular file (a named pipe or device?): {spec}; give a video or "
+                            f"image file, a camera (index or /dev/videoN) or a stream URL")
         if path.suffix.lower() in IMAGE_SUFFIXES:
             source = ImageSource(spec, fps)
         else:
@@ -368,44 +403,52 @@ class Capture:
         return False
 
     def _run(self) -> None:
+        """The capture thread: pump frames; on any failure, re-open with back-off (never die silently)."""
+        while not self._stop.is_set():
+            try:
+                self._pump()
+                return
+            except Exception as exc:  # a lost file or device fails in many ways: all mean "retry later"
+                log.warning("input %s failed (%s); retrying with back-off",
+                            getattr(self.source, "spec", self.source.kind), first_line(exc))
+                if not self._reopen():
+                    return
+
+    def _pump(self) -> None:
         failures = 0
         played = 0  # frames in the current pass over a file (a file that yields none must not spin)
         period = 1.0 / self.fps if self.fps > 0 else 1.0 / 30
         next_due = time.perf_counter()
-        try:
-            while not self._stop.is_set():
-                started = time.perf_counter()
-                try:
-                    image = self.source.read()
-                except Exception as exc:  # a driver error is a failed read, not a crash of the loop
-                    log.debug("read failed: %s", exc)
-                    image = None
-                if image is None:
-                    if self.source.kind == "file":
-                        if self.loop and played > 0:
-                            played = 0
-                            self.source.open()
-                            continue
-                        self._end()
+        while not self._stop.is_set():
+            started = time.perf_counter()
+            try:
+                image = self.source.read()
+            except Exception as exc:  # a driver error is a failed read, not a crash of the loop
+                log.debug("read failed: %s", exc)
+                image = None
+            if image is None:
+                if self.source.kind == "file":
+                    if self.loop and played > 0:
+                        played = 0
+                        self.source.open()  # raises when the file is gone: _run retries with back-off
+                        continue
+                    self._end()
+                    return
+                failures += 1
+                if failures >= self.failures_before_reopen:
+                    if self.state == "live":
+                        log.warning("input %s stopped delivering; retrying with back-off",
+                                    getattr(self.source, "spec", self.source.kind))
+                    if not self._reopen():
                         return
-                    failures += 1
-                    if failures >= self.failures_before_reopen:
-                        if self.state == "live":
-                            log.warning("input %s stopped delivering; retrying with back-off",
-                                        getattr(self.source, "spec", self.source.kind))
-                        if not self._reopen():
-                            return
-                        failures = 0
-                    else:
-                        self._stop.wait(min(0.05 * failures, 0.2))
-                    continue
-                failures = 0
-                played += 1
-                self.state = "live"
-                self._deliver(image, started)
-                if self.realtime and self.source.kind in ("file", "image"):
-                    next_due = max(next_due + period, time.perf_counter() - period)
-                    self._stop.wait(max(0.0, next_due - time.perf_counter()))
-        except Exception:  # never die silently: the frame loop then shows "unavailable"
-            log.exception("capture thread failed")
-            self.state = "unavailable"
+                    failures = 0
+                else:
+                    self._stop.wait(min(0.05 * failures, 0.2))
+                continue
+            failures = 0
+            played += 1
+            self.state = "live"
+            self._deliver(image, started)
+            if self.realtime and self.source.kind in ("file", "image"):
+                next_due = max(next_due + period, time.perf_counter() - period)
+                self._stop.wait(max(0.0, next_due - time.perf_counter()))

@@ -9,15 +9,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 
 import vcam
 import vcam.commands
-from vcam.errors import VcamError
-
-# Exceptions that mean "the user's input or environment is wrong", not "vcam has a bug".
-_USER_ERRORS = (VcamError, ValueError, TypeError, FileNotFoundError, PermissionError, RuntimeError, OSError)
+from vcam.errors import report_error
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,17 +60,32 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    quiet_native_logs(verbose=args.verbose)
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except _USER_ERRORS as exc:
-        code = exc.exit_code if isinstance(exc, VcamError) else 1
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"vcam: error: {message}", file=sys.stderr)
-        if getattr(args, "verbose", False):
-            logging.exception("details")
-        return code
+    except Exception as exc:  # the policy in vcam.errors: one line; a bug says so; -v for the traceback
+        return report_error(exc, "vcam: ", verbose=args.verbose)
+
+
+def quiet_native_logs(verbose: bool = False) -> None:
+    """Keep FFmpeg's and OpenCV's own logging off stderr (a corrupt file prints hundreds of lines).
+
+    vcam says in one line what went wrong; `-v` lets the libraries speak again. FFmpeg reads
+    OPENCV_FFMPEG_LOGLEVEL when OpenCV first opens a file, so setting it here, before any capture, is
+    enough; a value the user exported wins.
+    """
+    if verbose:
+        return
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+    try:
+        import cv2
+
+        cv2.setLogLevel(0)  # LOG_LEVEL_SILENT: OpenCV's own warnings (e.g. "can't open file")
+    except Exception:  # an OpenCV without the call: its logs are noise, not a failure
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,11 +4,18 @@ The command line keeps every option's default at `None` so that an option the us
 told apart from one typed with the default value; `resolve()` then layers defaults, the TOML file and the
 typed flags. The same layering runs again when the file changes on disk (`vcam.controls.ConfigWatcher`),
 and the settings in `LIVE_KEYS` are applied to the running pipeline without a restart.
+
+Every value, however it arrives (a flag, the TOML file, a live edit, `RunConfig.replace` from a control
+page), passes one validation layer: `RunConfig` runs `validate` on construction, so a RunConfig that exists
+is valid. Numbers are real, finite and in a sane range, booleans real booleans, strings strings, and no
+output overwrites an input; a bad value is a `SettingError` naming the setting.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -60,12 +67,23 @@ class RunConfig:
     split: bool = False  # preview: before/after split view
     config: str | None = None
 
+    def __post_init__(self) -> None:
+        validate(self)
+
     def replace(self, **changes: Any) -> RunConfig:
+        """A copy with `changes`, validated like any RunConfig (the control page's and live edits' way in).
+
+        Raises:
+            SettingError: a changed value of the wrong type or out of range; `self` is unchanged.
+        """
         return dataclasses.replace(self, **changes)
 
 
 _FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
 _LISTS = ("background", "output")
+# Fields whose None means "not set" (the rest always hold a value).
+_OPTIONAL = {"size", "fps", "vcam_backend", "vcam_device", "model", "weights", "reference", "segmenter_model",
+             "max_frames", "stats_json", "loop", "config"}
 
 
 def parse_size(text: str | list | tuple) -> tuple[int, int]:
@@ -115,83 +133,262 @@ def parse_output(spec: str) -> tuple[str, str | None]:
     raise ValueError(f"unknown --output {spec!r}: expected virtualcam, preview, null or file:PATH")
 
 
-def _coerce(key: str, value: Any) -> Any:
-    """Bring a TOML or flag value to the type RunConfig holds, with a clear error."""
-    if value is None:
-        return None
-    if key in _LISTS:
-        values = [value] if isinstance(value, str) else list(value)
-        if not values or not all(isinstance(v, str) and v for v in values):
-            raise ValueError(f"{key} must be a string or a list of strings, got {value!r}")
-        return values
-    if key == "size":
-        return parse_size(value)
-    if key == "input":
-        return str(value)
-    if key in ("fps", "smoothing", "strength", "refresh_hz", "status_interval"):
-        return float(value)
-    if key in ("net_size", "segmentation_model", "max_frames", "threads"):
-        if isinstance(value, bool) or int(value) != float(value):
-            raise ValueError(f"{key} must be an integer, got {value!r}")
-        return int(value)
-    if key in ("harmonize", "mask_smoothing", "split", "loop"):
-        if not isinstance(value, bool):
-            raise ValueError(f"{key} must be true or false, got {value!r}")
-        return value
+class SettingError(ValueError):
+    """A setting with the wrong type or an unusable value; the message names the setting.
+
+    Args:
+        message: one line: the setting, what is allowed, what was given.
+        setting: the RunConfig field name.
+        exit_code: 2 (a usage error) for a flag; `load_toml` makes it 1 (a bad file).
+    """
+
+    def __init__(self, message: str, setting: str, exit_code: int = 2):
+        super().__init__(message)
+        self.setting = setting
+        self.exit_code = exit_code
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _number(key: str, value: Any, low: float, high: float, *, integer: bool = False,
+            high_open: bool = False) -> float | int:
+    """A real, finite number in [low, high] (or [low, high)); bools and strings are refused.
+
+    The upper bounds are sanity limits, not tuning advice: a value past them cannot be meant (100,000
+    threads, a blur wider than any frame) and would hang or exhaust the machine instead of failing.
+    """
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SettingError(f"{_flag(key)} must be {kind}, got {value!r} ({type(value).__name__})", key)
+    if not math.isfinite(value):
+        raise SettingError(f"{_flag(key)} must be a finite number, got {value!r}", key)
+    if integer:
+        if value != int(value):
+            raise SettingError(f"{_flag(key)} must be an integer, got {value!r}", key)
+        value = int(value)
+    above = value >= high if high_open else value > high
+    if value < low or above:
+        bracket = ")" if high_open else "]"
+        raise SettingError(f"{_flag(key)} must be in [{low:g}, {high:g}{bracket}, got {value!r}", key)
+    return value if integer else float(value)
+
+
+# name: (low, high, integer, high_open). Everything numeric in RunConfig is listed here: one place for the
+# ranges, whichever way a value arrives (flag, TOML, live edit, control page).
+_NUMBERS: dict[str, tuple[float, float, bool, bool]] = {
+    "fps": (1, 240, False, False),
+    "smoothing": (0, 1, False, True),
+    "strength": (0, 1, False, False),
+    "net_size": (8, 2048, True, False),
+    "refresh_hz": (0, 1000, False, False),
+    "threads": (1, 64, True, False),
+    "segmentation_model": (0, 1, True, False),
+    "max_frames": (1, 10**9, True, False),
+    "status_interval": (0, 86400, False, False),
+}
+_BOOLS = ("harmonize", "mask_smoothing", "split", "loop")
+_CHOICES = {"harmonize_mode": ("auto", "inline", "worker")}
+_STRINGS = ("model", "weights", "backend", "device", "reference", "vcam_backend", "vcam_device",
+            "segmenter_model", "stats_json", "config")
+DEFAULT_BLUR = 12.0  # blur background: Gaussian sigma in full-resolution pixels at 720p
+MAX_BLUR = 200.0  # blur sigma (720p pixels): wider than the frame is no longer a blur, and costs minutes
+
+
+def parse_blur(arg: str) -> float:
+    """The STRENGTH of `blur:STRENGTH` (empty: the default), finite and in (0, MAX_BLUR].
+
+    Raises:
+        ValueError: not a number, not finite or out of range.
+    """
+    if not str(arg).strip():
+        return DEFAULT_BLUR
+    try:
+        sigma = float(arg)
+    except ValueError:
+        raise ValueError(f"blur strength must be a number, got {arg!r}") from None
+    if not math.isfinite(sigma) or not 0 < sigma <= MAX_BLUR:
+        raise ValueError(f"blur strength must be a finite number in (0, {MAX_BLUR:g}], got {arg!r}")
+    return sigma
+
+
+def check_background(spec: str) -> str:
+    """Check a --background value's syntax (blur, colour) without opening files; returns it stripped.
+
+    Raises:
+        ValueError: a malformed blur strength or colour, or an empty value.
+    """
+    spec = spec.strip()
+    kind, _, arg = spec.partition(":")
+    if kind.lower() == "blur":
+        parse_blur(arg)
+    elif kind.lower() in ("color", "colour"):
+        parse_color(arg)
+    elif not spec:
+        raise ValueError("an empty background")
+    return spec
+
+
+def check_reference(spec: str) -> str:
+    """An x,y,w,h --reference must be four finite numbers >= 0 (a mask image path is checked on open).
+
+    Raises:
+        ValueError: a rectangle with a non-number, a negative, an infinity or a NaN.
+    """
+    parts = spec.split(",")
+    if len(parts) != 4 or Path(spec).exists():
+        return spec
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"--reference must be x,y,w,h (numbers) or a mask image, got {spec!r}") from None
+    if not all(math.isfinite(v) and v >= 0 for v in values):
+        raise ValueError(f"--reference x,y,w,h must be finite numbers >= 0, got {spec!r}")
+    return spec
+
+
+def _string(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or any(ord(c) < 32 for c in value):
+        raise SettingError(f"{_flag(key)} must be a non-empty string on one line, got {value!r}", key)
     return value
 
 
-def validate(config: RunConfig) -> RunConfig:
-    """Check value ranges once, at the boundary.
+def _coerce(key: str, value: Any) -> Any:
+    """Bring a flag, TOML or live value to the type RunConfig holds; anything else is a SettingError.
 
     Raises:
-        ValueError: the first value out of range, naming the option, what is allowed and what was given.
+        SettingError: naming the setting, what is allowed and what was given.
     """
-    if config.fps is not None and not 1 <= config.fps <= 240:
-        raise ValueError(f"--fps must be in 1..240, got {config.fps}")
-    if not 0 <= config.smoothing < 1:
-        raise ValueError(f"--smoothing must be in [0, 1), got {config.smoothing}")
-    if not 0 <= config.strength <= 1:
-        raise ValueError(f"--strength must be in [0, 1], got {config.strength}")
-    if config.net_size < 8 or config.net_size % 8:
-        raise ValueError(f"--net-size must be a multiple of 8 >= 8, got {config.net_size}")
-    if config.segmentation_model not in (0, 1):
-        raise ValueError(f"--segmentation-model must be 0 (general) or 1 (landscape), got {config.segmentation_model}")
-    if config.harmonize_mode not in ("auto", "inline", "worker"):
-        raise ValueError(f"--harmonize-mode must be auto, inline or worker, got {config.harmonize_mode!r}")
-    if config.max_frames is not None and config.max_frames < 1:
-        raise ValueError(f"--max-frames must be >= 1, got {config.max_frames}")
-    if config.refresh_hz < 0:
-        raise ValueError(f"--refresh-hz must be >= 0, got {config.refresh_hz}")
-    if config.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {config.threads}")
+    if value is None:
+        return None
+    try:
+        return _coerce_value(key, value)
+    except SettingError:
+        raise
+    except (ValueError, TypeError, OverflowError) as exc:  # the parsers' messages, tagged with the name
+        message = str(exc).strip()
+        if _flag(key) not in message:
+            message = f"{_flag(key)}: {message}"
+        raise SettingError(message, key) from None
+
+
+def _coerce_value(key: str, value: Any) -> Any:
+    if key in _LISTS:
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, list | tuple) or not values or not all(isinstance(v, str) and v.strip()
+                                                                          for v in values):
+            raise SettingError(f"{_flag(key)} must be a string or a list of strings, got {value!r}", key)
+        return [check_background(v) for v in values] if key == "background" else [v.strip() for v in values]
+    if key == "size":
+        if not isinstance(value, str | list | tuple):
+            raise SettingError(f"--size must look like 1280x720, got {value!r}", key)
+        return parse_size(value)
+    if key == "input":
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return str(value)  # TOML `input = 0`: a camera index
+        return _string(key, value).strip()
+    if key in _NUMBERS:
+        low, high, integer, high_open = _NUMBERS[key]
+        return _number(key, value, low, high, integer=integer, high_open=high_open)
+    if key in _BOOLS:
+        if not isinstance(value, bool):  # "no" is a true string: never negate or truth-test a non-bool
+            raise SettingError(f"{key} must be true or false, got {value!r} ({type(value).__name__})", key)
+        return value
+    if key in _CHOICES:
+        if value not in _CHOICES[key]:
+            raise SettingError(f"{_flag(key)} must be one of {', '.join(_CHOICES[key])}, got {value!r}", key)
+        return value
+    if key == "reference":
+        return check_reference(_string(key, value))
+    if key in _STRINGS:
+        return _string(key, value)
+    raise SettingError(f"unknown setting {key!r}", key)
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file (also through links); cheap, never opens either."""
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+        return os.path.realpath(a) == os.path.realpath(b)
+    except OSError:
+        return False
+
+
+def _check_paths(config: RunConfig) -> None:
+    """Refuse an output that would overwrite something the run reads (input, background, config...)."""
+    reads = [("--input", config.input)] + [("--background", b) for b in config.background]
+    reads += [(_flag(k), getattr(config, k)) for k in ("reference", "weights", "segmenter_model", "config")]
+    reads = [(name, path) for name, path in reads if path and not str(path).isdigit() and "://" not in str(path)]
+    writes = [("output", "--output file:", arg) for kind, arg in map(parse_output, config.output) if kind == "file"]
+    if config.stats_json:
+        writes.append(("stats_json", "--stats-json ", config.stats_json))
+    for i, (setting, label, path) in enumerate(writes):
+        for other_name, other in reads + [(w[1].split()[0], w[2]) for w in writes[:i]]:
+            if _same_file(path, other):
+                raise SettingError(f"{label}{path} is also the {other_name}: it would be overwritten while in "
+                                   f"use; choose another path", setting)
+
+
+def validate(config: RunConfig) -> RunConfig:
+    """Check every field's type and range, and the paths against each other, at the boundary.
+
+    `RunConfig` runs this on construction (and so on `replace`), so a RunConfig that exists is valid,
+    however its values arrived.
+
+    Raises:
+        SettingError: the first bad value, naming the setting, what is allowed and what was given.
+    """
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if value is None and f.name not in _OPTIONAL:
+            raise SettingError(f"{_flag(f.name)} must be set", f.name)
+        object.__setattr__(config, f.name, _coerce(f.name, value))
+    if config.net_size % 8:
+        raise SettingError(f"--net-size must be a multiple of 8 >= 8, got {config.net_size}", "net_size")
     for spec in config.output:
-        parse_output(spec)
+        try:
+            parse_output(spec)
+        except ValueError as exc:
+            raise SettingError(str(exc), "output") from None
+    _check_paths(config)
     return config
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML config file into RunConfig keys (dashes or underscores both accepted).
 
+    Every value goes through the same checks as a flag; a bad one names the file and the setting.
+
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: not valid TOML, or a key vcam does not know.
+        SettingError: not valid TOML, an unknown key, or a value of the wrong type or out of range (exit 1:
+            a bad file rather than a usage error).
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"config file not found: {path}")
+    if not path.is_file():  # a FIFO or device would block the read, a directory cannot be read
+        raise SettingError(f"config file {path} is not a regular file", "config", exit_code=1)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"config file {path} is not valid TOML: {exc}") from None
+        raise SettingError(f"config file {path} is not valid TOML: {exc}", "config", exit_code=1) from None
     values = {}
     for key, value in data.items():
         name = key.replace("-", "_")
         if name == "no_harmonize":
+            if not isinstance(value, bool):  # negating a string ("no") would silently mean "off"
+                raise SettingError(f"config file {path}: setting {key!r} must be true or false, got {value!r}",
+                                   "harmonize", exit_code=1)
             name, value = "harmonize", not value
         if name not in _FIELDS or name == "config":
-            raise ValueError(f"config file {path}: unknown setting {key!r}")
-        values[name] = _coerce(name, value)
+            raise SettingError(f"config file {path}: unknown setting {key!r}", name, exit_code=1)
+        try:
+            values[name] = _coerce(name, value)
+        except SettingError as exc:
+            raise SettingError(f"config file {path}: setting {key!r}: {exc}", name, exit_code=1) from None
     return values
 
 
@@ -199,20 +396,20 @@ def resolve(flags: dict[str, Any], file_values: dict[str, Any] | None = None) ->
     """Layer defaults < file values < flags (flags given as None count as not typed).
 
     Raises:
-        ValueError: a value of the wrong type or out of range.
+        SettingError: a value of the wrong type or out of range, naming the setting.
     """
     values = dict(file_values or {})
     for key, value in flags.items():
         if key in _FIELDS and value is not None:
             values[key] = _coerce(key, value)
-    return validate(RunConfig(**values))
+    return RunConfig(**values)  # validates
 
 
 def from_args(args: Any) -> tuple[RunConfig, dict[str, Any]]:
     """Build the RunConfig from parsed `vcam run` arguments; returns it and the typed flags.
 
     Raises:
-        FileNotFoundError, ValueError: from the config file or a bad value.
+        FileNotFoundError, SettingError: from the config file or a bad value.
     """
     flags = {name: getattr(args, name) for name in _FIELDS if hasattr(args, name)}
     if getattr(args, "no_harmonize", None):

@@ -8,8 +8,9 @@ Two ways to run, chosen by `mode`:
   output never drops below the camera's rate because of it. The worker limits torch to `threads`
   intra-op threads so that it leaves the other core to the frame loop.
 
-Failure policy while streaming: any engine error is logged once and the un-harmonized composite is sent
-(never a traceback, never a black or NaN frame).
+Failure policy while streaming: an engine error is logged and the un-harmonized composite is sent (never a
+traceback, never a black or NaN frame); harmonization is retried after a back-off (1 s doubling to 60 s),
+so one transient error does not turn it off for the session. `stats()` says when the next try is.
 """
 
 from __future__ import annotations
@@ -171,7 +172,8 @@ class HarmonizeStage:
     """
 
     def __init__(self, harmonizer, mode: str = "auto", refresh_hz: float = 10.0, threads: int = 1,
-                 reference: np.ndarray | None = None, enabled: bool = True):
+                 reference: np.ndarray | None = None, enabled: bool = True, retry_initial: float = 1.0,
+                 retry_max: float = 60.0):
         if mode not in ("auto", "inline", "worker"):
             raise ValueError(f"mode must be auto, inline or worker, got {mode!r}")
         self.harmonizer = harmonizer
@@ -179,6 +181,10 @@ class HarmonizeStage:
         self.enabled = enabled
         self.reference = reference
         self.failed = False
+        self.failures = 0
+        self._retry_initial, self._retry_max = retry_initial, retry_max
+        self._retry_delay = retry_initial
+        self._retry_at = 0.0
         self._lock = threading.Lock()  # estimate()/reset()/settings never run concurrently
         self._refresh_hz, self._threads = refresh_hz, threads
         self._worker: _Worker | None = None
@@ -238,10 +244,25 @@ class HarmonizeStage:
     # -- per frame --------------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> None:
         if not self.failed:
+            self.failures += 1
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            log.error("harmonization failed (%s: %s); sending the plain composite from now on",
-                      type(exc).__name__, message)
+            log.error("harmonization failed (%s: %s); sending the plain composite, retrying in %.0f s",
+                      type(exc).__name__, message, self._retry_delay)
+            self._retry_at = time.perf_counter() + self._retry_delay
+            self._retry_delay = min(self._retry_delay * 2, self._retry_max)
         self.failed = True
+
+    def _retry_due(self) -> bool:
+        """After a failure: whether the back-off has passed; then start afresh (a new worker, new state)."""
+        if time.perf_counter() < self._retry_at:
+            return False
+        log.info("retrying harmonization")
+        if self._worker is not None:  # its thread ended with the error
+            self._worker.close()
+            self._worker = None
+        self.failed = False
+        self.reset()
+        return not self.failed
 
     def _reference_for(self, frame: Frame) -> np.ndarray | None:
         if self.reference is None or self.reference.shape == frame.composite.shape[:2]:
@@ -251,7 +272,7 @@ class HarmonizeStage:
 
     def __call__(self, frame: Frame) -> Frame:
         frame.output = frame.composite
-        if not self.enabled or self.failed or frame.mask is None:
+        if not self.enabled or frame.mask is None or (self.failed and not self._retry_due()):
             return frame
         try:
             if self.mode == "inline":
@@ -264,6 +285,7 @@ class HarmonizeStage:
                 output = self._worker_step(frame)
             if output is not None:
                 frame.output = output
+                self._retry_delay = self._retry_initial  # working again: the next failure waits little
         except Exception as exc:  # streaming must go on: fall back to the composite
             self._fail(exc)
         return frame
@@ -297,6 +319,8 @@ class HarmonizeStage:
             "refresh_hz": round(count / elapsed, 3),
             "estimate_ms": percentiles(times),
             "failed": self.failed,
+            "failures": self.failures,
+            "retry_in_s": round(max(self._retry_at - time.perf_counter(), 0.0), 1) if self.failed else None,
         }
 
     def close(self) -> None:

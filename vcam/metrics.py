@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
@@ -111,8 +113,19 @@ class Metrics:
 
 
 def write_json(path: str | Path, data: dict) -> Path:
-    """Write `data` as indented JSON, creating the parent folder."""
+    """Write `data` as indented JSON, creating the parent folder; atomically (a temporary file renamed),
+    so a reader never sees half a file and a crash never leaves one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(data, indent=2) + "\n")
+        umask = os.umask(0)  # mkstemp makes the file 0600; the stats get the usual mode
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path

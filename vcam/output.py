@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -20,6 +21,8 @@ from vcam.errors import VcamError
 from vcam.frame import Frame
 
 log = logging.getLogger("vcam.output")
+
+MIN_SIZE = 16  # smallest frame side the encoders and virtual cameras take (a 1x1 mp4 cannot be opened)
 
 MODPROBE = 'sudo modprobe v4l2loopback devices=1 video_nr=10 card_label="vcam" exclusive_caps=1'
 
@@ -61,6 +64,48 @@ def split_view(before: np.ndarray, after: np.ndarray) -> np.ndarray:
         cv2.putText(view, text, (x, int(34 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
                     max(1, round(2 * scale)), cv2.LINE_AA)
     return view
+
+
+def check_writable(path: str | os.PathLike, what: str) -> Path:
+    """Check, before a run starts, that `path` can be written (creating its folder), so that nothing
+    produced by a long run is lost at its end.
+
+    Args:
+        path: the file to be written later.
+        what: the option that named it, for the message (e.g. "--stats-json").
+
+    Returns:
+        The path.
+
+    Raises:
+        VcamError: a directory in the way, a folder that cannot be created, or one that is not writable.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise VcamError(f"{what} {path} is a directory; give a file path")
+    if path.exists() and not path.is_file():
+        raise VcamError(f"{what} {path} is not a regular file (a pipe or device?)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A real file in the real folder: permission bits lie on read-only mounts and for root.
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".check"):
+            pass
+    except OSError as exc:
+        raise VcamError(f"{what} {path}: cannot write to {path.parent or '.'} ({exc.strerror or exc})") from None
+    return path
+
+
+def atomic_path(path: Path) -> Path:
+    """A fresh hidden temporary file beside `path`, with its suffix (OpenCV picks the container by it).
+
+    Written there and renamed over `path` when complete, a file is never seen half written under its name.
+    """
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)  # mkstemp makes the file 0600; the finished file gets the usual mode
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)
+    return Path(name)
 
 
 class NullOutput:
@@ -124,21 +169,31 @@ class VirtualCamOutput:
 class FileOutput:
     """An mp4 (or any container OpenCV writes) via cv2.VideoWriter; finalized on close.
 
+    The video is written to a temporary file beside `path` and renamed to `path` on close (so an existing
+    file is replaced only by a complete one).
+
     Raises:
-        VcamError: the file cannot be created.
+        VcamError: the folder is not writable, the frame is too small, or OpenCV cannot write this kind of
+            file.
     """
 
     name = "file"
 
     def __init__(self, path: str, size: tuple[int, int], fps: float):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = check_writable(path, "--output file:")
+        width, height = size
+        if width < MIN_SIZE or height < MIN_SIZE:
+            raise VcamError(f"cannot record {path!r}: the frame is {width}x{height}, smaller than "
+                            f"{MIN_SIZE}x{MIN_SIZE}; choose a frame size with --size")
         fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov")
                                           else "MJPG"))
-        self._writer = cv2.VideoWriter(str(self.path), fourcc, float(fps), tuple(size))
+        self._tmp = atomic_path(self.path)
+        self._writer = cv2.VideoWriter(str(self._tmp), fourcc, float(fps), (width, height))
         if not self._writer.isOpened():
             self._writer.release()
-            raise VcamError(f"cannot write video file {path!r} (unsupported extension or not writable)")
+            self._tmp.unlink(missing_ok=True)
+            raise VcamError(f"cannot write video file {path!r}: OpenCV has no writer for "
+                            f"{self.path.suffix or 'files without an extension'} (use .mp4 or .avi)")
         self.frames = 0
 
     def send(self, frame: Frame, image: np.ndarray, bgr) -> None:
@@ -147,8 +202,9 @@ class FileOutput:
 
     def close(self) -> None:
         if self._writer is not None:
-            self._writer.release()
+            self._writer.release()  # writes the index (mp4: the moov atom) that makes the file playable
             self._writer = None
+            os.replace(self._tmp, self.path)
             log.info("wrote %s (%d frames)", self.path, self.frames)
 
 
@@ -212,7 +268,11 @@ class Outputs:
         self.sinks = []
         self.virtualcam: VirtualCamOutput | None = None
         self.preview: PreviewOutput | None = None
+        self._blank: np.ndarray | None = None
         kinds = [parse_output(spec) for spec in specs]  # validate all before opening any
+        if min(self.size) < MIN_SIZE:
+            raise VcamError(f"the frame is {self.size[0]}x{self.size[1]}, smaller than {MIN_SIZE}x{MIN_SIZE}: "
+                            f"too small to send or record; choose a frame size with --size")
         try:
             for kind, arg in kinds:
                 if kind == "virtualcam":
@@ -232,8 +292,16 @@ class Outputs:
             raise
 
     def send(self, frame: Frame) -> None:
-        """Send `frame.output` (resized to the opened size if the camera changed size) to every sink."""
-        image = frame.output if frame.output is not None else frame.image
+        """Send `frame.output` (resized to the opened size if the camera changed size) to every sink.
+
+        A frame without an output (a stage failed before setting one) is sent as a neutral placeholder,
+        never as the camera picture: with a virtual background chosen, the room must not reach the call.
+        """
+        image = frame.output
+        if image is None:
+            if self._blank is None:
+                self._blank = make_placeholder(self.size, "")
+            image = self._blank
         if (image.shape[1], image.shape[0]) != self.size:
             image = cv2.resize(image, self.size, interpolation=cv2.INTER_LINEAR)
         image = np.ascontiguousarray(image)

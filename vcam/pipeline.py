@@ -139,6 +139,7 @@ class Pipeline:
             except Exception as exc:
                 log.error("background not changed: %s", str(exc).splitlines()[0])
                 new = new.replace(background=self.config.background)
+                live.pop("background")  # not applied: the "config applied" line must not claim it
             else:
                 self.backgrounds.close()
                 self.backgrounds = backgrounds
@@ -174,13 +175,16 @@ class Pipeline:
             key = type(exc).__name__
             if key not in self._stage_errors:
                 self._stage_errors.add(key)
-                log.error("frame %d: %s: %s (sending the camera picture)", frame.index, key, exc)
-            frame.output = frame.image
+                log.error("frame %d: %s: %s (sending the last good picture)", frame.index, key, exc)
+            # Privacy first: never the camera picture (the room) while a virtual background is chosen.
+            last = getattr(self, "_last_output", None)  # any size: the outputs resize to theirs
+            frame.output = last if last is not None else self._placeholder
             return frame
         if self.harmonize is not None:
             _timed(frame, "harmonize", self.harmonize)
         else:
             frame.output = frame.composite
+        self._last_output = frame.output
         return frame
 
     def _placeholder_frame(self, index: int) -> Frame:
@@ -244,9 +248,12 @@ class Pipeline:
             if handle_key(self, preview.poll_key()) or preview.closed_by_user:
                 return True
         if self._watcher is not None:
-            new = self._watcher.poll(now)
-            if new is not None:
-                self.apply_config(new)
+            try:
+                new = self._watcher.poll(now)
+                if new is not None:
+                    self.apply_config(new)
+            except Exception as exc:  # a live edit must never stop the stream
+                log.error("config not applied: %s", exc)
         self.metrics.maybe_status(self._status_extra)
         return False
 
@@ -254,7 +261,10 @@ class Pipeline:
         """The harmonizer's rate and the input's state for the status line (computed only when it is due)."""
         extra = ""
         if self.harmonize is not None and self.harmonize.enabled:
-            extra = f"harmonizer {self.harmonize.stats()['refresh_hz']:.1f} Hz"
+            stats = self.harmonize.stats()
+            extra = f"harmonizer {stats['refresh_hz']:.1f} Hz"
+            if stats.get("failed"):
+                extra = f"harmonizer failed, retrying in {stats['retry_in_s']:.0f} s"
         if self.capture.state != "live":
             extra = f"input {self.capture.state}" + (f", {extra}" if extra else "")
         return extra

@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import torch
 
 from engine import paths
 from engine.backends.base import INPUT_NAMES, Backend
-from engine.backends.onnx_cache import cached_onnx
+from engine.backends.onnx_cache import cached_onnx, max_cache_bytes, prune_cache
 from engine.weights import file_sha256
 
 log = logging.getLogger(__name__)
@@ -116,10 +117,12 @@ class TensorRTBackend(Backend):
         if serialized is None:
             raise RuntimeError("TensorRT engine build failed (see the TensorRT log above)")
         paths.ensure_dir(path.parent)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
+        # Exclusive, unguessable temporary file (nothing planted under a predictable name is written through).
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
             f.write(memoryview(serialized))
         os.replace(tmp, path)
+        prune_cache(path.parent, max_cache_bytes(), keep=(path,))  # bounded, like the ONNX cache
         return path
 
     def _input_shapes(self, batch: int, height: int, width: int) -> dict[str, tuple[int, ...]]:

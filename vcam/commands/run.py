@@ -7,9 +7,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import signal
+import threading
 
 from vcam.config import from_args
 from vcam.controls import HOTKEYS
+
+log = logging.getLogger("vcam.run")
+
+# How systemd, desktop sessions and terminals that close stop a program: finish like Ctrl-C.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 HELP = "run the virtual camera: capture, segment, composite, harmonize, output"
 
@@ -23,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--size", help="WxH asked of the camera, applied to files (e.g. 1280x720)")
     io.add_argument("--fps", type=float, help="frame rate asked of the camera / pace of an image input")
     io.add_argument("--background", "-b", action="append",
-                    help="image or video path, blur[:STRENGTH] or color:#RRGGBB; repeat to cycle with 'b' "
-                         "(default blur)")
+                    help="image or video path, blur[:STRENGTH] (0-200, default 12) or color:#RRGGBB; repeat to cycle "
+                         "with 'b' (default blur)")
     io.add_argument("--output", "-o", action="append",
                     help="virtualcam, preview, file:PATH or null; repeatable (default virtualcam)")
     io.add_argument("--vcam-backend", help="pyvirtualcam backend (v4l2loopback, obs, unitycapture, ...)")
@@ -47,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="inline: network on every frame; worker: network at --refresh-hz in a thread, "
                            "correction applied to every frame (default auto: GPU inline, CPU worker)")
     harm.add_argument("--refresh-hz", type=float, help="worker: most network runs per second (default 10)")
-    harm.add_argument("--threads", type=int, help="torch threads for the worker on a CPU (default 1)")
+    harm.add_argument("--threads", type=int, help="threads for the worker on a CPU, 1-64 (default 1)")
 
     seg = parser.add_argument_group("segmentation")
     seg.add_argument("--segmentation-model", type=int, choices=(0, 1),
@@ -66,12 +75,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "preview hotkeys: " + ", ".join(f"{k} {v}" for k, v in HOTKEYS.items())
 
 
+@contextlib.contextmanager
+def stop_signals_interrupt():
+    """While inside, SIGTERM and SIGHUP end the run the way SIGINT does: the frame loop stops, the output
+    files are finalized and the stats written (the default action would kill the process mid-file).
+
+    Only the first signal interrupts; more (a service manager repeating itself) are logged and ignored, so
+    that the shutdown they asked for can finish. Signals can only be caught on the main thread; elsewhere
+    this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def handler(signum, _frame):
+        if received:
+            log.info("%s: already shutting down", signal.Signals(signum).name)
+            return
+        received.append(signum)
+        log.info("%s received; finishing", signal.Signals(signum).name)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old_handler in previous.items():
+            signal.signal(sig, old_handler)
+
+
 def run(args: argparse.Namespace) -> int:
+    from vcam.output import check_writable
     from vcam.pipeline import Pipeline  # after argument checks: imports MediaPipe
 
     config, flags = from_args(args)
-    pipeline = Pipeline(config, flags=flags)
-    stats = pipeline.run()
+    if config.stats_json:  # before the run: a run's stats must not be lost at its end
+        check_writable(config.stats_json, "--stats-json")
+    with stop_signals_interrupt():
+        pipeline = Pipeline(config, flags=flags)
+        stats = pipeline.run()
     if stats["frames"] == 0:
         print("vcam: no frames were produced", flush=True)
         return 1
