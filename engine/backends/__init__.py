@@ -14,6 +14,7 @@ import logging
 import torch
 
 from engine.backends.base import Backend, resolve_device, resolve_precision
+from engine.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,6 @@ def canonical_name(name: str) -> str:
     return key
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _options(name: str, threads: int | None) -> dict:
     """Backend-specific keyword arguments: only ONNX Runtime owns a per-session thread pool."""
     return {"threads": threads} if name == "onnxruntime" and threads else {}
@@ -96,7 +92,7 @@ def create_backend(name: str, model: torch.nn.Module, device: str | torch.device
         try:
             backend = _backend_class(name)(model, dev, prec, **_options(name, threads))
         except (RuntimeError, ImportError, OSError) as exc:
-            raise RuntimeError(f"backend {name!r} cannot start on {dev.type} ({prec}): {_first_line(exc)}") from exc
+            raise RuntimeError(f"backend {name!r} cannot start on {dev.type} ({prec}): {first_line(exc)}") from exc
         log.info("backend: %s (requested)", backend.description)
         return backend
 
@@ -115,7 +111,7 @@ def create_backend(name: str, model: torch.nn.Module, device: str | torch.device
             prec = "fp32" if cand == "onnxruntime" and precision is None else resolve_precision(precision, dev)
             backend = _backend_class(cand)(model, dev, prec, **_options(cand, threads))
         except (RuntimeError, ImportError, OSError, ValueError) as exc:
-            reasons.append(f"{label}: {_first_line(exc)}")
+            reasons.append(f"{label}: {first_line(exc)}")
             continue
         skipped = [f"no CUDA device for {', '.join(no_cuda)}"] if no_cuda else []
         why = "; ".join(skipped + reasons) if skipped or reasons else "first choice"

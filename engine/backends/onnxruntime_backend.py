@@ -14,6 +14,7 @@ import torch
 
 from engine.backends.base import INPUT_NAMES, Backend
 from engine.backends.onnx_cache import cached_onnx
+from engine.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             self._session.run_with_iobinding(self._binding)
         except Exception as exc:
-            raise RuntimeError(f"onnxruntime run failed: {str(exc).strip().splitlines()[0]}") from exc
+            raise RuntimeError(f"onnxruntime run failed: {first_line(exc)}") from exc
         finally:
             self._binding.clear_binding_inputs()
         return output, stats_out
