@@ -137,8 +137,11 @@ class Pipeline:
                                  config.net_size, config.smoothing, config.strength, config.threads)
 
     def _stage(self, harmonizer, config: RunConfig) -> HarmonizeStage:
-        return HarmonizeStage(harmonizer, config.harmonize_mode, config.refresh_hz, self._reference,
-                              enabled=config.harmonize)
+        """The stage around `harmonizer`, set to the current settings (they may have changed since it was built)."""
+        stage = HarmonizeStage(harmonizer, config.harmonize_mode, config.refresh_hz, self._reference,
+                               enabled=config.harmonize)
+        stage.configure(smoothing=config.smoothing, strength=config.strength)
+        return stage
 
     # -- live settings: one path --------------------------------------------------------------------
     def request(self, **changes) -> None:
@@ -247,9 +250,7 @@ class Pipeline:
             log.error("cannot start harmonization: %s", _first_line(future.exception()))
             self.config = self.config.replace(harmonize=False)
             return
-        # Settings changed while it loaded: the stage starts from the current ones.
         self.harmonize = self._stage(future.result(), self.config)
-        self.harmonize.configure(smoothing=self.config.smoothing, strength=self.config.strength)
         log.info("harmonization on (%s on %s)", self.harmonize.mode, self.harmonize.stats()["backend"])
 
     def stop(self) -> None:
