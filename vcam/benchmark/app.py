@@ -228,6 +228,13 @@ class _Clock:
         self.end: tuple[float, float, int] | None = None
         self.budget_hit = False
 
+    def run(self, config: RunConfig) -> dict:
+        """Build the pipeline with this object as its `on_frame` hook and run it; returns its stats."""
+        from vcam.pipeline import Pipeline
+
+        self.pipeline = Pipeline(config, metrics=self.metrics, on_frame=self)
+        return self.pipeline.run()
+
     def _now(self) -> tuple[float, float, int]:
         stage = self.pipeline.harmonize
         return time.perf_counter(), time.process_time(), stage.stats()["estimates"] if stage else 0
@@ -254,8 +261,6 @@ def run_once(clip: InputClip, harmonize: bool, paced: bool, frames: int, warmup:
     """One pipeline run; a row of the report (status "failed" with the reason when it cannot run)."""
     import torch
 
-    from vcam.pipeline import Pipeline
-
     mode = ("harmonize" if harmonize else "no-harmonize") + (f" @{clip.fps:g}fps" if paced else "")
     row = {"input": clip.label, "resolution": f"{clip.size[0]}x{clip.size[1]}", "origin": clip.origin,
            "mode": mode, "harmonize": harmonize, "paced": paced, "source_fps": clip.fps}
@@ -267,8 +272,7 @@ def run_once(clip: InputClip, harmonize: bool, paced: bool, frames: int, warmup:
     metrics = Metrics(status_interval=0.0)
     clock = _Clock(metrics, warmup, frames, max_seconds)
     try:
-        clock.pipeline = Pipeline(config, metrics=metrics, on_frame=clock)
-        summary = clock.pipeline.run()
+        summary = clock.run(config)
     except Exception as exc:
         return {**row, "status": "failed", "reason": f"{type(exc).__name__}: {str(exc).strip()[:200]}"}
     if clock.mark is None or clock.end is None or metrics.frames < 2:
