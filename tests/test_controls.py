@@ -95,7 +95,11 @@ def test_every_documented_hotkey_does_something(pipeline):
         assert (pipeline.settings, pipeline.backgrounds.current.name) != before, f"key {char!r} did nothing"
 
 
-def test_request_rejects_unknown_settings(pipeline):
+def test_request_rejects_unknown_settings_and_bad_values(pipeline):
     pipeline, _ = pipeline
     with pytest.raises(ValueError, match="unknown setting"):
         pipeline.request(colour="red")
+    with pytest.raises(ValueError, match="smoothing"):
+        pipeline.request(smoothing=1.5)  # refused here, never sent to the engine
+    pipeline.apply_pending()
+    assert pipeline.config.smoothing == 0.6

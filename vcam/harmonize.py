@@ -16,8 +16,8 @@ worker publishes each finished correction as one immutable tuple (generation, fr
 A reset bumps the generation, so an estimate that was running when the scene changed is never applied.
 
 Threads: the Harmonizer owns its thread count (`Harmonizer(threads=)`, ONNX Runtime's pool); torch's
-pool is per thread, so the thread that runs the network applies the same count to torch
-(`_limit_torch_threads`), in this one place.
+pool is per thread, so the worker gives torch the same count (`_limit_torch_threads`), in this one place,
+leaving the other core to the frame loop. Inline, the network is the frame loop's own work: no limit.
 
 Failure policy while streaming: any engine error is logged once and the un-harmonized composite is sent
 (never a traceback, never a black or NaN frame).
@@ -231,7 +231,6 @@ class HarmonizeStage:
         self._worker: _Worker | None = None
         self._inline_ms: list[float] = []
         self._started = time.perf_counter()
-        self._threads_limited = False
 
     # -- live settings (queued to the owner of the temporal state) ----------------------------------
     def configure(self, *, smoothing: float | None = None, strength: float | None = None,
@@ -287,9 +286,6 @@ class HarmonizeStage:
         return frame
 
     def _inline_step(self, frame: Frame) -> np.ndarray:
-        if not self._threads_limited:
-            _limit_torch_threads(self.harmonizer)
-            self._threads_limited = True
         started = time.perf_counter()
         output = self.harmonizer.harmonize(frame.composite, frame.mask, self._reference_for(frame))
         self._inline_ms.append((time.perf_counter() - started) * 1000.0)

@@ -31,7 +31,7 @@ from dataclasses import asdict
 from vcam.background import Backgrounds
 from vcam.capture import Capture, Source, open_source
 from vcam.composite import Compositor
-from vcam.config import LIVE_KEYS, RunConfig
+from vcam.config import LIVE_KEYS, RunConfig, validate
 from vcam.controls import ConfigWatcher, changed_settings, handle_key
 from vcam.frame import Frame
 from vcam.harmonize import HarmonizeStage, create_harmonizer, parse_reference
@@ -150,10 +150,17 @@ class Pipeline:
         Args:
             **changes: RunConfig fields with their new values (live ones apply, others are reported as
                 needing a restart), or `next_background=True`.
+
+        Raises:
+            ValueError: an unknown setting or a value out of range (checked here, at the boundary, so that
+                a bad value never reaches a running stage).
         """
         unknown = set(changes) - set(asdict(self.config)) - {NEXT_BACKGROUND}
         if unknown:
             raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; live ones: {', '.join(LIVE_KEYS)}")
+        fields = {k: v for k, v in changes.items() if k != NEXT_BACKGROUND}
+        if fields:
+            validate(self.settings.replace(**fields))
         with self._requests_lock:
             self._requests.append(dict(changes))
 
