@@ -191,7 +191,7 @@ class Harmonizer:
         self.model_name = getattr(self._model, "name", type(self._model).__name__)
         self._backend = create_backend(backend, self._model, device, precision, threads)
         self._device = self._backend.device
-        self.threads = threads  # the thread count the app gives torch too, in the thread that runs the network
+        self.threads = threads  # ONNX Runtime gets it here; the app's CPU worker gives torch the same count
         self._stats: torch.Tensor | None = None
         self._params: lift_mod.LiftParams | None = None  # the last (smoothed) correction
         self._scene: tuple[tuple[int, int], np.ndarray] | None = None
