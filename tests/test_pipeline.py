@@ -191,6 +191,18 @@ def test_worker_owns_the_temporal_state_and_drops_estimates_from_before_a_reset(
     assert fake.closed
 
 
+def test_a_reset_before_the_worker_starts_does_not_discard_its_corrections():
+    fake = SlowHarmonizer(delay=0.0)
+    stage = HarmonizeStage(fake, mode="worker", refresh_hz=0)
+    stage.reset()  # e.g. a background change before the first frame
+    image = np.full((36, 64, 3), 100, np.uint8)
+    mask = np.ones((36, 64), np.float32)
+    record = []
+    _frames(stage, image, mask, lambda: record and record[-1][1], record)  # fails after 30 s if never
+    stage.close()
+    assert fake.resets == 1
+
+
 def test_stage_mode_follows_the_harmonizers_device():
     class Device:  # torch.device's shape: a .type
         type = "cuda"

@@ -19,8 +19,9 @@ Threads: the Harmonizer owns its thread count (`Harmonizer(threads=)`, ONNX Runt
 pool is per thread, so the worker gives torch the same count (`_limit_torch_threads`), in this one place,
 leaving the other core to the frame loop. Inline, the network is the frame loop's own work: no limit.
 
-Failure policy while streaming: any engine error is logged once and the un-harmonized composite is sent
-(never a traceback, never a black or NaN frame).
+Failure policy while streaming: an engine error is logged and the un-harmonized composite is sent (never a
+traceback, never a black or NaN frame); harmonization is retried after a back-off (1 s doubling to 60 s),
+so one transient error does not turn it off for the session. `stats()` says when the next try is.
 """
 
 from __future__ import annotations
@@ -129,14 +130,14 @@ class _Worker:
     applies before its next estimate. Neither waits for a running estimate.
     """
 
-    def __init__(self, harmonizer, refresh_hz: float):
+    def __init__(self, harmonizer, refresh_hz: float, generation: int = 0):
         self._harmonizer = harmonizer
         self.refresh_hz = refresh_hz
         self._cond = threading.Condition()  # guards _pending, _commands and _stop only, never a network run
         self._pending = None  # (composite, mask, reference), latest wins
         self._commands: list[tuple[str, object, int]] = []
         self._stop = False
-        self._generation = 0  # of the last reset applied here
+        self._generation = generation  # of the last reset applied here
         self.published: tuple[int, tuple[int, ...], object] | None = None  # written here, read by the loop
         self.estimate_ms: list[float] = []
         self.started_at = time.perf_counter()
@@ -212,13 +213,15 @@ class HarmonizeStage:
         refresh_hz: worker's most estimates per second (0 = as fast as it runs).
         reference: optional float32 H×W reference mask (background region to match).
         enabled: harmonize at all (a live setting).
+        retry_initial, retry_max: after an engine error, seconds until the next try (doubling up to the max).
 
     Raises:
         ValueError: an unknown mode.
     """
 
     def __init__(self, harmonizer, mode: str = "auto", refresh_hz: float = 10.0,
-                 reference: np.ndarray | None = None, enabled: bool = True):
+                 reference: np.ndarray | None = None, enabled: bool = True, retry_initial: float = 1.0,
+                 retry_max: float = 60.0):
         if mode not in ("auto", "inline", "worker"):
             raise ValueError(f"mode must be auto, inline or worker, got {mode!r}")
         self.harmonizer = harmonizer
@@ -226,6 +229,10 @@ class HarmonizeStage:
         self.enabled = enabled
         self.reference = reference
         self.failed = False
+        self.failures = 0
+        self._retry_initial, self._retry_max = retry_initial, retry_max
+        self._retry_delay = retry_initial
+        self._retry_at = 0.0
         self.refresh_hz = float(refresh_hz)
         self._generation = 0  # bumped by reset(): corrections from before it are not applied
         self._worker: _Worker | None = None
@@ -262,10 +269,25 @@ class HarmonizeStage:
     # -- per frame --------------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> None:
         if not self.failed:
+            self.failures += 1
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            log.error("harmonization failed (%s: %s); sending the plain composite from now on",
-                      type(exc).__name__, message)
+            log.error("harmonization failed (%s: %s); sending the plain composite, retrying in %.0f s",
+                      type(exc).__name__, message, self._retry_delay)
+            self._retry_at = time.perf_counter() + self._retry_delay
+            self._retry_delay = min(self._retry_delay * 2, self._retry_max)
         self.failed = True
+
+    def _retry_due(self) -> bool:
+        """After a failure: whether the back-off has passed; then start afresh (a new worker, new state)."""
+        if time.perf_counter() < self._retry_at:
+            return False
+        log.info("retrying harmonization")
+        if self._worker is not None:  # its thread ended with the error
+            self._worker.close()
+            self._worker = None
+        self.failed = False
+        self.reset()
+        return not self.failed
 
     def _reference_for(self, frame: Frame) -> np.ndarray | None:
         if self.reference is None or self.reference.shape == frame.composite.shape[:2]:
@@ -275,12 +297,13 @@ class HarmonizeStage:
 
     def __call__(self, frame: Frame) -> Frame:
         frame.output = frame.composite
-        if not self.enabled or self.failed or frame.mask is None:
+        if not self.enabled or frame.mask is None or (self.failed and not self._retry_due()):
             return frame
         try:
             output = self._inline_step(frame) if self.mode == "inline" else self._worker_step(frame)
             if output is not None:
                 frame.output = output
+                self._retry_delay = self._retry_initial  # working again: the next failure waits little
         except Exception as exc:  # streaming must go on: fall back to the composite
             self._fail(exc)
         return frame
@@ -293,7 +316,7 @@ class HarmonizeStage:
 
     def _worker_step(self, frame: Frame) -> np.ndarray | None:
         if self._worker is None:
-            self._worker = _Worker(self.harmonizer, self.refresh_hz)
+            self._worker = _Worker(self.harmonizer, self.refresh_hz, self._generation)
         worker = self._worker
         if worker.error is not None:
             raise worker.error
@@ -322,6 +345,8 @@ class HarmonizeStage:
             "refresh_hz": round(count / elapsed, 3),
             "estimate_ms": percentiles(times),
             "failed": self.failed,
+            "failures": self.failures,
+            "retry_in_s": round(max(self._retry_at - time.perf_counter(), 0.0), 1) if self.failed else None,
         }
 
     def close(self) -> None:

@@ -183,7 +183,10 @@ class Pipeline:
             cycle = cycle or bool(change.get(NEXT_BACKGROUND))
             merged.update({k: v for k, v in change.items() if k != NEXT_BACKGROUND})
         if merged:
-            self.apply_config(self.config.replace(**merged))
+            try:
+                self.apply_config(self.config.replace(**merged))
+            except Exception as exc:  # a live change must never stop the stream
+                log.error("settings not applied: %s", _first_line(exc))
         if cycle:
             self.next_background()
         self._adopt_loaded_harmonizer()
@@ -266,7 +269,7 @@ class Pipeline:
 
     # -- the loop ---------------------------------------------------------------------------------
     def process(self, frame: Frame) -> Frame:
-        """Run the stages on one live frame; a failing stage falls back to the camera picture."""
+        """Run the stages on one live frame; a failing stage falls back to the last good picture."""
         try:
             _timed(frame, "segment", self.segmenter)
             _timed(frame, "background", self.backgrounds)
@@ -275,13 +278,16 @@ class Pipeline:
             key = type(exc).__name__
             if key not in self._stage_errors:
                 self._stage_errors.add(key)
-                log.error("frame %d: %s: %s (sending the camera picture)", frame.index, key, exc)
-            frame.output = frame.image
+                log.error("frame %d: %s: %s (sending the last good picture)", frame.index, key, exc)
+            # Privacy first: never the camera picture (the room) while a virtual background is chosen.
+            last = getattr(self, "_last_output", None)  # any size: the outputs resize to theirs
+            frame.output = last if last is not None else self._placeholder
             return frame
         if self.harmonize is not None:
             _timed(frame, "harmonize", self.harmonize)
         else:
             frame.output = frame.composite
+        self._last_output = frame.output
         return frame
 
     def _placeholder_frame(self, index: int) -> Frame:
@@ -360,7 +366,10 @@ class Pipeline:
         """The harmonizer's rate and the input's state for the status line (computed only when it is due)."""
         extra = ""
         if self.harmonize is not None and self.harmonize.enabled:
-            extra = f"harmonizer {self.harmonize.stats()['refresh_hz']:.1f} Hz"
+            stats = self.harmonize.stats()
+            extra = f"harmonizer {stats['refresh_hz']:.1f} Hz"
+            if stats.get("failed"):
+                extra = f"harmonizer failed, retrying in {stats['retry_in_s']:.0f} s"
         if self.capture.state != "live":
             extra = f"input {self.capture.state}" + (f", {extra}" if extra else "")
         return extra
