@@ -203,6 +203,26 @@ def test_a_reset_before_the_worker_starts_does_not_discard_its_corrections():
     assert fake.resets == 1
 
 
+def test_settings_sent_to_a_failed_worker_apply_after_the_retry():
+    class FailsOnce(SlowHarmonizer):
+        def estimate(self, composite, mask, reference=None):
+            if not self.intervals and not getattr(self, "failed_once", False):
+                self.failed_once = True
+                raise RuntimeError("transient backend error")
+            return super().estimate(composite, mask, reference)
+
+    fake = FailsOnce(delay=0.0)
+    stage = HarmonizeStage(fake, mode="worker", refresh_hz=0, retry_initial=0.0)
+    image = np.full((36, 64, 3), 100, np.uint8)
+    mask = np.ones((36, 64), np.float32)
+    _frames(stage, image, mask, lambda: stage.failed, [])  # the worker's estimate raised
+    stage.configure(smoothing=0.2)  # sent while failed: its worker is gone
+    record = []
+    _frames(stage, image, mask, lambda: record and record[-1][1], record)
+    stage.close()
+    assert fake.smoothing == 0.2 and stage.failures == 1
+
+
 def test_stage_mode_follows_the_harmonizers_device():
     class Device:  # torch.device's shape: a .type
         type = "cuda"

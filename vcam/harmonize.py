@@ -196,11 +196,15 @@ class _Worker:
                 self._cond.wait_for(lambda: self._stop, timeout=delay)
         return next_due
 
-    def close(self) -> None:
+    def close(self) -> list[tuple[str, object, int]]:
+        """Stop the thread; returns the commands it had not applied yet (the caller now owns the state)."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
         self._thread.join(timeout=5.0)
+        with self._cond:
+            left, self._commands = self._commands, []
+        return left
 
 
 class HarmonizeStage:
@@ -282,10 +286,12 @@ class HarmonizeStage:
         if time.perf_counter() < self._retry_at:
             return False
         log.info("retrying harmonization")
-        if self._worker is not None:  # its thread ended with the error
-            self._worker.close()
-            self._worker = None
         self.failed = False
+        worker, self._worker = self._worker, None
+        if worker is not None:  # its thread ended with the error: settings sent since then apply here
+            for name, value, _ in worker.close():
+                if name != "reset":  # a reset follows anyway
+                    self._command(name, value)
         self.reset()
         return not self.failed
 
