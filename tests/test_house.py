@@ -1,4 +1,4 @@
-"""House rules that keep the code base easy to change, checked on the source itself (issue 10)."""
+"""House rules that keep the code base easy to change, checked on the source itself."""
 
 from __future__ import annotations
 
