@@ -217,9 +217,9 @@ class Pipeline:
         if "split" in live and self.outputs.preview is not None:
             self.outputs.preview.split = new.split
         if live:
-            log.info("settings applied: %s", ", ".join(f"{k}={v}" for k, v in live.items()))
+            log.info("config applied: %s", ", ".join(f"{k}={v}" for k, v in live.items()))
         if restart:
-            log.warning("settings: %s changed; restart vcam to apply", ", ".join(restart))
+            log.warning("config: %s changed; restart vcam to apply", ", ".join(restart))
         self.config = new
 
     def _swap_backgrounds(self, specs: list[str]) -> bool:
