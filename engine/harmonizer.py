@@ -165,6 +165,7 @@ class Harmonizer:
         self.model_name = getattr(self._model, "name", type(self._model).__name__)
         self._backend = create_backend(backend, self._model, device, precision, threads)
         self._device = self._backend.device
+        self.threads = threads  # ONNX Runtime gets it here; the app's CPU worker gives torch the same count
         self._stats: torch.Tensor | None = None
         self._params: lift_mod.LiftParams | None = None  # the last (smoothed) correction
         self._scene: tuple[tuple[int, int], tuple[np.ndarray, np.ndarray]] | None = None
@@ -196,6 +197,11 @@ class Harmonizer:
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {value}")
         self._strength = value
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network runs (cpu or cuda:N): the app runs it inline on a GPU, in a worker on a CPU."""
+        return self._device
 
     @property
     def backend_name(self) -> str:

@@ -6,8 +6,7 @@
 The same as `vcam bench pipeline ...` (see `vcam bench pipeline --help`); writes out/bench/pipeline.json,
 pipeline.md and pipeline.png. The 720p/1080p/4K inputs are generated into out/bench/inputs from a real
 video of a person in ../shared/data/videos (a labelled synthetic clip where none exists); they are never
-committed. The report ends with whether the 720p CPU targets (≥ 30 FPS with harmonization, refresh ≥ 5 Hz,
-latency p95 ≤ 50 ms) are met.
+committed. The targets these figures are read against are in docs/benchmarks.md.
 """
 
 from __future__ import annotations

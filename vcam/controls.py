@@ -1,7 +1,7 @@
 """Live controls: preview hotkeys and the config file re-read when it changes (no restart).
 
-Both end in the same small set of actions on the running stages (next background, harmonization on/off,
-smoothing on/off, strength up/down, split view, quit), so a hotkey and a config edit behave alike.
+Both end in the same path: a queued `Pipeline.request(...)` that the frame loop applies between two frames
+(`Pipeline.apply_config`), so a hotkey and a config edit behave alike and neither waits for the network.
 """
 
 from __future__ import annotations
@@ -28,30 +28,29 @@ STRENGTH_STEP = 0.1
 
 
 def handle_key(pipeline, key: int | None) -> bool:
-    """Apply one preview key to `pipeline`; returns True when the user asked to quit."""
+    """Turn one preview key into a queued setting change on `pipeline`; True when the user asked to quit.
+
+    Never waits: the change goes through `pipeline.request` (applied between frames, the same path as a
+    config-file edit), and toggles start from `pipeline.settings`, which includes changes still queued.
+    """
     if key is None:
         return False
     char = chr(key).lower() if 0 <= key < 256 else ""
     if char == "q" or key == 27:
         return True
+    settings = pipeline.settings
     if char in ("b", "n", " "):
-        pipeline.next_background()
+        pipeline.request(next_background=True)
     elif char == "h":
-        stage = pipeline.harmonize
-        if stage is not None:
-            stage.enabled = not stage.enabled
-            log.info("harmonization %s", "on" if stage.enabled else "off")
-    elif char == "s" and pipeline.harmonize is not None:
-        on = pipeline.harmonize.toggle_smoothing()
-        log.info("temporal smoothing %s", f"on ({pipeline.harmonize.smoothing:.2f})" if on else "off")
-    elif char in ("+", "=") and pipeline.harmonize is not None:
-        pipeline.harmonize.strength = pipeline.harmonize.strength + STRENGTH_STEP
-        log.info("strength %.1f", pipeline.harmonize.strength)
-    elif char in ("-", "_") and pipeline.harmonize is not None:
-        pipeline.harmonize.strength = pipeline.harmonize.strength - STRENGTH_STEP
-        log.info("strength %.1f", pipeline.harmonize.strength)
-    elif char == "v" and pipeline.outputs is not None and pipeline.outputs.preview is not None:
-        pipeline.outputs.preview.split = not pipeline.outputs.preview.split
+        pipeline.request(harmonize=not settings.harmonize)
+    elif char == "s":
+        pipeline.request(smoothing=0.0 if settings.smoothing > 0 else pipeline.last_smoothing)
+    elif char in ("+", "="):
+        pipeline.request(strength=round(min(settings.strength + STRENGTH_STEP, 1.0), 3))
+    elif char in ("-", "_"):
+        pipeline.request(strength=round(max(settings.strength - STRENGTH_STEP, 0.0), 3))
+    elif char == "v":
+        pipeline.request(split=not settings.split)
     return False
 
 

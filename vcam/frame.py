@@ -36,7 +36,3 @@ class Frame:
     live: bool = True
     timings: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height) of the image."""
-        return self.image.shape[1], self.image.shape[0]

@@ -1,12 +1,23 @@
 """The harmonization stage: `frame.composite` -> `frame.output` through `engine.Harmonizer`.
 
-Two ways to run, chosen by `mode`:
-- "inline" (a GPU, or an offline job such as the demo): `harmonize()` on every frame.
+Two ways to run, chosen from where the network runs (`harmonizer.device`, never a backend's name):
+- "inline" (a GPU, or an offline job such as the demo): `harmonize()` on every frame, in the frame loop.
 - "worker" (a CPU): the network is slower than the camera, and harmonization changes slowly. A worker
   thread runs `estimate()` on the newest composite at most `refresh_hz` times a second; every frame gets
-  `apply(latest correction)`, which is cheap, so the frame loop never waits for the network and the
-  output never drops below the camera's rate because of it. The worker limits torch to `threads`
-  intra-op threads so that it leaves the other core to the frame loop.
+  `apply(latest correction)`, which is cheap, so the frame loop never waits for the network.
+
+Who owns what. The temporal state (the PN statistics and the smoothed correction) lives in the
+Harmonizer and has exactly one owner: the thread that runs `estimate()`: the worker, or the frame loop
+inline. Nothing else calls `estimate`, `reset` or sets `smoothing`; the frame loop sends those as
+commands that the worker applies between two estimates (`HarmonizeStage.configure`, `reset`), so a key
+press returns at once even while a network run takes hundreds of milliseconds. There is no lock. The
+worker publishes each finished correction as one immutable tuple (generation, frame shape, correction);
+`apply` and `strength` belong to the frame loop (apply reads only its arguments and the strength).
+A reset bumps the generation, so an estimate that was running when the scene changed is never applied.
+
+Threads: the Harmonizer owns its thread count (`Harmonizer(threads=)`, ONNX Runtime's pool); torch's
+pool is per thread, so the worker gives torch the same count (`_limit_torch_threads`), in this one place,
+leaving the other core to the frame loop. Inline, the network is the frame loop's own work: no limit.
 
 Failure policy while streaming: an engine error is logged and the un-harmonized composite is sent (never a
 traceback, never a black or NaN frame); harmonization is retried after a back-off (1 s doubling to 60 s),
@@ -78,32 +89,56 @@ def create_harmonizer(model: str | None = None, weights: str | None = None, back
     """
     from engine import Harmonizer
 
-    kwargs = dict(model=model, weights=weights, backend=backend, device=device, net_size=net_size,
-                  smoothing=smoothing, strength=strength, threads=threads)
     if weights is not None and not Path(weights).is_file():
         raise FileNotFoundError(f"--weights file not found: {weights}")
-    return Harmonizer(**kwargs)
+    return Harmonizer(model=model, weights=weights, backend=backend, device=device, net_size=net_size,
+                      smoothing=smoothing, strength=strength, threads=threads)
 
 
-def _on_gpu(harmonizer) -> bool:
-    name = str(getattr(harmonizer, "backend_name", "")).lower()
-    return any(word in name for word in ("cuda", "tensorrt", "gpu"))
+def device_type(harmonizer) -> str:
+    """"cuda" or "cpu": where the harmonizer's network runs (`harmonizer.device`, a str or torch.device)."""
+    device = harmonizer.device
+    return getattr(device, "type", None) or str(device).split(":")[0]
+
+
+def _limit_torch_threads(harmonizer) -> None:
+    """Give torch the harmonizer's thread count in the calling thread (torch's pool is per thread)."""
+    threads = getattr(harmonizer, "threads", None)
+    if not threads or device_type(harmonizer) != "cpu":
+        return
+    try:
+        import torch
+    except ImportError:  # a backend without torch: nothing to limit
+        return
+    torch.set_num_threads(int(threads))
+
+
+def _apply_setting(harmonizer, name: str, value) -> None:
+    """One estimate-side command on the harmonizer, in the thread that owns its temporal state."""
+    if name == "reset":
+        harmonizer.reset()
+    elif name == "smoothing":
+        harmonizer.smoothing = float(value)
+    else:  # a programming error in this module, not a user input
+        raise AssertionError(f"unknown harmonizer command {name!r}")
 
 
 class _Worker:
-    """Runs `estimate()` on the newest submitted (composite, mask) at most `refresh_hz` times a second."""
+    """The thread that owns the harmonizer's temporal state in worker mode.
 
-    def __init__(self, harmonizer, lock: threading.Lock, refresh_hz: float, threads: int):
+    `submit` hands it the newest frame (latest wins); `send` queues a command (reset, smoothing) that it
+    applies before its next estimate. Neither waits for a running estimate.
+    """
+
+    def __init__(self, harmonizer, refresh_hz: float, generation: int = 0):
         self._harmonizer = harmonizer
-        self._lock = lock
         self.refresh_hz = refresh_hz
-        self._threads = threads
-        self._cond = threading.Condition()
+        self._cond = threading.Condition()  # guards _pending, _commands and _stop only, never a network run
         self._pending = None  # (composite, mask, reference), latest wins
+        self._commands: list[tuple[str, object, int]] = []
         self._stop = False
-        self.correction = None
-        self.correction_shape: tuple[int, ...] | None = None
-        self.estimates = 0
+        self._generation = generation  # of the last reset applied here
+        self.published: tuple[int, tuple[int, ...], object] | None = None  # written here, read by the loop
         self.estimate_ms: list[float] = []
         self.started_at = time.perf_counter()
         self.error: BaseException | None = None
@@ -115,69 +150,86 @@ class _Worker:
             self._pending = (composite, mask, reference)
             self._cond.notify()
 
-    def _run(self) -> None:
-        try:
-            import torch
+    def send(self, name: str, value=None, generation: int = 0) -> None:
+        with self._cond:
+            self._commands.append((name, value, generation))
+            self._cond.notify()
 
-            torch.set_num_threads(self._threads)
-        except Exception:  # torch absent or already configured: the engine picks its own threads
-            pass
+    def _next_job(self):
+        """Wait for a frame or a command; returns (commands, job), or None to stop."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._stop or self._pending is not None or self._commands)
+            if self._stop:
+                return None
+            commands, self._commands = self._commands, []
+            job, self._pending = self._pending, None
+        return commands, job
+
+    def _run(self) -> None:
+        _limit_torch_threads(self._harmonizer)
         next_due = time.perf_counter()
-        while True:
-            with self._cond:
-                while self._pending is None and not self._stop:
-                    self._cond.wait()
-                if self._stop:
-                    return
-                composite, mask, reference = self._pending
-                self._pending = None
-            started = time.perf_counter()
+        while (work := self._next_job()) is not None:
+            commands, job = work
             try:
-                with self._lock:
-                    correction = self._harmonizer.estimate(composite, mask, reference)
+                for name, value, generation in commands:
+                    _apply_setting(self._harmonizer, name, value)
+                    self._generation = max(self._generation, generation)
+                if job is None:
+                    continue
+                generation, started = self._generation, time.perf_counter()
+                correction = self._harmonizer.estimate(*job)
             except Exception as exc:  # the stage falls back to the plain composite, see `error`
                 self.error = exc
                 return
             self.estimate_ms.append((time.perf_counter() - started) * 1000.0)
-            self.correction, self.correction_shape = correction, composite.shape
-            self.estimates += 1
-            if self.refresh_hz > 0:
-                next_due = max(next_due + 1.0 / self.refresh_hz, time.perf_counter() - 1.0 / self.refresh_hz)
-                delay = next_due - time.perf_counter()
-                if delay > 0:
-                    with self._cond:
-                        self._cond.wait_for(lambda: self._stop, timeout=delay)
+            self.published = (generation, job[0].shape, correction)  # one assignment: the loop sees all or none
+            next_due = self._pace(next_due)
 
-    def close(self) -> None:
+    def _pace(self, next_due: float) -> float:
+        if self.refresh_hz <= 0:
+            return next_due
+        period = 1.0 / self.refresh_hz
+        next_due = max(next_due + period, time.perf_counter() - period)
+        delay = next_due - time.perf_counter()
+        if delay > 0:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stop, timeout=delay)
+        return next_due
+
+    def close(self) -> list[tuple[str, object, int]]:
+        """Stop the thread; returns the commands it had not applied yet (the caller now owns the state)."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
         self._thread.join(timeout=5.0)
+        with self._cond:
+            left, self._commands = self._commands, []
+        return left
 
 
 class HarmonizeStage:
-    """The harmonization stage.
+    """The harmonization stage; every method is called from the frame loop only.
 
     Args:
-        harmonizer: an object with the `engine.Harmonizer` contract (estimate / apply / harmonize / reset
-            / close, smoothing, strength, backend_name).
-        mode: "auto" (inline on a GPU backend, worker otherwise), "inline" or "worker".
+        harmonizer: an object with the `engine.Harmonizer` contract: estimate / apply / harmonize / reset /
+            close, `smoothing` and `strength` settable, `device` (where the network runs), `backend_name`.
+        mode: "auto" (inline where the network runs on a GPU, worker otherwise), "inline" or "worker".
         refresh_hz: worker's most estimates per second (0 = as fast as it runs).
-        threads: torch intra-op threads for the worker.
         reference: optional float32 H×W reference mask (background region to match).
-        enabled: harmonize at all (toggled live).
+        enabled: harmonize at all (a live setting).
+        retry_initial, retry_max: after an engine error, seconds until the next try (doubling up to the max).
 
     Raises:
         ValueError: an unknown mode.
     """
 
-    def __init__(self, harmonizer, mode: str = "auto", refresh_hz: float = 10.0, threads: int = 1,
+    def __init__(self, harmonizer, mode: str = "auto", refresh_hz: float = 10.0,
                  reference: np.ndarray | None = None, enabled: bool = True, retry_initial: float = 1.0,
                  retry_max: float = 60.0):
         if mode not in ("auto", "inline", "worker"):
             raise ValueError(f"mode must be auto, inline or worker, got {mode!r}")
         self.harmonizer = harmonizer
-        self.mode = ("inline" if _on_gpu(harmonizer) else "worker") if mode == "auto" else mode
+        self.mode = ("inline" if device_type(harmonizer) == "cuda" else "worker") if mode == "auto" else mode
         self.enabled = enabled
         self.reference = reference
         self.failed = False
@@ -185,61 +237,38 @@ class HarmonizeStage:
         self._retry_initial, self._retry_max = retry_initial, retry_max
         self._retry_delay = retry_initial
         self._retry_at = 0.0
-        self._lock = threading.Lock()  # estimate()/reset()/settings never run concurrently
-        self._refresh_hz, self._threads = refresh_hz, threads
+        self.refresh_hz = float(refresh_hz)
+        self._generation = 0  # bumped by reset(): corrections from before it are not applied
         self._worker: _Worker | None = None
-        self._inline_estimates = 0
         self._inline_ms: list[float] = []
         self._started = time.perf_counter()
-        self._saved_smoothing = float(getattr(harmonizer, "smoothing", 0.0))
 
-    # -- live controls ----------------------------------------------------------------------------
-    @property
-    def smoothing(self) -> float:
-        return float(self.harmonizer.smoothing)
-
-    @smoothing.setter
-    def smoothing(self, value: float) -> None:
-        with self._lock:
-            self.harmonizer.smoothing = float(value)
-
-    @property
-    def strength(self) -> float:
-        return float(self.harmonizer.strength)
-
-    @strength.setter
-    def strength(self, value: float) -> None:
-        with self._lock:
-            self.harmonizer.strength = float(min(max(value, 0.0), 1.0))
-
-    def toggle_smoothing(self) -> bool:
-        """Smoothing off <-> the last non-zero value (0.8 if none); returns True when now on."""
-        if self.smoothing > 0:
-            self._saved_smoothing = self.smoothing
-            self.smoothing = 0.0
-            return False
-        self.smoothing = self._saved_smoothing or 0.8
-        return True
-
-    @property
-    def refresh_hz(self) -> float:
-        return self._refresh_hz
-
-    @refresh_hz.setter
-    def refresh_hz(self, value: float) -> None:
-        self._refresh_hz = float(value)
-        if self._worker is not None:
-            self._worker.refresh_hz = float(value)
+    # -- live settings (queued to the owner of the temporal state) ----------------------------------
+    def configure(self, *, smoothing: float | None = None, strength: float | None = None,
+                  refresh_hz: float | None = None) -> None:
+        """Change settings without waiting: strength now (apply's), smoothing before the next estimate."""
+        if strength is not None:
+            self.harmonizer.strength = float(min(max(strength, 0.0), 1.0))
+        if refresh_hz is not None:
+            self.refresh_hz = float(refresh_hz)
+            if self._worker is not None:
+                self._worker.refresh_hz = self.refresh_hz
+        if smoothing is not None:
+            self._command("smoothing", float(smoothing))
 
     def reset(self) -> None:
         """Forget the temporal statistics (new background, camera reconnect: a scene change)."""
-        with self._lock:
-            try:
-                self.harmonizer.reset()
-            except Exception as exc:
-                self._fail(exc)
+        self._generation += 1
+        self._command("reset")
+
+    def _command(self, name: str, value=None) -> None:
         if self._worker is not None:
-            self._worker.correction = None
+            self._worker.send(name, value, self._generation)
+            return
+        try:  # inline (or no estimate yet): the frame loop owns the state, so apply it here
+            _apply_setting(self.harmonizer, name, value)
+        except Exception as exc:
+            self._fail(exc)
 
     # -- per frame --------------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> None:
@@ -257,10 +286,12 @@ class HarmonizeStage:
         if time.perf_counter() < self._retry_at:
             return False
         log.info("retrying harmonization")
-        if self._worker is not None:  # its thread ended with the error
-            self._worker.close()
-            self._worker = None
         self.failed = False
+        worker, self._worker = self._worker, None
+        if worker is not None:  # its thread ended with the error: settings sent since then apply here
+            for name, value, _ in worker.close():
+                if name != "reset":  # a reset follows anyway
+                    self._command(name, value)
         self.reset()
         return not self.failed
 
@@ -275,14 +306,7 @@ class HarmonizeStage:
         if not self.enabled or frame.mask is None or (self.failed and not self._retry_due()):
             return frame
         try:
-            if self.mode == "inline":
-                started = time.perf_counter()
-                with self._lock:
-                    output = self.harmonizer.harmonize(frame.composite, frame.mask, self._reference_for(frame))
-                self._inline_ms.append((time.perf_counter() - started) * 1000.0)
-                self._inline_estimates += 1
-            else:
-                output = self._worker_step(frame)
+            output = self._inline_step(frame) if self.mode == "inline" else self._worker_step(frame)
             if output is not None:
                 frame.output = output
                 self._retry_delay = self._retry_initial  # working again: the next failure waits little
@@ -290,27 +314,35 @@ class HarmonizeStage:
             self._fail(exc)
         return frame
 
+    def _inline_step(self, frame: Frame) -> np.ndarray:
+        started = time.perf_counter()
+        output = self.harmonizer.harmonize(frame.composite, frame.mask, self._reference_for(frame))
+        self._inline_ms.append((time.perf_counter() - started) * 1000.0)
+        return output
+
     def _worker_step(self, frame: Frame) -> np.ndarray | None:
         if self._worker is None:
-            self._worker = _Worker(self.harmonizer, self._lock, self._refresh_hz, self._threads)
+            self._worker = _Worker(self.harmonizer, self.refresh_hz, self._generation)
         worker = self._worker
         if worker.error is not None:
             raise worker.error
         worker.submit(frame.composite, frame.mask, self._reference_for(frame))
-        correction = worker.correction
-        if correction is None or worker.correction_shape != frame.composite.shape:
-            return None  # no estimate yet for this size: the plain composite for these first frames
+        published = worker.published
+        if published is None:
+            return None  # no estimate yet: the plain composite for these first frames
+        generation, shape, correction = published
+        if generation != self._generation or shape != frame.composite.shape:
+            return None  # from before a reset, or for another frame size
         return self.harmonizer.apply(correction, frame.composite, frame.mask)
 
     # -- reporting and shutdown -------------------------------------------------------------------
     def stats(self) -> dict:
         """Mode, backend and refresh rate (network runs per second) so far."""
-        elapsed = max(time.perf_counter() - self._started, 1e-9)
+        started, times = self._started, self._inline_ms
         if self._worker is not None:
-            count, times = self._worker.estimates, self._worker.estimate_ms
-            elapsed = max(time.perf_counter() - self._worker.started_at, 1e-9)
-        else:
-            count, times = self._inline_estimates, self._inline_ms
+            started, times = self._worker.started_at, self._worker.estimate_ms
+        count = len(times)
+        elapsed = max(time.perf_counter() - started, 1e-9)
         return {
             "enabled": self.enabled,
             "mode": self.mode,
@@ -334,4 +366,3 @@ class HarmonizeStage:
             except Exception as exc:
                 log.debug("harmonizer close: %s", exc)
             self.harmonizer = None
-

@@ -54,6 +54,10 @@ class Metrics:
         self._last_status = time.perf_counter()
         self._status_frames = 0
 
+    def restart(self) -> None:
+        """Forget everything recorded so far (a benchmark's warm-up ends here)."""
+        self.__init__(self.status_interval)
+
     def record(self, frame: Frame, sent_at: float | None = None) -> None:
         """Account one frame that reached the outputs at `sent_at` (default: now)."""
         now = time.perf_counter() if sent_at is None else sent_at

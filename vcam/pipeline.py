@@ -6,7 +6,14 @@ network run in their own threads; the loop itself never waits for either beyond 
     frame = capture.read()            # newest frame (latest wins), or every frame of a file
     segment, background, composite    # the mask is from this same frame
     harmonize                         # apply(latest correction); the network runs in its worker
-    outputs.send(); metrics; keys; config; outputs.pace()   # pyvirtualcam's sleep_until_next_frame
+    outputs.send(); metrics.record(); on_frame(frame)
+    keys; config file; apply_pending()   # every setting change, applied here, between frames
+    outputs.pace()                    # pyvirtualcam's sleep_until_next_frame
+
+Public hooks, so that nobody needs to replace a method: `on_frame(frame)` is called with every frame
+after it was sent; `metrics` may be passed in; `stop()` ends the loop after the current frame (from any
+thread); `request(**changes)` queues a setting change (from any thread: hotkeys, the config file, a
+control page) that the loop applies between two frames through `apply_config`, the one path.
 
 While the camera is away, a "camera unavailable" frame is sent at the frame rate, so a call never drops;
 when it comes back, the temporal states are reset (a new scene) and live frames flow again.
@@ -15,13 +22,16 @@ when it comes back, the temporal states are reset (a new scene) and live frames 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import asdict
 
 from vcam.background import Backgrounds
 from vcam.capture import Capture, Source, open_source
 from vcam.composite import Compositor
-from vcam.config import RunConfig
+from vcam.config import LIVE_KEYS, RunConfig, validate
 from vcam.controls import ConfigWatcher, changed_settings, handle_key
 from vcam.frame import Frame
 from vcam.harmonize import HarmonizeStage, create_harmonizer, parse_reference
@@ -32,6 +42,7 @@ from vcam.segment import Segmenter
 log = logging.getLogger("vcam.pipeline")
 
 STALL_S = 0.5  # no frame from a "live" camera for this long: send placeholders until it is back
+NEXT_BACKGROUND = "next_background"  # a request that is an action, not a RunConfig field
 
 
 def _timed(frame: Frame, name: str, stage) -> Frame:
@@ -41,14 +52,21 @@ def _timed(frame: Frame, name: str, stage) -> Frame:
     return frame
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class Pipeline:
     """Builds the stages from a `RunConfig` and runs the frame loop.
 
     Args:
         config: the resolved settings.
         source: a `vcam.capture.Source` to use instead of opening `config.input` (tests, the demo).
-        harmonizer: an `engine.Harmonizer`-like object to use instead of building one.
+        harmonizer: an `engine.Harmonizer`-like object to use instead of building one (see HarmonizeStage).
         flags: the typed command-line flags, so that a live-reloaded --config file cannot override them.
+        metrics: the collector every sent frame is recorded into (default: a new `Metrics`).
+        on_frame: called with every frame after it was sent, in the frame loop (keep it short).
 
     Raises:
         FileNotFoundError, ValueError, VcamError, RuntimeError: bad input, background, output, device or
@@ -56,7 +74,8 @@ class Pipeline:
     """
 
     def __init__(self, config: RunConfig, *, source: Source | None = None, harmonizer=None,
-                 flags: dict | None = None):
+                 flags: dict | None = None, metrics: Metrics | None = None,
+                 on_frame: Callable[[Frame], None] | None = None):
         self.config = config
         self.capture: Capture | None = None
         self.backgrounds: Backgrounds | None = None
@@ -64,9 +83,17 @@ class Pipeline:
         self.compositor = Compositor()
         self.harmonize: HarmonizeStage | None = None
         self.outputs: Outputs | None = None
-        self.metrics = Metrics(config.status_interval)
+        self.metrics = metrics if metrics is not None else Metrics(config.status_interval)
+        self.on_frame = on_frame
+        self.frames = 0  # frames sent by run()
+        self.last_smoothing = config.smoothing or RunConfig.smoothing  # what "s" turns smoothing back on to
         self._watcher = ConfigWatcher(config.config, flags or {}) if config.config else None
         self._stage_errors: set[str] = set()
+        self._requests: list[dict] = []
+        self._requests_lock = threading.Lock()  # held for a list append or swap, nothing else
+        self._stop = threading.Event()
+        self._loading: Future | None = None  # a harmonizer being built after `harmonize` was turned on
+        self._loader: threading.Thread | None = None
         try:
             self._open(source, harmonizer)
         except BaseException:
@@ -87,7 +114,7 @@ class Pipeline:
         self.size = tuple(self.capture.size)
         self.fps = float(config.fps or self.capture.fps or 30.0)
         self.backgrounds = Backgrounds(config.background)
-        reference = parse_reference(config.reference, self.size)
+        self._reference = parse_reference(config.reference, self.size)
         self.outputs = Outputs(config.output, self.size, self.fps, config.vcam_backend, config.vcam_device)
         if self.outputs.preview is not None:
             self.outputs.preview.split = config.split
@@ -96,64 +123,95 @@ class Pipeline:
         if harmonizer is None and config.harmonize:
             harmonizer = self._create_harmonizer(config)
         if harmonizer is not None:
-            self.harmonize = HarmonizeStage(harmonizer, config.harmonize_mode, config.refresh_hz,
-                                            config.threads, reference, enabled=config.harmonize)
-        self._reference = reference
+            self.harmonize = self._stage(harmonizer, config)
         self._placeholder = make_placeholder(self.size)
         log.info("input %s (%s) %dx%d @ %.1f fps%s; background %s; output %s; harmonize %s",
-                 config.input if source is None else getattr(source, "spec", source.kind), source.kind,
-                 self.size[0], self.size[1], self.fps, ", every frame" if fast else "",
-                 self.backgrounds.current.name, ", ".join(config.output),
-                 f"{self.harmonize.mode} on {self.harmonize.stats()['backend']}" if self.harmonize
-                 and config.harmonize else "off")
+                 config.input, source.kind, self.size[0], self.size[1], self.fps,
+                 ", every frame" if fast else "", self.backgrounds.current.name, ", ".join(config.output),
+                 f"{self.harmonize.mode} on {self.harmonize.stats()['backend']}"
+                 if self.harmonize and config.harmonize else "off")
 
     @staticmethod
     def _create_harmonizer(config: RunConfig):
         return create_harmonizer(config.model, config.weights, config.backend, config.device,
                                  config.net_size, config.smoothing, config.strength, config.threads)
 
-    # -- live actions (hotkeys, config edits) ---------------------------------------------------------
+    def _stage(self, harmonizer, config: RunConfig) -> HarmonizeStage:
+        """The stage around `harmonizer`, set to the current settings (they may have changed since it was built)."""
+        stage = HarmonizeStage(harmonizer, config.harmonize_mode, config.refresh_hz, self._reference,
+                               enabled=config.harmonize)
+        stage.configure(smoothing=config.smoothing, strength=config.strength)
+        return stage
+
+    # -- live settings: one path --------------------------------------------------------------------
+    def request(self, **changes) -> None:
+        """Queue a setting change; it is applied between two frames. Returns at once; any thread.
+
+        Args:
+            **changes: RunConfig fields with their new values (live ones apply, others are reported as
+                needing a restart), or `next_background=True`.
+
+        Raises:
+            ValueError: an unknown setting or a value out of range (checked here, at the boundary, so that
+                a bad value never reaches a running stage).
+        """
+        unknown = set(changes) - set(asdict(self.config)) - {NEXT_BACKGROUND}
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; live ones: {', '.join(LIVE_KEYS)}")
+        fields = {k: v for k, v in changes.items() if k != NEXT_BACKGROUND}
+        if fields:
+            validate(self.settings.replace(**fields))
+        with self._requests_lock:
+            self._requests.append(dict(changes))
+
+    @property
+    def settings(self) -> RunConfig:
+        """The settings as they will be once the queued requests are applied (what a key toggles from)."""
+        with self._requests_lock:
+            pending = list(self._requests)
+        merged = {}
+        for change in pending:
+            merged.update({k: v for k, v in change.items() if k != NEXT_BACKGROUND})
+        return self.config.replace(**merged) if merged else self.config
+
+    def apply_pending(self) -> None:
+        """Apply the queued requests (the frame loop calls this between frames)."""
+        with self._requests_lock:
+            pending, self._requests = self._requests, []
+        merged, cycle = {}, False
+        for change in pending:
+            cycle = cycle or bool(change.get(NEXT_BACKGROUND))
+            merged.update({k: v for k, v in change.items() if k != NEXT_BACKGROUND})
+        if merged:
+            try:
+                self.apply_config(self.config.replace(**merged))
+            except Exception as exc:  # a live change must never stop the stream
+                log.error("settings not applied: %s", _first_line(exc))
+        if cycle:
+            self.next_background()
+        self._adopt_loaded_harmonizer()
+
     def next_background(self) -> None:
         self.backgrounds.next()
         if self.harmonize is not None:
             self.harmonize.reset()  # a new background is a new scene for the temporal statistics
 
-    def set_harmonize(self, enabled: bool) -> None:
-        if enabled and self.harmonize is None:
-            log.info("loading the harmonizer...")
-            try:
-                self.harmonize = HarmonizeStage(self._create_harmonizer(self.config), self.config.harmonize_mode,
-                                                self.config.refresh_hz, self.config.threads, self._reference)
-            except Exception as exc:
-                log.error("cannot start harmonization: %s", str(exc).splitlines()[0] if str(exc) else exc)
-                return
-        if self.harmonize is not None:
-            self.harmonize.enabled = enabled
-
     def apply_config(self, new: RunConfig) -> None:
-        """Apply an edited config: live settings now, the rest is reported as needing a restart."""
+        """Apply changed settings now: live ones to the stages, the rest reported as needing a restart.
+
+        Called from the frame loop only (`apply_pending`), or before `run()`.
+        """
         live, restart = changed_settings(self.config, new)
-        if "background" in live:
-            try:
-                backgrounds = Backgrounds(new.background)
-            except Exception as exc:
-                log.error("background not changed: %s", str(exc).splitlines()[0])
-                new = new.replace(background=self.config.background)
-                live.pop("background")  # not applied: the "config applied" line must not claim it
-            else:
-                self.backgrounds.close()
-                self.backgrounds = backgrounds
-                if self.harmonize is not None:
-                    self.harmonize.reset()
+        if "background" in live and not self._swap_backgrounds(new.background):
+            new = new.replace(background=self.config.background)
+            live.pop("background")
         if "harmonize" in live:
-            self.set_harmonize(new.harmonize)
+            self._set_harmonize(new)
         if self.harmonize is not None:
-            if "smoothing" in live:
-                self.harmonize.smoothing = new.smoothing
-            if "strength" in live:
-                self.harmonize.strength = new.strength
-            if "refresh_hz" in live:
-                self.harmonize.refresh_hz = new.refresh_hz
+            self.harmonize.configure(smoothing=live.get("smoothing"), strength=live.get("strength"),
+                                     refresh_hz=live.get("refresh_hz"))
+        if live.get("smoothing"):
+            self.last_smoothing = live["smoothing"]
         if "mask_smoothing" in live:
             self.segmenter.smoothing = new.mask_smoothing
         if "split" in live and self.outputs.preview is not None:
@@ -164,9 +222,54 @@ class Pipeline:
             log.warning("config: %s changed; restart vcam to apply", ", ".join(restart))
         self.config = new
 
+    def _swap_backgrounds(self, specs: list[str]) -> bool:
+        try:
+            backgrounds = Backgrounds(specs)
+        except Exception as exc:
+            log.error("background not changed: %s", _first_line(exc))
+            return False
+        self.backgrounds.close()
+        self.backgrounds = backgrounds
+        if self.harmonize is not None:
+            self.harmonize.reset()
+        return True
+
+    def _set_harmonize(self, new: RunConfig) -> None:
+        if self.harmonize is not None:
+            self.harmonize.enabled = new.harmonize
+            log.info("harmonization %s", "on" if new.harmonize else "off")
+        elif new.harmonize and self._loading is None:
+            # Loading torch and the model takes seconds: build it beside the loop, adopt it when ready.
+            log.info("loading the harmonizer...")
+            self._loading = Future()
+            self._loader = threading.Thread(target=self._load, args=(self._loading, new), daemon=True,
+                                            name="vcam-load-harmonizer")
+            self._loader.start()
+
+    def _load(self, future: Future, config: RunConfig) -> None:
+        try:
+            future.set_result(self._create_harmonizer(config))
+        except Exception as exc:
+            future.set_exception(exc)
+
+    def _adopt_loaded_harmonizer(self) -> None:
+        if self._loading is None or not self._loading.done():
+            return
+        future, self._loading = self._loading, None
+        if future.exception() is not None:
+            log.error("cannot start harmonization: %s", _first_line(future.exception()))
+            self.config = self.config.replace(harmonize=False)
+            return
+        self.harmonize = self._stage(future.result(), self.config)
+        log.info("harmonization on (%s on %s)", self.harmonize.mode, self.harmonize.stats()["backend"])
+
+    def stop(self) -> None:
+        """End `run()` after the current frame; any thread, returns at once."""
+        self._stop.set()
+
     # -- the loop ---------------------------------------------------------------------------------
     def process(self, frame: Frame) -> Frame:
-        """Run the stages on one live frame; a failing stage falls back to the camera picture."""
+        """Run the stages on one live frame; a failing stage falls back to the last good picture."""
         try:
             _timed(frame, "segment", self.segmenter)
             _timed(frame, "background", self.backgrounds)
@@ -192,68 +295,70 @@ class Pipeline:
         return Frame(index=index, captured_at=now, image=self._placeholder, output=self._placeholder, live=False)
 
     def run(self) -> dict:
-        """Run until --max-frames, the end of a file, quit/window close or Ctrl-C; returns the stats.
+        """Run until --max-frames, the end of a file, `stop()`, quit/window close or Ctrl-C; returns the stats.
 
         The stats are also written to `config.stats_json` when set. Everything is closed on return.
         """
-        config = self.config
-        capture, outputs, metrics = self.capture, self.outputs, self.metrics
-        period = 1.0 / self.fps
-        reconnects = 0
-        last_frame_at = time.perf_counter()
         interrupted = False
-        capture.start()
+        self.capture.start()
         try:
-            while config.max_frames is None or metrics.frames < config.max_frames:
-                frame = capture.read(timeout=1.0 if capture.every_frame else period)
-                now = time.perf_counter()
-                if frame is None:
-                    if capture.ended:
-                        break
-                    if capture.state == "live" and now - last_frame_at < STALL_S:
-                        continue  # a little late; not a lost camera
-                    frame = self._placeholder_frame(metrics.frames)
-                else:
-                    last_frame_at = now
-                    if capture.reconnects != reconnects:  # the camera came back: a new scene
-                        reconnects = capture.reconnects
-                        self.segmenter.reset()
-                        if self.harmonize is not None:
-                            self.harmonize.reset()
-                    self.process(frame)
-                started = time.perf_counter()
-                outputs.send(frame)
-                sent_at = time.perf_counter()
-                if frame.live:
-                    frame.timings["output"] = (sent_at - started) * 1000.0
-                metrics.record(frame, sent_at)
-                if self._after_frame(sent_at):
-                    break
-                outputs.pace()
+            self._loop()
         except KeyboardInterrupt:
             interrupted = True
             log.info("interrupted; shutting down")
         finally:
             stats = self.summary(interrupted=interrupted)
             self.close()
-        if config.stats_json:
-            path = write_json(config.stats_json, stats)
-            log.info("stats written to %s", path)
+        if self.config.stats_json:
+            log.info("stats written to %s", write_json(self.config.stats_json, stats))
         return stats
 
-    def _after_frame(self, now: float) -> bool:
-        """Keys, config edits and the status line between frames; True to stop."""
+    def _loop(self) -> None:
+        capture, period = self.capture, 1.0 / self.fps
+        reconnects, last_frame_at = 0, time.perf_counter()
+        while not self._stop.is_set() and (self.config.max_frames is None or self.frames < self.config.max_frames):
+            frame = capture.read(timeout=1.0 if capture.every_frame else period)
+            now = time.perf_counter()
+            if frame is None:
+                if capture.ended:
+                    break
+                if capture.state == "live" and now - last_frame_at < STALL_S:
+                    continue  # a little late; not a lost camera
+                frame = self._placeholder_frame(self.frames)
+            else:
+                last_frame_at = now
+                if capture.reconnects != reconnects:  # the camera came back: a new scene
+                    reconnects = capture.reconnects
+                    self.segmenter.reset()
+                    if self.harmonize is not None:
+                        self.harmonize.reset()
+                self.process(frame)
+            self._send(frame)
+            if self._between_frames():
+                break
+            self.outputs.pace()
+
+    def _send(self, frame: Frame) -> None:
+        started = time.perf_counter()
+        self.outputs.send(frame)
+        sent_at = time.perf_counter()
+        if frame.live:
+            frame.timings["output"] = (sent_at - started) * 1000.0
+        self.frames += 1
+        self.metrics.record(frame, sent_at)
+        if self.on_frame is not None:
+            self.on_frame(frame)
+
+    def _between_frames(self) -> bool:
+        """Keys, config edits, queued settings and the status line; True to stop."""
         preview = self.outputs.preview
-        if preview is not None:
-            if handle_key(self, preview.poll_key()) or preview.closed_by_user:
-                return True
+        if preview is not None and (handle_key(self, preview.poll_key()) or preview.closed_by_user):
+            return True
         if self._watcher is not None:
-            try:
-                new = self._watcher.poll(now)
-                if new is not None:
-                    self.apply_config(new)
-            except Exception as exc:  # a live edit must never stop the stream
-                log.error("config not applied: %s", exc)
+            new = self._watcher.poll(time.perf_counter())
+            if new is not None:
+                self.request(**asdict(new))
+        self.apply_pending()
         self.metrics.maybe_status(self._status_extra)
         return False
 
@@ -271,6 +376,7 @@ class Pipeline:
 
     def summary(self, **extra) -> dict:
         harmonizer = self.harmonize.stats() if self.harmonize is not None else {"enabled": False}
+        backgrounds = self.backgrounds
         return self.metrics.summary(
             harmonizer=harmonizer,
             input={"spec": self.config.input, "kind": self.capture.source.kind if self.capture else None,
@@ -279,13 +385,19 @@ class Pipeline:
             size=list(getattr(self, "size", ())),
             target_fps=getattr(self, "fps", None),
             segmenter=self.segmenter.name if self.segmenter else None,
-            background=self.backgrounds.current.name if self.backgrounds and self.backgrounds._items else None,
+            background=backgrounds.current.name if backgrounds and backgrounds._items else None,
             config={k: v for k, v in asdict(self.config).items() if k != "config"},
             **extra,
         )
 
     def close(self) -> None:
         """Release the camera, the harmonizer, the outputs (files finalized); idempotent."""
+        if self._loader is not None:  # a harmonizer still loading is closed once it exists
+            self._loader.join(timeout=30.0)
+            self._loader = None
+            if self._loading is not None and self._loading.done() and self._loading.exception() is None:
+                self._loading.result().close()
+            self._loading = None
         for name in ("capture", "harmonize", "segmenter", "backgrounds", "outputs"):
             stage = getattr(self, name, None)
             if stage is None:

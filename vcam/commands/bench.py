@@ -1,10 +1,10 @@
-"""`vcam bench engine|pipeline`: measure the network alone, or the whole app from a video file.
+"""`vcam bench engine|pipeline`: time the network alone, or the whole app from a video file.
 
 Examples:
-    vcam bench engine                                    # every backend/precision/model/size available
+    vcam bench engine                                     # torch, ONNX Runtime, TensorRT where each runs
     vcam bench engine --backends torch,onnxruntime --models phnet-xs --sizes 256 --runs 50
-    vcam bench pipeline --inputs 720p,1080p --frames 300  # with and without harmonization
-    vcam bench pipeline --inputs 720p --camera-rate 30    # paced like a webcam, for latency
+    vcam bench pipeline --inputs 720p,1080p --frames 300  # with and without harmonization, one run
+    vcam bench pipeline --inputs 720p --camera-rate 30    # also paced like a webcam, for latency
 
 Each writes `<out>/<engine|pipeline>.json`, `.md` and `.png` (default out: out/bench).
 """
@@ -23,64 +23,62 @@ HELP = "benchmark the engine (network alone) or the whole pipeline; writes JSON,
 log = logging.getLogger("vcam.bench")
 
 DEFAULT_OUT = Path("out/bench")
+# Harmonization flags of `vcam run` the pipeline bench takes; None = RunConfig's default (vcam.config).
+HARMONIZE_FLAGS = ("model", "weights", "backend", "device", "net_size", "refresh_hz", "threads", "harmonize_mode")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench", metavar="<benchmark>")
     eng = sub.add_parser("engine", help="time the network alone per backend × precision × model × size",
-                         description="Time the network alone per backend × variant × precision × model × net "
-                                     "size: p50/p95 latency, FPS, GFLOPs/frame, TFLOP/s, fraction of peak.")
-    eng.add_argument("--backends", default="auto",
-                     help="comma list of torch,onnxruntime,tensorrt, or auto = every one available (default)")
-    eng.add_argument("--variants", default=None,
-                     help="torch fast-path variants on the raw model: eager,channels_last,cudagraph,compile or "
-                          "none (default: eager,cudagraph on CUDA, none on a CPU)")
-    eng.add_argument("--precisions", default="fp32,fp16", help="comma list of fp32,fp16,bf16 (default fp32,fp16)")
-    eng.add_argument("--models", default=None,
-                     help="comma list of model names (default phnet,phnet-s,phnet-xs; on a CPU phnet-s,phnet-xs)")
-    eng.add_argument("--sizes", default=None,
-                     help="net sizes, square, multiples of 8 (default 256,512,1024; on a CPU 256,512)")
+                         description="Time the network alone per backend × precision × model × net size: "
+                                     "p50/p95 latency, FPS, speed-up over torch fp32.")
+    eng.add_argument("--backends", default="torch,onnxruntime,tensorrt",
+                     help="comma list of torch, onnxruntime, tensorrt (default all; those that cannot start "
+                          "here are listed as skipped with the reason)")
+    eng.add_argument("--precisions", default="fp32,fp16", help="comma list of fp32, fp16 (default both)")
+    eng.add_argument("--models", default="phnet-xs", help="comma list of model names (default phnet-xs)")
+    eng.add_argument("--sizes", default="256", help="net sizes, square, multiples of 8 (default 256)")
     eng.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    eng.add_argument("--runs", type=int, default=None, help="timed calls per configuration (CUDA 100, CPU 20)")
-    eng.add_argument("--warmup", type=int, default=None, help="untimed calls first (CUDA 10, CPU 2)")
-    eng.add_argument("--max-seconds", type=float, default=None,
-                     help="time budget per configuration; stops early after 3 runs (CUDA 5, CPU 4)")
-    eng.add_argument("--threads", type=int, default=None, help="CPU threads for torch and ONNX Runtime (default: each one's choice)")
+    eng.add_argument("--runs", type=int, default=20, help="timed calls per configuration (default 20)")
+    eng.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
+    eng.add_argument("--max-seconds", type=float, default=5.0,
+                     help="time budget per configuration; stops early after 3 runs (default 5)")
+    eng.add_argument("--threads", type=int, default=None,
+                     help="CPU threads for ONNX Runtime and torch (default: each one's choice)")
     eng.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    _add_pipeline_arguments(sub.add_parser(
+        "pipeline", help="time the whole app from a video file to the null output",
+        description="Run the whole pipeline (capture, segment, composite, harmonize, null output) from "
+                    "video files, with and without harmonization."))
 
-    pipe = sub.add_parser("pipeline", help="time the whole app from a video file to the null output",
-                          description="Run the whole pipeline (capture, segment, composite, harmonize, null "
-                                      "output) from video files, with and without harmonization.")
+
+def _add_pipeline_arguments(pipe: argparse.ArgumentParser) -> None:
     pipe.add_argument("--inputs", default="720p,1080p,4k",
-                      help="comma list of 720p, 1080p, 4k (generated from a real video of a person) or video "
-                           "paths (default 720p,1080p,4k)")
+                      help="comma list of 360p, 720p, 1080p, 4k, WxH (generated from a real video of a person) "
+                           "or video paths (default 720p,1080p,4k)")
     pipe.add_argument("--frames", type=int, default=150, help="frames timed per run (default 150)")
     pipe.add_argument("--warmup-frames", type=int, default=15,
                       help="frames run before the clock starts (models load, threads spin up; default 15)")
     pipe.add_argument("--max-seconds", type=float, default=30.0,
-                      help="time budget of each run's timed part: a slow run stops early with fewer frames "
-                           "(default 30)")
+                      help="time budget of each run's timed part: a slow run stops early (default 30)")
     pipe.add_argument("--camera-rate", type=float, default=30.0,
-                      help="also run paced at this fps, as a webcam delivers frames, for latency "
-                           "(0 = skip; default 30)")
+                      help="also run paced at this fps, as a webcam delivers frames (0 = skip; default 30)")
     pipe.add_argument("--modes", default="harmonize,no-harmonize",
                       help="comma list of harmonize, no-harmonize (default both)")
     pipe.add_argument("--source", type=Path, default=None,
-                      help="real video of a person to build the 720p/1080p/4k inputs from "
-                           "(default: the first usable one in ../shared/data/videos; else a synthetic clip)")
+                      help="real video of a person to build the inputs from (default: one in ../shared/data)")
     pipe.add_argument("--background", default=None,
-                      help="virtual background for every run, as for `vcam run` (default: a real indoor photo "
-                           "from ../shared/data/backgrounds, else a flat colour)")
-    harm = pipe.add_argument_group("harmonization (as for `vcam run`)")
-    harm.add_argument("--model", default=None, help="model name or weights path (default: the shipped weights)")
-    harm.add_argument("--weights", type=Path, default=None, help="weights file (.safetensors)")
-    harm.add_argument("--backend", default="auto", help="auto, torch, onnxruntime or tensorrt (default auto)")
-    harm.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    harm.add_argument("--net-size", type=int, default=256, help="network input size (default 256)")
-    harm.add_argument("--refresh-hz", type=float, default=10.0,
-                      help="CPU worker: most network runs per second (0 = as fast as it goes; default 10)")
-    harm.add_argument("--threads", type=int, default=1, help="torch threads of the CPU worker (default 1)")
-    harm.add_argument("--harmonize-mode", default="auto", choices=("auto", "inline", "worker"),
+                      help="virtual background, as for `vcam run` (default: a real indoor photo from "
+                           "../shared/data/backgrounds, else a flat colour)")
+    harm = pipe.add_argument_group("harmonization (as for `vcam run`; defaults are vcam run's)")
+    harm.add_argument("--model", help="model name or weights path (default: the shipped weights)")
+    harm.add_argument("--weights", help="weights file (.safetensors)")
+    harm.add_argument("--backend", help="auto, torch, onnxruntime or tensorrt")
+    harm.add_argument("--device", help="auto, cpu or cuda")
+    harm.add_argument("--net-size", type=int, help="network input's longer side, multiple of 8")
+    harm.add_argument("--refresh-hz", type=float, help="CPU worker: most network runs per second")
+    harm.add_argument("--threads", type=int, help="CPU threads of the network")
+    harm.add_argument("--harmonize-mode", choices=("auto", "inline", "worker"),
                       help="auto: every frame on a GPU, a worker at --refresh-hz on a CPU")
     pipe.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
 
@@ -97,69 +95,75 @@ def run(args: argparse.Namespace) -> int:
 def _command_line() -> list[str]:
     """The command as typed, for the report; in-process calls (tests, tools) have no command line."""
     program = Path(sys.argv[0]).name if sys.argv else ""
-    if program in ("vcam", "__main__.py"):
-        return ["vcam", *sys.argv[1:]]
-    if program in ("bench_engine.py", "bench_pipeline.py"):
-        return [f"scripts/{program}", *sys.argv[1:]]
+    if program in ("vcam", "__main__.py", "bench_engine.py", "bench_pipeline.py"):
+        return [program, *sys.argv[1:]]
     return ["(vcam.cli.main called in-process)"]
 
 
-def _run_engine(args: argparse.Namespace) -> int:
-    from vcam.bench import engine, report, sysinfo
+def _finish(result: dict, out: Path) -> int:
+    from vcam.benchmark import report
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads: expected >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
-    settings = engine.EngineBenchSettings(
-        backends=engine._split(args.backends), variants=engine._split(args.variants),
-        precisions=engine._split(args.precisions) or ("fp32",), models=engine._split(args.models),
-        sizes=engine.parse_sizes(args.sizes), device=args.device, runs=args.runs, warmup=args.warmup,
-        max_seconds=args.max_seconds)
-    if settings.models:
-        _check_models(settings.models)
-    settings = engine.resolve(settings, engine.cuda_available())
-    system = sysinfo.collect()
-    log.info("machine: %s", sysinfo.describe(system))
-    create_backend = None
-    if args.threads is not None:  # the same thread count for ONNX Runtime's own pool as for torch's
-        import functools
-
-        from engine.backends import create_backend as _create
-
-        create_backend = functools.partial(_create, threads=args.threads)
-    rows, notes, auto = engine.run_engine_bench(settings, system, create_backend=create_backend)
-    result = report.new_report("engine", _command_line(), system, _settings_dict(settings))
-    result["rows"] = rows
-    result["auto"] = auto
-    result["notes"] = notes + engine.auto_lines(auto) + engine.target_lines(rows)
-    written = report.write_all(result, args.out, "engine")
-    for line in engine.auto_lines(auto):
-        log.info("%s", line)
+    written = report.write_all(result, out)
     log.info("wrote %s", ", ".join(str(p) for p in written.values()))
     print(report.to_markdown(result))
-    if not any(r["status"] == "ok" for r in rows):
-        raise RuntimeError("no configuration could run: see the skipped/failed list in " + str(written["markdown"]))
+    if not any(r["status"] == "ok" for r in result["rows"]):
+        raise RuntimeError(f"no configuration could run: see {written['markdown']}")
     return 0
 
 
-def _check_models(names) -> None:
+def _run_engine(args: argparse.Namespace) -> int:
     from engine.phnet import MODEL_NAMES
+    from vcam.benchmark import network, report
 
-    for name in names:
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads: expected >= 1, got {args.threads}")
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    for name in models:
         if name not in MODEL_NAMES:
             raise ValueError(f"--models: unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
-
-
-def _settings_dict(settings) -> dict:
-    import dataclasses
-
-    return {k: v for k, v in dataclasses.asdict(settings).items() if k != "notes"}
+    settings = network.EngineBenchSettings(
+        backends=network.parse_list(args.backends, network.BACKENDS, "--backends"),
+        precisions=network.parse_list(args.precisions, network.PRECISIONS, "--precisions"),
+        models=models, sizes=network.parse_sizes(args.sizes), device=args.device, runs=args.runs,
+        warmup=args.warmup, max_seconds=args.max_seconds, threads=args.threads)
+    result = report.new_report("engine", _command_line(), vars(settings))
+    result["rows"] = network.run_engine_bench(settings)
+    result["notes"] = network.auto_note(result["rows"])
+    return _finish(result, args.out)
 
 
 def _run_pipeline(args: argparse.Namespace) -> int:
-    from vcam.bench import pipeline
+    from vcam.benchmark import app, report
+    from vcam.config import resolve
 
-    return pipeline.main(args, _command_line())
+    if args.frames < 2 or args.warmup_frames < 0:
+        raise ValueError(f"expected --frames >= 2 and --warmup-frames >= 0, got {args.frames}, {args.warmup_frames}")
+    if args.camera_rate < 0 or args.max_seconds <= 0:
+        raise ValueError(f"expected --camera-rate >= 0 and --max-seconds > 0, got {args.camera_rate}, "
+                         f"{args.max_seconds}")
+    modes = app.parse_modes(args.modes)
+    specs = [s for s in args.inputs.split(",") if s.strip()]
+    if not specs:
+        raise ValueError("--inputs: give at least one of 720p, 1080p, 4k, WxH or a video path")
+    base = resolve({name: getattr(args, name) for name in HARMONIZE_FLAGS})
+    base = base.replace(background=[args.background or app.default_background()])
+    clips = app.prepare_inputs(specs, args.frames + args.warmup_frames, args.camera_rate or 30.0, args.out,
+                               args.source)
+    rows = app.run_pipeline_bench(clips, modes, args.camera_rate > 0, args.frames, args.warmup_frames, base,
+                                  args.max_seconds)
+    settings = {"inputs": specs, "frames": args.frames, "warmup_frames": args.warmup_frames,
+                "max_seconds": args.max_seconds, "camera_rate": args.camera_rate, "modes": args.modes,
+                "run_config": vars(base)}
+    result = report.new_report("pipeline", _command_line(), settings)
+    result["rows"] = rows
+    result["inputs"] = [{"label": c.label, "path": str(c.path), "size": list(c.size), "fps": c.fps,
+                         "frames": c.frames, "origin": c.origin} for c in clips]
+    result["notes"] = [f"input {c.label}: {c.origin}" for c in clips] + [
+        f"background: {base.background[0]}",
+        "FPS: timed frames / wall time after the warm-up; CPU util: process CPU time / wall time, in cores; "
+        "refresh Hz: network runs per second",
+        "fast rows: every frame of the file as fast as possible (capacity); '@N fps' rows: the file played at "
+        "N fps, newest frame wins (what a webcam sees)",
+    ] + [f"{r['input']} {r['mode']}: stopped by the {args.max_seconds:g} s budget after {r['frames']} frames"
+         for r in rows if r.get("budget_hit")]
+    return _finish(result, args.out)

@@ -90,18 +90,14 @@ def run(args: argparse.Namespace) -> int:
     config = RunConfig(input="astronaut (scikit-image)", background=[str(background_path)],
                        output=[f"file:{video_path}"], harmonize=not args.no_harmonize,
                        harmonize_mode="inline", max_frames=len(clip), loop=False, status_interval=0)
-    pipeline = Pipeline(config, source=ArraySource(clip, FPS))
     keep = len(clip) * 2 // 3  # the before/after frame: well into the clip, after smoothing settled
     kept = {}
-    process = pipeline.process
 
-    def process_and_keep(frame):
-        frame = process(frame)
+    def keep_one(frame):
         if frame.index == keep:
             kept.update(image=frame.image, composite=frame.composite, output=frame.output)
-        return frame
 
-    pipeline.process = process_and_keep
+    pipeline = Pipeline(config, source=ArraySource(clip, FPS), on_frame=keep_one)
     stats = pipeline.run()
     if stats["frames"] != len(clip) or not kept:
         raise RuntimeError(f"the demo produced {stats['frames']} of {len(clip)} frames")
