@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 #: A mask whose maximum is below this has no person: the composite is returned unchanged. MediaPipe's
 #: soft masks hover at a few percent on empty frames; a real person reaches ~1.
 NO_PERSON = 0.05
+#: A reference region (by default the background) covering less than this share of the frame leaves
+#: nothing to match the person to: the composite is returned unchanged (a face filling the frame).
+NO_REFERENCE = 0.01
 #: Scene-change threshold: the mean colour (0..1 per channel, max over the channels and the 2x2 quadrants)
 #: of the background both estimates share moving by more than this resets the temporal state. A new virtual
 #: background moves it by 0.1-0.5; a person moving cannot move it on a static background (the pixels
@@ -273,6 +276,8 @@ class Harmonizer:
         if float(mask_f.max()) < NO_PERSON:
             return Correction(size=size, net_size=(h, w), params=None)
         comp_low, mask_low, ref_low = _to_network_size(composite, mask_f, ref_f, (h, w))
+        if float(ref_low.mean()) < NO_REFERENCE:
+            return Correction(size=size, net_size=(h, w), params=None)
         scene_change = self._track_scene(size, comp_low, ref_low)
         stateful = self._stats is not None and self._stats.shape[1] == self._backend.stats_size
         momentum = self._smoothing if stateful else 0.0

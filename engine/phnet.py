@@ -157,6 +157,14 @@ def masked_mean(x: Tensor, weight: Tensor, eps: float = 1e-6) -> Tensor:
     return (x * weight).sum(dim=(2, 3)) / (weight.sum(dim=(2, 3)) + eps)
 
 
+def coverage_gate(weight: Tensor, tau: float = 0.01) -> Tensor:
+    """(B, 1) in [0, 1): ~1 for a region covering much more than `tau` of the frame, -> 0 as it vanishes.
+    Features of an (almost) empty region are multiplied by it: a few stray mask pixels must read as "no
+    information", not as confident statistics the head never saw in training."""
+    share = weight.mean(dim=(2, 3))
+    return share / (share + tau)
+
+
 def colour_moments(image: Tensor, mask: Tensor, reference: Tensor) -> Tensor:
     """Mean and standard deviation of each colour channel over the person and over the reference: (B, 12).
 
@@ -170,23 +178,75 @@ def colour_moments(image: Tensor, mask: Tensor, reference: Tensor) -> Tensor:
     return torch.cat(out, dim=1)
 
 
+#: Levels at which colour_cdf samples each region's distribution of each channel (0..1).
+CDF_LEVELS = tuple(0.05 + 0.1 * i for i in range(10))
+CDF_SOFTNESS = 0.02  # a sigmoid this wide instead of a step: differentiable, and steady on noisy pixels
+
+
+def colour_cdf(image: Tensor, mask: Tensor, reference: Tensor) -> Tensor:
+    """The share of each region's pixels below each of CDF_LEVELS, per channel: (B, 2 x 3 x 10).
+
+    The same information as the linear baseline's percentiles (trainer.linear), in a form that is
+    differentiable and exports to ONNX with dynamic sizes (no sort)."""
+    levels = image.new_tensor(CDF_LEVELS).view(1, 1, -1, 1, 1)
+    below = torch.sigmoid((levels - image.unsqueeze(2)) / CDF_SOFTNESS).flatten(1, 2)  # (B, 3*10, H, W)
+    return torch.cat([masked_mean(below, mask), masked_mean(below, reference)], dim=1)
+
+
+COLOUR_FEATURES = 12 + 2 * 3 * len(CDF_LEVELS)
+
+
+#: Attention maps over the person whose colour the global head reads (e.g. skin, hair, clothes).
+ATTENTION_MAPS = 4
+
+
+def attended_colours(logits: Tensor, image: Tensor, mask: Tensor) -> Tensor:
+    """Mean and standard deviation of the image's colour under K softmax attention maps restricted to the
+    person: (B, K x 6). Lets the head look at the colour of what it recognises (a face's skin, say),
+    which global statistics of the whole person mix with everything else."""
+    logits = logits - logits.amax(dim=(2, 3), keepdim=True)  # (B, K, H, W); stable exp
+    weight = torch.exp(logits) * mask
+    weight = weight / (weight.sum(dim=(2, 3), keepdim=True) + 1e-6)
+    mean = torch.einsum("bkhw,bchw->bkc", weight, image)
+    second = torch.einsum("bkhw,bchw->bkc", weight, image * image)
+    std = torch.sqrt(torch.clamp(second - mean * mean, min=0.0) + 1e-6)
+    return torch.cat([mean, std], dim=2).flatten(1)
+
+
 class GlobalTransform(nn.Module):
-    """One 3x4 colour transform per image from the bottleneck (person and reference pooled separately)
-    and the colour moments; the last layer starts at zero, so the transform starts as the identity."""
+    """One 3x4 colour transform per image: an MLP on the bottleneck (person and reference pooled
+    separately), the colour statistics and the colours under learned attention maps over the person,
+    plus a linear map of the colour statistics alone (the linear baseline's form, which
+    trainer.linear_init can fit in closed form). Both outputs start at zero, so the transform starts
+    as the identity."""
 
-    def __init__(self, channels: int, hidden: int):
+    def __init__(self, channels: int, hidden: int, decoder_channels: int):
         super().__init__()
-        self.fc1 = nn.Linear(2 * channels + 12, hidden)
+        self.attend = nn.Conv2d(decoder_channels, ATTENTION_MAPS, 1)
+        self.fc1 = nn.Linear(2 * channels + COLOUR_FEATURES + 6 * ATTENTION_MAPS, hidden)
         self.fc2 = nn.Linear(hidden, affine.COEFFICIENTS)
-        nn.init.zeros_(self.fc2.weight)
-        nn.init.zeros_(self.fc2.bias)
+        self.linear = nn.Linear(COLOUR_FEATURES, affine.COEFFICIENTS)
+        for layer in (self.fc2, self.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
-    def forward(self, bottleneck: Tensor, image: Tensor, mask: Tensor, reference: Tensor) -> Tensor:
+    @staticmethod
+    def colour_features(image: Tensor, mask: Tensor, reference: Tensor) -> Tensor:
+        """(B, COLOUR_FEATURES): moments first (mean, std per region), then the CDF samples."""
+        return torch.cat([colour_moments(image, mask, reference), colour_cdf(image, mask, reference)], dim=1)
+
+    def forward(self, bottleneck: Tensor, decoded: Tensor, image: Tensor, mask: Tensor, reference: Tensor) -> Tensor:
         # The bottleneck is at H/8 (three stride-2 encoder convs): a constant, so the export stays dynamic.
         m, r = F.avg_pool2d(mask, 8), F.avg_pool2d(reference, 8)
-        features = torch.cat([masked_mean(bottleneck, m), masked_mean(bottleneck, r),
-                              colour_moments(image, mask, reference)], dim=1)
-        return self.fc2(F.relu(self.fc1(features)))  # (B, 12), added to the identity
+        colour = self.colour_features(image, mask, reference)
+        attended = attended_colours(self.attend(decoded), image, mask)
+        gate_m, gate_r = coverage_gate(mask), coverage_gate(reference)
+        features = torch.cat([masked_mean(bottleneck, m) * gate_m, masked_mean(bottleneck, r) * gate_r,
+                              colour, attended * gate_m], dim=1)
+        change = self.fc2(F.relu(self.fc1(features))) + self.linear(colour)
+        # Bounded (|change| < 2 per coefficient, linear near 0): an input unlike any in training cannot
+        # send the transform to extremes that the output clamp would then hide from the gradient.
+        return 2.0 * torch.tanh(0.5 * change)  # (B, 12), added to the identity
 
 
 class DecoderStep(nn.Module):
@@ -241,7 +301,7 @@ class PHNet(nn.Module):
         if config.output == "affine":  # local corrections start at zero: the model starts as the identity
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
-            self.global_transform = GlobalTransform(c[5], config.global_hidden)
+            self.global_transform = GlobalTransform(c[5], config.global_hidden, c[0])
             self.register_buffer("identity", torch.tensor(affine.IDENTITY).view(1, -1, 1, 1), persistent=False)
         if config.output == "residual":  # start as the identity: training only has to learn the change
             nn.init.normal_(self.head.weight, std=1e-3)  # near zero, not zero: gradients reach every layer
@@ -298,7 +358,7 @@ class PHNet(nn.Module):
             # Per-cell corrections (the head averaged over factor x factor pixels) on top of one global
             # transform: (B, 12, H/f, W/f) coefficients, the model's first output.
             local = F.avg_pool2d(self.head(x), self.config.affine_factor)
-            glob = self.global_transform(bottleneck, composite, mask, reference)
+            glob = self.global_transform(bottleneck, x, composite, mask, reference)
             return local + (self.identity + glob.unsqueeze(-1).unsqueeze(-1)), torch.cat(stats_out, dim=1)
         if self.config.output == "residual":
             harmonized = torch.clamp(composite + self.head(x), 0.0, 1.0)

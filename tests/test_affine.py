@@ -112,3 +112,25 @@ def test_momentum_zero_equals_a_single_image_and_smoothing_averages():
         stream = [h.estimate(f, mask).params.data for f in frames]
     for a, b in zip(singles, stream):
         np.testing.assert_array_equal(a, b)
+
+
+def test_no_background_to_match_leaves_the_composite_as_it_is():
+    """A person filling the frame (no reference region) gets no correction, whatever the head says."""
+    model = _model(seed=8)
+    rng = np.random.default_rng(9)
+    frame = (rng.random((96, 128, 3)) * 255).astype(np.uint8)
+    with Harmonizer(model=model, backend="torch", device="cpu", net_size=64) as h:
+        correction = h.estimate(frame, np.ones((96, 128), np.float32))
+        assert correction.params is None
+        assert np.array_equal(h.apply(correction, frame, np.ones((96, 128), np.float32)), frame)
+
+
+def test_global_head_stays_bounded_when_the_reference_vanishes():
+    model = _model(seed=10)
+    with torch.no_grad():
+        model.global_transform.fc2.weight.normal_(std=5.0)  # a head that extrapolates wildly
+        composite = torch.rand(1, 3, 64, 64)
+        coefficients, _ = model(composite, torch.ones(1, 1, 64, 64), torch.zeros(1, 1, 64, 64),
+                                torch.zeros(1, model.stats_size), torch.zeros(1))
+    assert torch.isfinite(coefficients).all()
+    assert (coefficients - torch.tensor(affine.IDENTITY).view(1, 12, 1, 1)).abs().max() < 2.5

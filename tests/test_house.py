@@ -21,7 +21,7 @@ def test_the_bench_stays_small():
     assert 0 < lines <= BENCH_MAX_LINES, f"vcam/benchmark has {lines} lines"
 
 
-@pytest.mark.parametrize("root", ["vcam"])
+@pytest.mark.parametrize("root", ["vcam", "engine", "trainer"])
 def test_no_function_longer_than_60_lines(root):
     too_long = []
     for path in _python_files(root):

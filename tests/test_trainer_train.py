@@ -109,3 +109,19 @@ def test_affine_head_trains_towards_the_ground_truth(tiny_set, tmp_path):
     train(args_for(tiny_set, out, "--stages", "3:30:3e-3", "--model-overrides", '{"output": "affine"}'))
     totals = [float(r["total"]) for r in csv.DictReader(open(out / "log.csv"))]
     assert np.mean(totals[-5:]) < np.mean(totals[:5]), totals
+
+
+def test_linear_init_widens_an_affine_checkpoint_and_fits_its_global_head(tiny_set, tmp_path):
+    """trainer.linear_init: the trained model plus a closed-form linear map of colour statistics; the
+    result loads as shippable weights and its global head's linear map is no longer zero."""
+    from engine.weights import load_weights
+    from trainer.linear_init import main as linear_init
+
+    out = tmp_path / "affine"
+    train(args_for(tiny_set, out, "--stages", "3:4:3e-3", "--model-overrides", '{"output": "affine"}'))
+    weights = tmp_path / "init.safetensors"
+    assert linear_init(["--checkpoint", str(out / "last.pt"), "--data", str(tiny_set), "--out", str(weights),
+                        "--size", "32", "--samples", "40"]) == 0
+    model = load_weights(weights)
+    assert model.global_transform.linear.weight.abs().sum() > 0
+    train(args_for(tiny_set, tmp_path / "again", "--stages", "3:2:1e-3", "--init", str(weights)))

@@ -130,6 +130,13 @@ def setup_distributed(device_arg: str) -> tuple[int, int, torch.device]:
 def build_model(args) -> torch.nn.Module:
     from engine.phnet import create_model
 
+    if args.init is not None:  # start from trained weights (their file says which model and config)
+        from engine.weights import load_weights
+
+        model = load_weights(args.init)
+        if model.name != args.model:
+            raise ValueError(f"--init {args.init} holds a {model.name!r} model, not --model {args.model!r}")
+        return model.train()
     overrides = json.loads(args.model_overrides) if args.model_overrides else {}
     torch.manual_seed(args.seed)  # same initial weights in every process and every rerun
     return create_model(args.model, **overrides)
@@ -444,6 +451,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("model and schedule")
     m.add_argument("--model", default="phnet-xs", help="engine.phnet model name")
     m.add_argument("--model-overrides", default=None, help="JSON dict of config overrides")
+    m.add_argument("--init", type=Path, default=None,
+                   help="start from these weights (.safetensors) instead of a fresh initialisation")
     m.add_argument("--stages", default="1:1000:1e-4", help="KIND:STEPS:LR,... (see the module docstring)")
     m.add_argument("--steps", type=int, default=None, help="stop at this global step (default: end of --stages)")
     m.add_argument("--batch", type=int, default=16, help="batch size per process")
