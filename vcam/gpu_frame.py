@@ -208,7 +208,7 @@ class GpuFramePath:
         self._uploaded = [None] * depth  # CUDA events: the slot's host buffers may be overwritten after these
         self._next = 0
         self._stream = torch.cuda.Stream(dev) if cuda else None
-        self._cuda_graph = cuda and cuda_graph
+        self.cuda_graph = self._cuda_graph = cuda and cuda_graph
         self._graphs: dict[bool, torch.cuda.CUDAGraph] = {}  # one per harmonize setting, made on first use
         if self._cuda_graph:
             self._capture(self.harmonize)
