@@ -15,7 +15,8 @@ most valuable results in OUT (every part writes its files as soon as it ends):
              (pipeline.json, pipeline.md);
 4. train     the shipped recipe (engine/weights/default.json) on the GPU for the minutes left (at most
              --train-minutes), checkpointed and evaluated on the held-out set every minute; then the best
-             weights and the shipped ones evaluated alike (train.tar.gz: run files, weights, evaluations).
+             weights and the shipped ones evaluated alike (train.tar.gz: run files, weights, evaluations);
+5. tests     the suite's gpu- and tensorrt-marked tests, code that never ran before this machine (log only).
 
 OUT gets at most 8 files (log.txt, summary.json, summary.md, engine.*, pipeline.*, train.tar.gz); scratch
 work goes to a temporary folder. The carry (--carry, default .gpu) is made by scripts/make_gpu_pack.py;
@@ -45,6 +46,7 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+PARTS = ("smoke", "engine", "pipeline", "train", "tests")
 
 
 class Log:
@@ -199,8 +201,9 @@ def engine_part(args, log: Log, box_s: float) -> dict:
     torch.backends.cudnn.benchmark = True
     t_end = time.monotonic() + box_s
     shipped = load_weights(DEFAULT_WEIGHTS) if DEFAULT_WEIGHTS.is_file() else create_model("phnet-xs")
-    models = {"phnet": lambda: create_model("phnet"), "phnet-s": lambda: create_model("phnet-s"),
-              f"shipped ({shipped.name}, {shipped.config.output})": lambda: shipped}
+    models = {"phnet": lambda: create_model("phnet"),
+              f"shipped ({shipped.name}, {shipped.config.output})": lambda: shipped,
+              "phnet-s": lambda: create_model("phnet-s")}
     variants = ["fp32 eager", "fp16 graph", "bf16 graph", "fp16 graph cl", "fp16 eager"]
     rows = []
     for name, make in models.items():  # each model built once; the sizes in order of value (512 first)
@@ -468,6 +471,23 @@ def pipeline_part(args, log: Log, box_s: float, carry: Path) -> dict:
     return {"runs": [{k: r.get(k) for k in ("run", "frames_from", "fps")} for r in results], "agreement": agreement}
 
 
+# ---------------------------------------------------------------------------------------------- 5. tests
+
+
+def tests_part(args, log: Log, box_s: float) -> dict:
+    """The suite's `gpu`- and `tensorrt`-marked tests (CUDA backends' parity, the frame path's fp16 CUDA
+    graph against the CPU path): code that never ran before this machine. Collection errors in one file
+    (a module the machine lacks) do not stop the others."""
+    tail: list[str] = []
+    files = [f for f in ("tests/test_backends.py", "tests/test_gpu_frame.py", "tests/test_bench.py")
+             if (REPO / f).is_file()]
+    rc = run_logged([sys.executable, "-m", "pytest", "-q", "-m", "gpu or tensorrt", "-p", "no:cacheprovider",
+                     "--continue-on-collection-errors", *files], log, box_s, REPO, tail)
+    if rc not in (0, 5):  # 5: nothing selected (a CPU)
+        raise RuntimeError(f"pytest exit {rc}: {tail[-1] if tail else 'no output'}")
+    return {"pytest": tail[-1] if tail else ""}
+
+
 # ---------------------------------------------------------------------------------------------- 4. train
 
 
@@ -503,8 +523,9 @@ def sec_per_step(log_csv: Path, skip: int) -> float:
     return float(np.median(rows))
 
 
-def run_logged(cmd: list[str], log: Log, timeout: float, cwd: Path) -> int:
-    """Run a command, its output into the log line by line; killed at `timeout` seconds (returns 124)."""
+def run_logged(cmd: list[str], log: Log, timeout: float, cwd: Path, tail: list | None = None) -> int:
+    """Run a command, its output into the log line by line (the last lines also into `tail`); stopped at
+    `timeout` seconds (returns 124)."""
     log("  $ " + " ".join(str(c) for c in cmd))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -522,6 +543,8 @@ def run_logged(cmd: list[str], log: Log, timeout: float, cwd: Path) -> int:
             break
         if line.strip() and "%|" not in line:  # progress bars stay out of the log
             log("    " + line.rstrip())
+            if tail is not None:
+                tail[:] = (tail + [line.strip()])[-5:]
         if time.monotonic() > t_end and proc.poll() is None:
             log(f"  time box reached: stopping {Path(str(cmd[2])).name if len(cmd) > 2 else cmd[0]}")
             proc.terminate()
@@ -572,7 +595,7 @@ def train_part(args, log: Log, box_s: float, carry: Path, work: Path) -> dict:
     log(f"  {rate * 1000:.1f} ms/step, start-up {start_s:.1f} s: {steps} steps in {train_s:.0f} s, "
         f"checkpoint and held-out evaluation every {per_minute} steps; stages {stages}")
     rc = run_logged(base + ["--stages", stages, "--resume", run / "last.pt", "--eval-every", per_minute,
-                            "--ckpt-every", per_minute], log, train_s + 30, REPO)
+                            "--ckpt-every", per_minute], log, train_s + 15, REPO)
     finished = rc == 0
     # 2. The best weights (held-out PSNR at the training size) and the shipped ones, evaluated alike.
     evaluations = {}
@@ -668,9 +691,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--carry", type=Path, default=REPO / ".gpu", help="scripts/make_gpu_pack.py's output")
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, a carry made on the spot: seconds")
     p.add_argument("--budget-s", type=float, default=500.0, help="the whole session ends within this")
-    p.add_argument("--parts", default="smoke,engine,pipeline,train")
-    p.add_argument("--engine-s", type=float, default=100.0, help="time box of the engine part")
-    p.add_argument("--pipeline-s", type=float, default=75.0, help="time box of the pipeline part")
+    p.add_argument("--parts", default=",".join(PARTS))
+    p.add_argument("--tests-s", type=float, default=40.0, help="time box of the gpu-marked tests")
+    p.add_argument("--engine-s", type=float, default=90.0, help="time box of the engine part")
+    p.add_argument("--pipeline-s", type=float, default=60.0, help="time box of the pipeline part")
     p.add_argument("--train-minutes", type=float, default=6.0, help="at most this long on training")
     p.add_argument("--batch", type=int, default=16, help="training batch (scripts/train_default.sh --gpu's)")
     p.add_argument("--train-size", type=int, default=None, help="default: the recipe's")
@@ -678,20 +702,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", type=int, nargs="+", default=[512, 256, 1024])
     p.add_argument("--iters", type=int, default=200)
     p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--measure-s", type=float, default=1.0, help="at most this long per engine measurement")
-    p.add_argument("--pipeline-run-s", type=float, default=4.0, help="at most this long per pipeline run")
+    p.add_argument("--measure-s", type=float, default=0.75, help="at most this long per engine measurement")
+    p.add_argument("--pipeline-run-s", type=float, default=3.0, help="at most this long per pipeline run")
     p.add_argument("--frames", type=int, default=600, help="pipeline frames per run")
     p.add_argument("--warmup-frames", type=int, default=20)
     p.add_argument("--agreement-frames", type=int, default=5)
     p.add_argument("--calibration-steps", type=int, default=80, help="more than an epoch (DataLoader restarts)")
     p.add_argument("--eval-s", type=float, default=6.0, help="expected cost of one held-out evaluation")
-    p.add_argument("--eval-reserve-s", type=float, default=50.0, help="kept after training for the evaluations")
+    p.add_argument("--eval-reserve-s", type=float, default=60.0, help="kept after training for the evaluations")
     return p
 
 
-DRY_RUN = {"sizes": [32], "iters": 3, "warmup": 1, "measure_s": 0.5, "pipeline_run_s": 2.0, "frames": 6,
-           "warmup_frames": 2,
-           "agreement_frames": 2, "calibration_steps": 2, "eval_s": 0.0, "eval_reserve_s": 0.0, "batch": 2,
+DRY_RUN = {"sizes": [32], "iters": 3, "warmup": 1, "measure_s": 0.5, "pipeline_run_s": 1.0, "frames": 4,
+           "warmup_frames": 1, "agreement_frames": 1, "calibration_steps": 2, "eval_s": 0.0, "eval_reserve_s": 0.0, "batch": 2,
            "train_size": 32, "train_minutes": 0.05, "budget_s": 240.0}
 
 
@@ -705,19 +728,20 @@ def main(argv: list[str] | None = None) -> int:
     log = Log(args.out / "log.txt")
     t_end = time.monotonic() + args.budget_s
     parts = [p for p in args.parts.split(",") if p]
-    unknown = sorted(set(parts) - {"smoke", "engine", "pipeline", "train"})
+    unknown = sorted(set(parts) - set(PARTS))
     if unknown:
-        log(f"error: unknown part(s) {', '.join(unknown)}; expected smoke, engine, pipeline, train")
+        log(f"error: unknown part(s) {', '.join(unknown)}; expected {', '.join(PARTS)}")
         return 2
     work = Path(tempfile.mkdtemp(prefix="gpu_session_"))
     carry = make_dry_carry(work / "carry") if args.dry_run else args.carry
     summary = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "dry_run": args.dry_run,
                "budget_s": args.budget_s, "parts": {}}
-    reserve = {"engine": 0.0, "pipeline": 0.0, "train": 0.0}
     log(f"gpu session: parts {parts}, budget {args.budget_s:.0f} s, carry {carry}, out {args.out}")
     for name in parts:
-        left = t_end - time.monotonic() - reserve.get(name, 0.0)
-        boxes = {"smoke": 60.0, "engine": args.engine_s, "pipeline": args.pipeline_s, "train": left}
+        left = t_end - time.monotonic()
+        after = parts[parts.index(name) + 1:]
+        boxes = {"smoke": 60.0, "engine": args.engine_s, "pipeline": args.pipeline_s, "tests": args.tests_s,
+                 "train": left - (args.tests_s if "tests" in after else 0.0)}  # the tests come last
         box = min(boxes[name], left)
         log(f"== {name} (time box {box:.0f} s)")
         started = time.monotonic()
@@ -730,6 +754,8 @@ def main(argv: list[str] | None = None) -> int:
                 result = engine_part(args, log, box)
             elif name == "pipeline":
                 result = pipeline_part(args, log, box, carry)
+            elif name == "tests":
+                result = tests_part(args, log, box)
             else:
                 result = train_part(args, log, box, carry, work)
             summary["parts"][name] = {"ok": True, "seconds": time.monotonic() - started, **result}
@@ -760,6 +786,8 @@ def summary_markdown(summary: dict) -> str:
             lines += [f"- {r['run']} (frames from {r['frames_from']}): {r['fps']:.1f} FPS" if r["fps"] else
                       f"- {r['run']} (frames from {r['frames_from']}): not measured" for r in part["runs"]]
             lines.append(f"- agreement with the CPU path: {part['agreement']}")
+        if name == "tests" and part["ok"]:
+            lines.append(f"- {part['pytest']}")
         if name == "train" and part["ok"]:
             lines.append(f"- {part['steps_done']} of {part['planned_steps']} steps, {part['sec_per_step'] * 1000:.1f} "
                          f"ms/step, batch {part['batch']}, stages {part['stages']}")

@@ -46,7 +46,8 @@ def test_dry_run_passes_and_writes_at_most_8_small_files(dry_run):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dry_run"] is True
     assert {n: p["ok"] for n, p in summary["parts"].items()} == dict.fromkeys(
-        ("smoke", "engine", "pipeline", "train"), True)
+        ("smoke", "engine", "pipeline", "tests", "train"), True)
+    assert "deselected" in summary["parts"]["tests"]["pytest"]  # the gpu-marked tests, none selected here
     log = (out / "log.txt").read_text()
     assert log.index("torch: ") < log.index("== engine")  # the smoke check is in the log first
 

@@ -28,6 +28,7 @@ head needs a lift fitted per frame (engine.lift), which `engine.Harmonizer` does
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 
@@ -158,6 +159,7 @@ class GpuFramePath:
         if precision != "fp32" and not cuda:
             raise ValueError(f"precision {precision!r} needs a CUDA device; use 'fp32' on a CPU")
         self.size, self.frame_shape = (width, height), (height, width)
+        self._stream = None  # made below on CUDA; setters used before then run on the default stream
         self.net_shape = net_shape(height, width, net_size)
         self.precision, self.channels, self.depth = precision, channels, depth
         self._model_dtype = _DTYPES[precision]
@@ -207,9 +209,13 @@ class GpuFramePath:
         self._host_out = [t.numpy() for t in self._host_out_t]
         self._uploaded = [None] * depth  # CUDA events: the slot's host buffers may be overwritten after these
         self._next = 0
-        self._stream = torch.cuda.Stream(dev) if cuda else None
         self.cuda_graph = self._cuda_graph = cuda and cuda_graph
         self._graphs: dict[bool, torch.cuda.CUDAGraph] = {}  # one per harmonize setting, made on first use
+        if cuda:
+            # Everything above ran on the default stream; the frames run on their own stream (the app's
+            # other GPU work does not queue behind them). Set-up time: one wait, never per frame.
+            torch.cuda.synchronize(dev)
+            self._stream = torch.cuda.Stream(dev)
         if self._cuda_graph:
             self._capture(self.harmonize)
 
@@ -225,7 +231,8 @@ class GpuFramePath:
         if not 0.0 <= value < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {value}")
         self._smoothing_value = value
-        self._smoothing.fill_(value)  # a kernel with the value as argument: no wait for the GPU
+        with self._ordered():
+            self._smoothing.fill_(value)  # a kernel with the value as argument: no wait for the GPU
 
     @property
     def strength(self) -> float:
@@ -237,7 +244,12 @@ class GpuFramePath:
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {value}")
         self._strength_value = value
-        self._strength.fill_(value)
+        with self._ordered():
+            self._strength.fill_(value)
+
+    def _ordered(self):
+        """Writes to the device state go on the frames' stream, so they land between two frames."""
+        return torch.cuda.stream(self._stream) if self._stream is not None else contextlib.nullcontext()
 
     def set_background(self, background: np.ndarray) -> None:
         """Upload a new virtual background (a new scene: the temporal state is reset).
@@ -246,13 +258,15 @@ class GpuFramePath:
             TypeError, ValueError: not a uint8 (height, width, 3) array.
         """
         self._check_image(background, "background")
-        self._background.copy_(torch.from_numpy(np.ascontiguousarray(background)))
+        with self._ordered():
+            self._background.copy_(torch.from_numpy(np.ascontiguousarray(background)))
         self.reset()
 
     def reset(self) -> None:
         """Forget the temporal state (the next frame runs with momentum 0), as Harmonizer.reset."""
-        for flag in self._has.values():
-            flag.fill_(False)
+        with self._ordered():
+            for flag in self._has.values():
+                flag.fill_(False)
 
     # -- per frame ----------------------------------------------------------------------------------------
 
@@ -365,8 +379,8 @@ class GpuFramePath:
 
         Set-up time, not per frame: it waits for the GPU and the warm-up runs move the temporal state,
         which is therefore saved around it."""
-        saved = {k: v.clone() for k, v in self._has.items()}
         with torch.cuda.stream(self._stream), torch.inference_mode():
+            saved = {k: v.clone() for k, v in self._has.items()}
             for _ in range(3):
                 self._step(harmonize)
         self._stream.synchronize()
@@ -374,8 +388,9 @@ class GpuFramePath:
         with torch.inference_mode(), torch.cuda.graph(graph, stream=self._stream):
             self._step(harmonize)
         self._graphs[harmonize] = graph
-        for k, v in saved.items():
-            self._has[k].copy_(v)
+        with torch.cuda.stream(self._stream):
+            for k, v in saved.items():
+                self._has[k].copy_(v)
         self._stream.synchronize()
 
     def _step(self, harmonize: bool) -> None:
