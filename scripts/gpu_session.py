@@ -591,6 +591,8 @@ def train_part(args, log: Log, box_s: float, carry: Path, work: Path) -> dict:
     per_minute = max(1, int(60 / rate))
     evals = max(1, math.ceil(train_s / 60))
     steps = max(calib_steps + 1, int((train_s - start_s - evals * args.eval_s) / rate))
+    if args.max_steps:
+        steps = min(steps, args.max_steps)
     stages = scale_stages(r["stages"], steps)
     log(f"  {rate * 1000:.1f} ms/step, start-up {start_s:.1f} s: {steps} steps in {train_s:.0f} s, "
         f"checkpoint and held-out evaluation every {per_minute} steps; stages {stages}")
@@ -707,15 +709,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=600, help="pipeline frames per run")
     p.add_argument("--warmup-frames", type=int, default=20)
     p.add_argument("--agreement-frames", type=int, default=5)
+    p.add_argument("--max-steps", type=int, default=None, help="cap the planned steps (the dry run's 3)")
     p.add_argument("--calibration-steps", type=int, default=80, help="more than an epoch (DataLoader restarts)")
     p.add_argument("--eval-s", type=float, default=6.0, help="expected cost of one held-out evaluation")
     p.add_argument("--eval-reserve-s", type=float, default=60.0, help="kept after training for the evaluations")
     return p
 
 
+# --dry-run's settings (where the command line leaves the defaults): every code path, tiny and short.
 DRY_RUN = {"sizes": [32], "iters": 3, "warmup": 1, "measure_s": 0.5, "pipeline_run_s": 1.0, "frames": 4,
-           "warmup_frames": 1, "agreement_frames": 1, "calibration_steps": 2, "eval_s": 0.0, "eval_reserve_s": 0.0, "batch": 2,
-           "train_size": 32, "train_minutes": 0.05, "budget_s": 240.0}
+           "warmup_frames": 1, "agreement_frames": 1, "calibration_steps": 2, "max_steps": 3, "batch": 2,
+           "train_size": 32, "train_minutes": 1.0, "eval_s": 0.0, "eval_reserve_s": 0.0, "budget_s": 300.0}
 
 
 def main(argv: list[str] | None = None) -> int:
