@@ -127,6 +127,18 @@ def test_strength_uint8_mask_and_bgr_order(model, photo):
     _agree(out[..., ::-1], ref)
 
 
+def test_frames_in_flight_keep_their_own_outputs(model, photo):
+    """submit() twice before result(): each pending frame returns its own output (one slot each)."""
+    person, mask, backgrounds = photo
+    path = GpuFramePath(model, (640, 360), background=backgrounds[0], device="cpu", depth=2)
+    shifted = np.roll(person, 40, axis=1), np.roll(mask, 40, axis=1)
+    expected = [path.process(person, mask).copy(), path.process(*shifted).copy()]
+    path.reset()
+    first, second = path.submit(person, mask), path.submit(*shifted)
+    assert np.array_equal(first.result(), expected[0]) and np.array_equal(second.result(), expected[1])
+    assert not np.array_equal(expected[0], expected[1])
+
+
 def test_reference_region_matches_the_cpu_path(model, photo):
     person, mask, backgrounds = photo
     reference = np.zeros_like(mask)
@@ -214,3 +226,9 @@ def test_cuda_half_precision_graph_matches_the_cpu_path(model):
     assert np.array_equal(out, eager.process(person, mask))
     diff = np.abs(out.astype(int) - ref)
     assert diff.max() <= 12 and diff.mean() < 0.5
+    # Two frames in flight on the GPU's stream, each read back from its own pinned slot.
+    mirrored = np.ascontiguousarray(person[:, ::-1]), np.ascontiguousarray(mask[:, ::-1])
+    first, second = graph.submit(person, mask, timing=True), graph.submit(*mirrored)
+    assert np.array_equal(first.result(), out)
+    assert np.array_equal(second.result(), eager.process(*mirrored))
+    assert first.timings["gpu_ms"] > 0
