@@ -495,10 +495,16 @@ def recipe(args) -> dict:
     """The shipped weights' training arguments (engine/weights/default.json), with this session's overrides."""
     from engine.weights import DEFAULT_WEIGHTS, read_metadata
 
-    shipped = {}
+    shipped, head = {}, "image"
     if DEFAULT_WEIGHTS.is_file():
-        shipped = read_metadata(DEFAULT_WEIGHTS).get("extra", {}).get("trainer", {}).get("args", {})
-    out = {"model": shipped.get("model", "phnet-xs"), "model_overrides": shipped.get("model_overrides"),
+        meta = read_metadata(DEFAULT_WEIGHTS)
+        shipped = meta.get("extra", {}).get("trainer", {}).get("args", {})
+        head = meta.get("config", {}).get("output", "image")
+    overrides = shipped.get("model_overrides") or {}
+    overrides = json.loads(overrides) if isinstance(overrides, str) else dict(overrides)
+    if head != "image":  # the head the shipped weights have, whether or not the recipe spelled it out
+        overrides.setdefault("output", head)
+    out = {"model": shipped.get("model", "phnet-xs"), "model_overrides": overrides or None,
            "stages": shipped.get("stages", "1:3000:3e-4,3:2500:1e-4,3:1000:3e-5"),
            "size": int(shipped.get("size", 256)), "lm_weight": float(shipped.get("lm_weight", 0.0) or 0.0),
            "clip_grad": float(shipped.get("clip_grad", 0.0) or 0.0), "seed": int(shipped.get("seed", 0) or 0)}
@@ -579,9 +585,15 @@ def train_part(args, log: Log, box_s: float, carry: Path, work: Path) -> dict:
     #    checkpoint, and --resume continues with the schedule sized from the measured rate.
     calib_steps = args.calibration_steps
     guess = scale_stages(r["stages"], 100 * calib_steps)  # stage 1 comfortably longer than the calibration
+    calibrate = ["--stages", guess, "--steps", calib_steps, "--eval-every", 10**9, "--ckpt-every", 10**9]
     t0 = time.monotonic()
-    rc = run_logged(base + ["--stages", guess, "--steps", calib_steps, "--eval-every", 10**9,
-                            "--ckpt-every", 10**9], log, t_end - time.monotonic(), REPO)
+    rc = run_logged(base + calibrate, log, min(args.calibration_s, t_end - time.monotonic()), REPO)
+    if rc != 0 and "--amp" in base:  # bf16 autocast has never run on this model: fall back to fp32 (TF32)
+        log(f"  calibration failed with --amp (exit {rc}); once more without it")
+        base.remove("--amp")
+        shutil.rmtree(run, ignore_errors=True)
+        t0 = time.monotonic()
+        rc = run_logged(base + calibrate, log, min(args.calibration_s, t_end - time.monotonic()), REPO)
     if rc != 0 or not (run / "last.pt").is_file():
         raise RuntimeError(f"calibration run failed (exit {rc})")
     rate = sec_per_step(run / "log.csv", skip=min(5, calib_steps // 2))
@@ -627,7 +639,8 @@ def train_part(args, log: Log, box_s: float, carry: Path, work: Path) -> dict:
         for f in sorted(work.glob("eval_*.json")):
             tar.add(f, arcname=f.name)
     log_rows = list(csv.DictReader(open(run / "log.csv")))
-    return {"recipe": r, "batch": args.batch, "stages": stages, "sec_per_step": rate, "planned_steps": steps,
+    return {"recipe": r, "batch": args.batch, "amp": "--amp" in base, "stages": stages, "sec_per_step": rate,
+            "planned_steps": steps,
             "steps_done": int(log_rows[-1]["step"]) if log_rows else 0, "finished": finished,
             "evaluations": evaluations}
 
@@ -709,6 +722,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=600, help="pipeline frames per run")
     p.add_argument("--warmup-frames", type=int, default=20)
     p.add_argument("--agreement-frames", type=int, default=5)
+    p.add_argument("--calibration-s", type=float, default=120.0, help="time box of the first steps")
     p.add_argument("--max-steps", type=int, default=None, help="cap the planned steps (the dry run's 3)")
     p.add_argument("--calibration-steps", type=int, default=80, help="more than an epoch (DataLoader restarts)")
     p.add_argument("--eval-s", type=float, default=6.0, help="expected cost of one held-out evaluation")
