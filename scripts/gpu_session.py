@@ -361,7 +361,7 @@ def _finish(pending, stages) -> None:
 def pipeline_part(args, log: Log, box_s: float, carry: Path) -> dict:
     import torch
 
-    from engine.harmonizer import Harmonizer
+    from engine.harmonizer import Harmonizer, net_shape
     from engine.phnet import create_model, output_names
     from engine.weights import DEFAULT_WEIGHTS, load_weights
     from vcam.composite import composite
@@ -430,6 +430,19 @@ def pipeline_part(args, log: Log, box_s: float, carry: Path) -> dict:
                 log(f"  {row['run']}: {row['error']}")
                 log(traceback.format_exc())
             results.append(row)
+    # The network alone at the frame's network shape (1080p -> 256x144), the share of the GPU time that
+    # is not compositing, resizing and applying.
+    network = {}
+    try:
+        variant = "fp16 graph" if device == "cuda" else "fp32 eager"
+        shape = net_shape(height, width, 256)
+        fn = engine_runner(shipped, torch.device(device), variant, shape)
+        network = {"variant": variant, "shape": list(shape),
+                   **percentiles(time_calls(fn, torch.device(device), args.warmup, args.measure_s, args.iters))}
+        log(f"  network alone at {shape[1]}x{shape[0]} ({variant}): p50 {network['p50_ms']:.3f} ms")
+    except Exception as exc:
+        network = {"error": f"{type(exc).__name__}: {exc}"}
+        log(f"  network alone: {network['error']}")
     # Agreement of the device path with the CPU path (vcam.composite + Harmonizer on torch/CPU, fp32) on
     # the clip's real frames and masks.
     agreement = {}
@@ -448,7 +461,8 @@ def pipeline_part(args, log: Log, box_s: float, carry: Path) -> dict:
     except Exception as exc:
         agreement = {"error": f"{type(exc).__name__}: {exc}"}
         log(f"  agreement: {agreement['error']}")
-    result = {"device": device, "size": [width, height], "note": note, "runs": results, "agreement": agreement}
+    result = {"device": device, "size": [width, height], "note": note, "runs": results, "network": network,
+              "agreement": agreement}
     write_json(args.out / "pipeline.json", result)
     lines = ["# 1080p pipeline through vcam.gpu_frame", "", f"Device: {device}; clip {width}x{height}; "
              "masks precomputed with MediaPipe (scripts/make_gpu_pack.py); smoothing 0.8; BGR in and out.", ""]
@@ -466,9 +480,11 @@ def pipeline_part(args, log: Log, box_s: float, carry: Path) -> dict:
                          f"{p50('download_ms')} | {p50('submit_ms')} | {p50('wait_result_ms')} |")
         else:
             lines.append(f"| {r['run']} | {r['frames_from']} | {r.get('error', r.get('skipped'))} | | | | | |")
-    lines += ["", f"Agreement with the CPU path: {agreement}"]
+    lines += ["", f"The network alone at the network shape: {network}", "",
+              f"Agreement with the CPU path: {agreement}"]
     (args.out / "pipeline.md").write_text("\n".join(lines) + "\n")
-    return {"runs": [{k: r.get(k) for k in ("run", "frames_from", "fps")} for r in results], "agreement": agreement}
+    return {"runs": [{k: r.get(k) for k in ("run", "frames_from", "fps")} for r in results],
+            "network_p50_ms": network.get("p50_ms"), "agreement": agreement}
 
 
 # ---------------------------------------------------------------------------------------------- 5. tests

@@ -65,6 +65,7 @@ def test_dry_run_engine_and_pipeline_results(dry_run):
     assert len(measured) == 5 and all(r["fps"] > 0 and r["frames"] > 0 for r in measured)
     assert {r["frames_from"] for r in measured} == {"file", "memory"}
     assert pipeline["agreement"]["max_levels"] <= 2  # device path = CPU path on the clip's frames
+    assert pipeline["network"]["p50_ms"] > 0 and pipeline["network"]["shape"] == [64, 96]
 
 
 @pytest.mark.slow
