@@ -1,0 +1,234 @@
+"""vcam.gpu_frame: the device frame path gives the CPU path's picture (vcam.composite + engine.Harmonizer).
+
+Run on the CPU torch device here (fp32), on real photos with MediaPipe masks. Tolerance, fp32: at most
+2 levels of 255 anywhere and under 1 % of the values different: the two paths round at the same places,
+and what is left is float summation order and OpenCV's warpAffine sampling the coefficient grid at
+1/32-pixel positions where the torch path interpolates exactly.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from engine.harmonizer import Harmonizer
+from engine.phnet import create_model
+from vcam.composite import composite
+from vcam.gpu_frame import GpuFramePath, resize_matrices
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+MAX_LEVELS = 2
+MAX_DIFFERENT = 0.01
+
+
+@pytest.fixture(scope="module")
+def model():
+    """phnet-xs with the affine head, its zero-initialised head layers drawn at random (seeded): the
+    correction then visibly changes the person, so agreement is not the identity agreeing with itself."""
+    torch.manual_seed(0)
+    m = create_model("phnet-xs", output="affine").eval()
+    with torch.no_grad():
+        for p in list(m.head.parameters()) + list(m.global_transform.fc2.parameters()):
+            p.normal_(std=0.05)
+    return m
+
+
+@pytest.fixture(scope="module")
+def photo():
+    """A real portrait (skimage's astronaut, public domain) at 640x360, its MediaPipe mask, and two real
+    backgrounds (skimage's rocket and coffee) at that size."""
+    from skimage import data
+
+    from vcam.segment import Segmenter
+
+    size = (640, 360)
+    person = cv2.resize(data.astronaut()[56:456], size, interpolation=cv2.INTER_AREA)
+    backgrounds = [cv2.resize(b, size, interpolation=cv2.INTER_AREA) for b in (data.rocket(), data.coffee())]
+    segmenter = Segmenter(1, smoothing=False)
+    try:
+        mask = segmenter.mask_for(person)
+    finally:
+        segmenter.close()
+    assert mask.max() > 0.9 and mask.min() == 0.0  # a real person and a real background
+    return person, mask, backgrounds
+
+
+def _agree(out: np.ndarray, ref: np.ndarray) -> None:
+    diff = np.abs(out.astype(np.int16) - ref.astype(np.int16))
+    assert out.dtype == np.uint8 and out.shape == ref.shape
+    assert diff.max() <= MAX_LEVELS, f"max difference {diff.max()} levels"
+    assert (diff > 0).mean() < MAX_DIFFERENT, f"{(diff > 0).mean():.2%} of values differ"
+
+
+@pytest.mark.parametrize("size, net", [((1080, 1920), (144, 256)), ((360, 640), (144, 256)),
+                                       ((12, 20), (16, 24))])
+def test_resize_matrices_are_cv2_resize(size, net):
+    rng = np.random.default_rng(0)
+    image = rng.random(size, dtype=np.float32)
+    ry, rx_t = resize_matrices(size, net)
+    interp = cv2.INTER_AREA if net[0] <= size[0] and net[1] <= size[1] else cv2.INTER_LINEAR
+    expected = cv2.resize(image, net[::-1], interpolation=interp)
+    np.testing.assert_allclose(ry @ image @ rx_t, expected, atol=1e-5)
+
+
+def test_a_sequence_matches_the_cpu_path(model, photo):
+    """Camera motion, a background change (a scene change both must detect), smoothing 0.8."""
+    person, mask, backgrounds = photo
+    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", smoothing=0.8)
+    path = GpuFramePath(model, (640, 360), background=backgrounds[0], device="cpu", smoothing=0.8)
+    changed = []
+    for i, (shift, bg) in enumerate([(0, 0), (4, 0), (8, 0), (8, 1), (12, 1)]):
+        image, m = np.roll(person, shift, axis=1), np.roll(mask, shift, axis=1)
+        comp = composite(image, backgrounds[bg], m)
+        correction = harmonizer.estimate(comp, m)
+        ref = harmonizer.apply(correction, comp, m)
+        changed.append(correction.scene_change)
+        out = path.process(image, m, background=backgrounds[bg] if i == 3 else None)
+        _agree(out, ref)
+        assert np.abs(ref.astype(int) - comp).mean() > 1.0  # the correction does change the person
+    assert changed == [False, False, False, True, False]
+    harmonizer.close()
+
+
+def test_background_is_exact_and_harmonize_off_is_the_composite(model, photo):
+    person, mask, backgrounds = photo
+    path = GpuFramePath(model, (640, 360), background=backgrounds[0], device="cpu")
+    comp = composite(person, backgrounds[0], mask)
+    out = path.process(person, mask)
+    assert np.array_equal(out[mask == 0], backgrounds[0][mask == 0])
+    path.harmonize = False
+    assert np.array_equal(path.process(person, mask), comp)
+
+
+def test_no_person_returns_the_composite_and_keeps_the_state(model, photo):
+    person, mask, backgrounds = photo
+    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", smoothing=0.8)
+    path = GpuFramePath(model, (640, 360), background=backgrounds[0], device="cpu", smoothing=0.8)
+    empty = np.zeros_like(mask)
+    for m in (mask, empty, mask):
+        comp = composite(person, backgrounds[0], m)
+        out = path.process(person, m)
+        _agree(out, harmonizer.harmonize(comp, m))
+        if m is empty:
+            assert np.array_equal(out, comp)
+
+
+def test_strength_uint8_mask_and_bgr_order(model, photo):
+    person, mask, backgrounds = photo
+    mask_u8 = np.round(mask * 255).astype(np.uint8)
+    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", strength=0.5)
+    ref = harmonizer.harmonize(composite(person, backgrounds[0], mask_u8.astype(np.float32) / 255), mask_u8)
+    path = GpuFramePath(model, (640, 360), background=backgrounds[0][..., ::-1].copy(), device="cpu",
+                        strength=0.5, channels="bgr")
+    out = path.process(person[..., ::-1].copy(), mask_u8)
+    _agree(out[..., ::-1], ref)
+
+
+def test_frames_in_flight_keep_their_own_outputs(model, photo):
+    """submit() twice before result(): each pending frame returns its own output (one slot each)."""
+    person, mask, backgrounds = photo
+    path = GpuFramePath(model, (640, 360), background=backgrounds[0], device="cpu", depth=2)
+    shifted = np.roll(person, 40, axis=1), np.roll(mask, 40, axis=1)
+    expected = [path.process(person, mask).copy(), path.process(*shifted).copy()]
+    path.reset()
+    first, second = path.submit(person, mask), path.submit(*shifted)
+    assert np.array_equal(first.result(), expected[0]) and np.array_equal(second.result(), expected[1])
+    assert not np.array_equal(expected[0], expected[1])
+
+
+def test_reference_region_matches_the_cpu_path(model, photo):
+    person, mask, backgrounds = photo
+    reference = np.zeros_like(mask)
+    reference[:, :160] = 1.0  # the left quarter of the background only
+    harmonizer = Harmonizer(model=model, backend="torch", device="cpu")
+    comp = composite(person, backgrounds[1], mask)
+    path = GpuFramePath(model, (640, 360), background=backgrounds[1], device="cpu", reference=reference)
+    _agree(path.process(person, mask), harmonizer.harmonize(comp, mask, reference))
+
+
+def test_the_device_step_has_no_host_round_trip(model, photo):
+    """Every decision is a torch.where: dynamo traces the whole step as ONE graph (fullgraph raises on a
+    `.item()`, a `bool(tensor)` or a Python `if` on a tensor, which would wait for the GPU and break the
+    CUDA graph). backend="eager" only traces: no compiler is needed."""
+    person, mask, backgrounds = photo
+    path = GpuFramePath(model, (640, 360), background=backgrounds[0], device="cpu", smoothing=0.5)
+    path.process(person, mask)
+    expected = path._out.clone()
+    path.reset()
+    step = torch.compile(path._step, backend="eager", fullgraph=True)
+    with torch.inference_mode():
+        step(True)
+    assert torch.equal(path._out, expected)
+
+
+def test_bad_input_raises_one_clear_error(model, photo):
+    person, mask, _ = photo
+    path = GpuFramePath(model, (640, 360), device="cpu")
+    with pytest.raises(TypeError, match="uint8"):
+        path.process(person.astype(np.float32), mask)
+    with pytest.raises(ValueError, match=r"\(360, 640, 3\)"):
+        path.process(person[:100], mask)
+    with pytest.raises(ValueError, match="mask must be"):
+        path.process(person, mask[:100])
+    with pytest.raises(TypeError, match="mask must be"):
+        path.process(person, mask.astype(np.int32))
+    with pytest.raises(ValueError, match="affine-head"):
+        GpuFramePath(create_model("phnet-xs"), (640, 360), device="cpu")
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        GpuFramePath(model, (640, 360), device="cpu", precision="fp16")
+    with pytest.raises(ValueError, match="smoothing"):
+        GpuFramePath(model, (640, 360), device="cpu", smoothing=1.0)
+    with pytest.raises(ValueError, match="channels"):
+        GpuFramePath(model, (640, 360), device="cpu", channels="yuv")
+
+
+def test_a_real_720p_video_matches_the_cpu_path(model, shared_data):
+    from vcam.segment import Segmenter
+
+    cap = cv2.VideoCapture(str(shared_data / "videos" / "liveportrait_s18.mp4"))
+    frames = [cv2.cvtColor(cap.read()[1], cv2.COLOR_BGR2RGB) for _ in range(3)]
+    cap.release()
+    h, w = frames[0].shape[:2]
+    background = cv2.resize(cv2.imread(str(shared_data / "backgrounds" / "mate_Dune.jpg"))[..., ::-1],
+                            (w, h), interpolation=cv2.INTER_AREA)
+    segmenter = Segmenter(1)
+    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", smoothing=0.8)
+    path = GpuFramePath(model, (w, h), background=background, device="cpu", smoothing=0.8)
+    try:
+        for frame in frames:
+            m = segmenter.mask_for(frame)
+            _agree(path.process(frame, m), harmonizer.harmonize(composite(frame, background, m), m))
+    finally:
+        segmenter.close()
+
+
+@pytest.mark.gpu
+def test_cuda_half_precision_graph_matches_the_cpu_path(model):
+    """fp16 on the GPU: a looser bound (fp16 products at 0..255 carry ~0.1 level of error, and the network
+    runs in half); the CUDA graph equals the eager device step bit for bit. An elliptical mask instead of
+    MediaPipe's: the GPU machine has no MediaPipe."""
+    from skimage import data
+
+    size = (640, 360)
+    person = cv2.resize(data.astronaut()[56:456], size, interpolation=cv2.INTER_AREA)
+    backgrounds = [cv2.resize(data.rocket(), size, interpolation=cv2.INTER_AREA)]
+    yy, xx = np.mgrid[0:360, 0:640]
+    mask = cv2.GaussianBlur((((yy - 250) / 180.0) ** 2 + ((xx - 320) / 150.0) ** 2 <= 1).astype(np.float32),
+                            (0, 0), 3)
+    comp = composite(person, backgrounds[0], mask)
+    ref = Harmonizer(model=model, backend="torch", device="cpu").harmonize(comp, mask)
+    graph = GpuFramePath(model, (640, 360), background=backgrounds[0], device="cuda")
+    eager = GpuFramePath(model, (640, 360), background=backgrounds[0], device="cuda", cuda_graph=False)
+    out = graph.submit(person, mask).result().copy()
+    assert np.array_equal(out, eager.process(person, mask))
+    diff = np.abs(out.astype(int) - ref)
+    assert diff.max() <= 12 and diff.mean() < 0.5
+    # Two frames in flight on the GPU's stream, each read back from its own pinned slot.
+    mirrored = np.ascontiguousarray(person[:, ::-1]), np.ascontiguousarray(mask[:, ::-1])
+    first, second = graph.submit(person, mask, timing=True), graph.submit(*mirrored)
+    assert np.array_equal(first.result(), out)
+    assert np.array_equal(second.result(), eager.process(*mirrored))
+    assert first.timings["gpu_ms"] > 0
