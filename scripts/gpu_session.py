@@ -416,7 +416,7 @@ def pipeline_part(args, log: Log, box_s: float, carry: Path) -> dict:
                 options = {} if fast else {"precision": "fp32", "cuda_graph": False}
                 path = GpuFramePath(model, (width, height), background=background, device=device, channels="bgr",
                                     smoothing=0.8, **options)
-                path.harmonize = harmonize
+                path.harmonizing = harmonize
                 row["run"] = f"{what}, {path.precision} {'graph' if path.cuda_graph else 'eager'}"
                 label = row["run"]
                 run_clip(path, clip, masks, args.warmup_frames, left, in_memory)  # warm-up
@@ -511,9 +511,10 @@ def recipe(args) -> dict:
     """The shipped weights' training arguments (engine/weights/default.json), with this session's overrides."""
     from engine.weights import DEFAULT_WEIGHTS, read_metadata
 
+    weights = Path(args.recipe_weights) if args.recipe_weights else DEFAULT_WEIGHTS
     shipped, head = {}, "image"
-    if DEFAULT_WEIGHTS.is_file():
-        meta = read_metadata(DEFAULT_WEIGHTS)
+    if weights.is_file():
+        meta = read_metadata(weights)
         shipped = meta.get("extra", {}).get("trainer", {}).get("args", {})
         head = meta.get("config", {}).get("output", "image")
     overrides = shipped.get("model_overrides") or {}
@@ -730,6 +731,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=16, help="training batch (scripts/train_default.sh --gpu's)")
     p.add_argument("--train-size", type=int, default=None, help="default: the recipe's")
     p.add_argument("--model-overrides", default=None, help="JSON; default: the recipe's")
+    p.add_argument("--recipe-weights", default=None,
+                   help="weights whose recipe (JSON metadata) is trained; default: the shipped weights")
     p.add_argument("--sizes", type=int, nargs="+", default=[512, 256, 1024])
     p.add_argument("--iters", type=int, default=200)
     p.add_argument("--warmup", type=int, default=10)

@@ -99,7 +99,7 @@ def test_background_is_exact_and_harmonize_off_is_the_composite(model, photo):
     comp = composite(person, backgrounds[0], mask)
     out = path.process(person, mask)
     assert np.array_equal(out[mask == 0], backgrounds[0][mask == 0])
-    path.harmonize = False
+    path.harmonizing = False
     assert np.array_equal(path.process(person, mask), comp)
 
 

@@ -132,7 +132,7 @@ def test_make_gpu_pack_builds_a_carry_the_trainer_and_session_read(tmp_path):
     assert sum(manifest["bytes"].values()) <= sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
 
 
-def test_recipe_follows_the_shipped_weights(tmp_path, monkeypatch):
+def test_recipe_follows_the_shipped_weights(tmp_path):
     """The session trains what ships: the recipe from the weights' metadata, the head from their config
     even where the recorded arguments did not spell it out."""
     import engine.weights
@@ -141,9 +141,8 @@ def test_recipe_follows_the_shipped_weights(tmp_path, monkeypatch):
     path = tmp_path / "default.safetensors"
     engine.weights.save_weights(create_model("phnet-xs", output="affine"), path, extra={"trainer": {"args": {
         "model": "phnet-xs", "stages": "1:100:1e-4,3:50:1e-5", "size": 128, "lm_weight": 0.5, "seed": 3}}})
-    monkeypatch.setattr(engine.weights, "DEFAULT_WEIGHTS", path)
     session = _script("gpu_session")
-    args = session.get_args_parser().parse_args(["--out", str(tmp_path)])
+    args = session.get_args_parser().parse_args(["--out", str(tmp_path), "--recipe-weights", str(path)])
     r = session.recipe(args)
     assert (r["model"], r["stages"], r["size"], r["lm_weight"], r["seed"]) == ("phnet-xs", "1:100:1e-4,3:50:1e-5",
                                                                               128, 0.5, 3)

@@ -101,6 +101,38 @@ class PendingFrame:
         return self._path._host_out[self._slot]
 
 
+def _check_arguments(model, size, device, precision, net_size: int, channels: str, depth: int):
+    """(width, height, precision) after checking GpuFramePath's arguments (see its docstring)."""
+    from engine.phnet import output_names
+
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if output_names(model)[0] != "coefficients":
+        raise ValueError(f"the GPU frame path needs an affine-head model (first output 'coefficients'), "
+                         f"got {output_names(model)[0]!r}: use engine.Harmonizer for image heads")
+    width, height = (int(v) for v in size)
+    if width < 8 or height < 8:
+        raise ValueError(f"size must be (width, height) of at least 8 x 8, got {size}")
+    if not isinstance(net_size, int) or net_size < 8 or net_size % 8:
+        raise ValueError(f"net_size must be a positive multiple of 8, got {net_size!r}")
+    if channels not in CHANNELS:
+        raise ValueError(f"channels must be one of {CHANNELS}, got {channels!r}")
+    if not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be a positive int, got {depth!r}")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("CUDA was requested but torch.cuda.is_available() is False")
+    if device.type not in ("cuda", "cpu"):
+        raise ValueError(f"device must be 'cuda', 'cuda:N' or 'cpu', got {device!r}")
+    cuda = device.type == "cuda"
+    precision = precision or ("fp16" if cuda else "fp32")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS} or None, got {precision!r}")
+    if precision != "fp32" and not cuda:
+        raise ValueError(f"precision {precision!r} needs a CUDA device; use 'fp32' on a CPU")
+    return width, height, precision
+
+
 class GpuFramePath:
     """Composite + harmonize frames of one size on one torch device (CUDA in half precision, or a CPU).
 
@@ -131,33 +163,9 @@ class GpuFramePath:
                  device: str | torch.device = "cuda", precision: str | None = None, net_size: int = 256,
                  smoothing: float = 0.0, strength: float = 1.0, reference: np.ndarray | None = None,
                  channels: str = "rgb", cuda_graph: bool = True, depth: int = 2):
-        from engine.phnet import output_names
-
-        if not isinstance(model, torch.nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        if output_names(model)[0] != "coefficients":
-            raise ValueError(f"the GPU frame path needs an affine-head model (first output 'coefficients'), "
-                             f"got {output_names(model)[0]!r}: use engine.Harmonizer for image heads")
-        width, height = (int(v) for v in size)
-        if width < 8 or height < 8:
-            raise ValueError(f"size must be (width, height) of at least 8 x 8, got {size}")
-        if not isinstance(net_size, int) or net_size < 8 or net_size % 8:
-            raise ValueError(f"net_size must be a positive multiple of 8, got {net_size!r}")
-        if channels not in CHANNELS:
-            raise ValueError(f"channels must be one of {CHANNELS}, got {channels!r}")
-        if not isinstance(depth, int) or depth < 1:
-            raise ValueError(f"depth must be a positive int, got {depth!r}")
+        width, height, precision = _check_arguments(model, size, device, precision, net_size, channels, depth)
         self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("CUDA was requested but torch.cuda.is_available() is False")
-        if self.device.type not in ("cuda", "cpu"):
-            raise ValueError(f"device must be 'cuda', 'cuda:N' or 'cpu', got {device!r}")
         cuda = self.device.type == "cuda"
-        precision = precision or ("fp16" if cuda else "fp32")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS} or None, got {precision!r}")
-        if precision != "fp32" and not cuda:
-            raise ValueError(f"precision {precision!r} needs a CUDA device; use 'fp32' on a CPU")
         self.size, self.frame_shape = (width, height), (height, width)
         self._stream = None  # made below on CUDA; setters used before then run on the default stream
         self.net_shape = net_shape(height, width, net_size)
@@ -168,7 +176,7 @@ class GpuFramePath:
         for p in self._model.parameters():
             p.requires_grad_(False)
         self.stats_size = int(self._model.stats_size)
-        self.harmonize = True  # False: the composite alone (no network), e.g. the harmonize hotkey
+        self.harmonizing = True  # False: the composite alone (no network), e.g. the harmonize hotkey
         dev, dt = self.device, self._dtype
         ry, rx_t = resize_matrices(self.frame_shape, self.net_shape)
         self._ry = torch.from_numpy(ry).to(dev, dt)
@@ -187,6 +195,31 @@ class GpuFramePath:
                 raise ValueError(f"reference must be {self.frame_shape} like the frames, got {ref.shape}")
             ref_t = torch.from_numpy(np.clip(ref, 0, 1)).to(dev, torch.float32)
             self._reference_low = (torch.from_numpy(ry).to(dev) @ ref_t @ torch.from_numpy(rx_t).to(dev)).clamp(0, 1)
+        self._allocate_state(dev)
+        self.smoothing, self.strength = smoothing, strength
+        if background is not None:
+            self.set_background(background)
+        self._allocate_host(height, width, depth, cuda)
+        self.cuda_graph = self._cuda_graph = cuda and cuda_graph
+        self._graphs: dict[bool, torch.cuda.CUDAGraph] = {}  # one per harmonize setting, made on first use
+        if cuda:
+            # Everything above ran on the default stream; the frames run on their own stream (the app's
+            # other GPU work does not queue behind them). Set-up time: one wait, never per frame.
+            torch.cuda.synchronize(dev)
+            self._stream = torch.cuda.Stream(dev)
+        if self._cuda_graph:
+            self._capture(self.harmonizing)
+
+    def _allocate_host(self, height: int, width: int, depth: int, cuda: bool) -> None:
+        # Host side: pinned slots on CUDA (asynchronous copies need page-locked memory).
+        self._host_in = [torch.zeros(height, width, 3, dtype=torch.uint8, pin_memory=cuda) for _ in range(depth)]
+        self._host_mask: dict[tuple[int, torch.dtype], torch.Tensor] = {}
+        self._host_out_t = [torch.zeros(height, width, 3, dtype=torch.uint8, pin_memory=cuda) for _ in range(depth)]
+        self._host_out = [t.numpy() for t in self._host_out_t]
+        self._uploaded = [None] * depth  # CUDA events: the slot's host buffers may be overwritten after these
+        self._next = 0
+
+    def _allocate_state(self, dev: torch.device) -> None:
         # Settings and temporal state live on the device: the step reads them without a host round trip.
         self._smoothing = torch.zeros((), device=dev)
         self._strength = torch.ones((), device=dev)
@@ -199,25 +232,6 @@ class GpuFramePath:
         self._scene = torch.zeros(4, 3, device=dev)
         self._scene_valid = torch.zeros(4, dtype=torch.bool, device=dev)
         self._has = {k: torch.zeros((), dtype=torch.bool, device=dev) for k in ("stats", "params", "scene")}
-        self.smoothing, self.strength = smoothing, strength
-        if background is not None:
-            self.set_background(background)
-        # Host side: pinned slots on CUDA (asynchronous copies need page-locked memory).
-        self._host_in = [torch.zeros(height, width, 3, dtype=torch.uint8, pin_memory=cuda) for _ in range(depth)]
-        self._host_mask: dict[tuple[int, torch.dtype], torch.Tensor] = {}
-        self._host_out_t = [torch.zeros(height, width, 3, dtype=torch.uint8, pin_memory=cuda) for _ in range(depth)]
-        self._host_out = [t.numpy() for t in self._host_out_t]
-        self._uploaded = [None] * depth  # CUDA events: the slot's host buffers may be overwritten after these
-        self._next = 0
-        self.cuda_graph = self._cuda_graph = cuda and cuda_graph
-        self._graphs: dict[bool, torch.cuda.CUDAGraph] = {}  # one per harmonize setting, made on first use
-        if cuda:
-            # Everything above ran on the default stream; the frames run on their own stream (the app's
-            # other GPU work does not queue behind them). Set-up time: one wait, never per frame.
-            torch.cuda.synchronize(dev)
-            self._stream = torch.cuda.Stream(dev)
-        if self._cuda_graph:
-            self._capture(self.harmonize)
 
     # -- settings ---------------------------------------------------------------------------------------
 
@@ -312,25 +326,10 @@ class GpuFramePath:
         slot = self._next
         self._next = (slot + 1) % self.depth
         if self._stream is None:
-            with torch.inference_mode():
-                self._image.copy_(torch.from_numpy(image))
-                self._select_mask(torch.from_numpy(mask))
-                if background is not None:
-                    self._background.copy_(torch.from_numpy(background))
-                self._step(self.harmonize)
-            np.copyto(self._host_out[slot], self._out.numpy())
-            return PendingFrame(self, slot)
-        if self._uploaded[slot] is not None:
-            self._uploaded[slot].synchronize()  # this slot's last upload, long finished in a steady stream
-        host_in = self._host_in[slot]
-        np.copyto(host_in.numpy(), image)
-        key = (slot, torch.from_numpy(mask[:1, :1]).dtype)
-        if key not in self._host_mask:
-            self._host_mask[key] = torch.zeros(self.frame_shape, dtype=key[1], pin_memory=True)
-        host_mask = self._host_mask[key]
-        np.copyto(host_mask.numpy(), mask)
-        if self._cuda_graph and self.harmonize not in self._graphs:
-            self._capture(self.harmonize)  # the first frame after the harmonize setting changed
+            return self._run_here(slot, image, mask, background)
+        host_in, host_mask = self._stage(slot, image, mask)
+        if self._cuda_graph and self.harmonizing not in self._graphs:
+            self._capture(self.harmonizing)  # the first frame after the harmonize setting changed
         events = tuple(torch.cuda.Event(enable_timing=True) for _ in range(4)) if timing else ()
         done = torch.cuda.Event()
         with torch.cuda.stream(self._stream):
@@ -346,10 +345,10 @@ class GpuFramePath:
             if events:
                 events[1].record()
             if self._cuda_graph:
-                self._graphs[self.harmonize].replay()
+                self._graphs[self.harmonizing].replay()
             else:
                 with torch.inference_mode():
-                    self._step(self.harmonize)
+                    self._step(self.harmonizing)
             if events:
                 events[2].record()
             self._host_out_t[slot].copy_(self._out, non_blocking=True)
@@ -357,6 +356,30 @@ class GpuFramePath:
                 events[3].record()
             done.record()
         return PendingFrame(self, slot, done, events)
+
+    def _run_here(self, slot: int, image, mask, background) -> PendingFrame:
+        """The frame on a device without streams (the CPU): synchronous, the same step."""
+        with torch.inference_mode():
+            self._image.copy_(torch.from_numpy(image))
+            self._select_mask(torch.from_numpy(mask))
+            if background is not None:
+                self._background.copy_(torch.from_numpy(background))
+            self._step(self.harmonizing)
+        np.copyto(self._host_out[slot], self._out.numpy())
+        return PendingFrame(self, slot)
+
+    def _stage(self, slot: int, image, mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copy the frame and mask into the slot's pinned host buffers (once the slot's last upload is done)."""
+        if self._uploaded[slot] is not None:
+            self._uploaded[slot].synchronize()  # this slot's last upload, long finished in a steady stream
+        host_in = self._host_in[slot]
+        np.copyto(host_in.numpy(), image)
+        key = (slot, torch.from_numpy(mask[:1, :1]).dtype)
+        if key not in self._host_mask:
+            self._host_mask[key] = torch.zeros(self.frame_shape, dtype=key[1], pin_memory=True)
+        host_mask = self._host_mask[key]
+        np.copyto(host_mask.numpy(), mask)
+        return host_in, host_mask
 
     def _select_mask(self, mask: torch.Tensor) -> None:
         # Both dtypes have a fixed device buffer (the graph reads both); a flag on the device says which.
