@@ -158,14 +158,12 @@ class UiServer:
             raise BadRequest(f"unknown setting {unknown[0]!r}; the page sets {', '.join(store.PAGE_KEYS)}")
         if "background" in changes:
             changes = {**changes, "background": self._check_background(changes["background"])}
-        if changes.get("reference") is not None:
-            try:
-                parse_reference(changes["reference"], self.pipeline.size)
-            except (ValueError, TypeError, OSError) as exc:
-                raise BadRequest(f"reference: {str(exc).splitlines()[0]}") from None
         try:
-            self.pipeline.request(**changes)  # validates the whole RunConfig; queues; returns at once
-        except (SettingError, ValueError, TypeError) as exc:
+            self.pipeline.settings.replace(**changes)  # RunConfig checks every type and range
+            if changes.get("reference") is not None:  # and the rectangle must lie inside the frame
+                parse_reference(changes["reference"], self.pipeline.size)
+            self.pipeline.request(**changes)  # validates again, queues, returns at once
+        except (SettingError, ValueError, TypeError, OSError) as exc:
             raise BadRequest(str(exc).strip().splitlines()[0]) from None
         if self.persist:
             self._save()
