@@ -80,7 +80,7 @@ function renderStatus(st) {
   if (st.fps !== undefined) parts.push(`${st.fps} fps`);
   if (st.latency_p95_ms != null) parts.push(`latency p95 ${st.latency_p95_ms} ms`);
   const h = st.harmonizer;
-  parts.push(h ? `harmonizer ${h.refresh_hz} Hz (${h.backend}, ${h.mode})${h.failed ? " FAILED" : ""}` : "harmonizer off");
+  parts.push(h ? `harmonizer ${Number(h.refresh_hz).toFixed(1)} Hz (${h.backend}, ${h.mode})${h.failed ? " FAILED" : ""}` : "harmonizer off");
   if (st.cpu_percent != null) parts.push(`CPU ${st.cpu_percent} % of ${st.cpus} cores`);
   parts.push(`camera ${st.camera}`);
   el.textContent = parts.join(" · ");
