@@ -158,3 +158,25 @@ def test_saved_settings_round_trip(tmp_path):
     path.write_text("strength = 3\n")
     with pytest.raises(SettingError, match="strength"):
         store.load_settings(path)
+
+
+def test_vcam_ui_starts_from_the_saved_settings(person_video, tmp_path):
+    (tmp_path / "config").mkdir()
+    store.save_settings({"background": ["color:#204060"], "strength": 0.4, "reference": "0.0,0.0,0.5,0.5",
+                         "harmonize": False}, tmp_path / "config" / "ui.toml")
+    args = ["--input", person_video, "--size", "320x180", "--output", "null", "--loop", "--status-interval", "0"]
+    with vcam_ui(args, tmp_path) as (process, url):
+        settings = state(url)["settings"]
+    assert settings["background"] == ["color:#204060"] and settings["strength"] == 0.4
+    assert settings["reference"] == "0.0,0.0,0.5,0.5" and settings["harmonize"] is False
+
+
+def test_a_saved_background_that_is_gone_falls_back_to_the_default(person_video, tmp_path):
+    (tmp_path / "config").mkdir()
+    store.save_settings({"background": [str(tmp_path / "deleted.jpg")], "strength": 0.4},
+                        tmp_path / "config" / "ui.toml")
+    args = ["--input", person_video, "--size", "320x180", "--output", "null", "--loop", "--no-harmonize",
+            "--status-interval", "0"]
+    with vcam_ui(args, tmp_path) as (process, url):
+        settings = state(url)["settings"]
+    assert settings["background"] == ["blur"] and settings["strength"] == 0.4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from vcam.config import RunConfig, load_toml, resolve
 from vcam.ui import store
@@ -17,9 +18,18 @@ def resolve_with_saved(args, flags: dict) -> RunConfig:
         SettingError: a bad value in the saved settings, the config file or a flag (names which).
     """
     values = store.load_settings()
+    missing = [spec for spec in values.get("background", []) if _is_missing_file(spec)]
+    if missing:  # an upload deleted since: start with the default rather than fail
+        log.warning("saved background %s no longer exists; using the default", missing[0])
+        values.pop("background")
     if getattr(args, "config", None):
         values.update(load_toml(args.config))
     return resolve(flags, values)
+
+
+def _is_missing_file(spec: str) -> bool:
+    kind = spec.partition(":")[0].lower()
+    return kind not in ("blur", "color", "colour") and not os.path.exists(os.path.expanduser(spec))
 
 
 def run_with_page(config: RunConfig, flags: dict) -> dict:

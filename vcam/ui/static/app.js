@@ -106,14 +106,19 @@ async function poll() {
   setTimeout(poll, POLL_MS);
 }
 
-// -- preview: one request at a time, a few per second ------------------------------------------------
-function refreshPreview() {
-  const img = $("preview");
-  const next = () => setTimeout(refreshPreview, PREVIEW_MS);
-  const probe = new Image();
-  probe.onload = () => { img.src = probe.src; img.dataset.frames = Number(img.dataset.frames) + 1; next(); };
-  probe.onerror = next;
-  probe.src = `/preview?t=${Date.now()}`;
+// -- preview: one request at a time, a few per second, none while the tab is hidden ------------------
+async function refreshPreview() {
+  try {
+    if (!document.hidden) {
+      const response = await fetch(`/preview?t=${Date.now()}`);
+      if (response.ok) {  // one request and one decode per frame (an <img> reload would fetch twice)
+        const img = $("preview"), url = URL.createObjectURL(await response.blob());
+        img.onload = () => { URL.revokeObjectURL(url); img.dataset.frames = Number(img.dataset.frames) + 1; };
+        img.src = url;
+      }
+    }
+  } catch (error) { /* vcam stopped: the status line says so */ }
+  setTimeout(refreshPreview, PREVIEW_MS);
 }
 
 // -- reference region: drag on the preview -----------------------------------------------------------
