@@ -48,9 +48,13 @@ class PhaseRecorder:
             frames = len(samples)
             seconds = sum(end - (start + 1.0) for start, end in spans[phase])
             latency = np.array([ms for _, ms in samples])
+            each = [[ms for t, ms in samples if start <= t <= end] for start, end in spans[phase]]
             out[phase] = {"frames": frames, "fps": round(frames / seconds, 2),
                           "latency_p50_ms": round(float(np.percentile(latency, 50)), 2),
-                          "latency_p95_ms": round(float(np.percentile(latency, 95)), 2)}
+                          "latency_p95_ms": round(float(np.percentile(latency, 95)), 2),
+                          # each phase alone, in order: how much the machine's load moved under the run
+                          "fps_each": [round(len(v) / (end - start - 1.0), 1) for v, (start, end) in zip(each, spans[phase])],
+                          "latency_p95_each_ms": [round(float(np.percentile(v, 95)), 1) if v else None for v in each]}
         return out
 
 
