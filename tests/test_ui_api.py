@@ -74,10 +74,12 @@ def test_a_huge_or_malformed_body_is_refused(page):
 
 def test_a_good_write_applies_and_is_saved(page):
     process, url, home = page
-    status, data = request(url + "/api/state", {"strength": 0.35, "reference": "0.1,0.2,0.3,0.4"})
+    status, data = request(url + "/api/state", {"strength": 0.35, "reference": "0.1,0.2,0.3,0.4",
+                                                "segmentation_model": 0})
     assert status == 200 and data["settings"]["strength"] == 0.35
-    wait_frames(url, 3, process)
+    wait_frames(url, 10, process)  # the new segmenter runs (a broken swap would stop the frames)
     assert state(url)["settings"]["reference"] == "0.1,0.2,0.3,0.4"
+    assert state(url)["settings"]["segmentation_model"] == 0
     saved = store.load_settings(home / "config" / "ui.toml")
     assert saved["strength"] == 0.35 and saved["reference"] == "0.1,0.2,0.3,0.4"
 
@@ -180,3 +182,12 @@ def test_a_saved_background_that_is_gone_falls_back_to_the_default(person_video,
     with vcam_ui(args, tmp_path) as (process, url):
         settings = state(url)["settings"]
     assert settings["background"] == ["blur"] and settings["strength"] == 0.4
+
+
+def test_the_page_flags_are_checked(capsys):
+    from vcam.cli import main
+
+    assert main(["run", "--ui", "--ui-port", "70000", "--input", "talk.mp4"]) == 2
+    assert "--ui-port must be in [0, 65535], got 70000" in capsys.readouterr().err
+    assert main(["ui", "--ui-host", "", "--input", "talk.mp4"]) == 2
+    assert "--ui-host must be a non-empty string" in capsys.readouterr().err

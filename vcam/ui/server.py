@@ -182,7 +182,7 @@ class UiServer:
         frame = self._frame
         if frame is None or frame.output is None:
             return None
-        split = bool(self.pipeline.settings.split) if self.pipeline is not None else False
+        split = bool(self.pipeline.config.split) if self.pipeline is not None else False  # as applied
         width = min(width, frame.output.shape[1])  # scaled down, never up
         key = (frame.index, split, width, frame.live)
         with self._preview_lock:
