@@ -191,3 +191,17 @@ def test_the_page_flags_are_checked(capsys):
     assert "--ui-port must be in [0, 65535], got 70000" in capsys.readouterr().err
     assert main(["ui", "--ui-host", "", "--input", "talk.mp4"]) == 2
     assert "--ui-host must be a non-empty string" in capsys.readouterr().err
+
+
+def test_a_taken_port_is_one_clear_line(person_video, capsys):
+    from vcam.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["run", "--ui", "--ui-port", str(port), "--input", person_video, "--size", "320x180",
+                     "--output", "null", "--no-harmonize", "--max-frames", "5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith(f"vcam: error: control page: cannot listen on 127.0.0.1:{port}:"), err[-1]

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -212,9 +213,7 @@ class UiServer:
         Raises:
             OSError: the address cannot be bound (a port in use names it).
         """
-        server_class = type("_Server", (ThreadingHTTPServer,), {"daemon_threads": True})
-        if ":" in self.host:
-            server_class.address_family = socket.AF_INET6
+        server_class = _Server6 if ":" in self.host else _Server
         try:
             self._httpd = server_class((self.host, self.port), _handler_for(self))
         except OSError as exc:
@@ -231,6 +230,22 @@ class UiServer:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a browser holding a connection open never delays vcam's exit
+
+    def handle_error(self, request, client_address) -> None:
+        """One line, not a traceback on the user's terminal (a closed tab resets its connections)."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError):
+            log.debug("control page: %s from %s", type(exc).__name__, client_address[0])
+        else:
+            log.warning("control page: request failed: %s: %s", type(exc).__name__, exc)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
 
 def _handler_for(ui: UiServer) -> type[BaseHTTPRequestHandler]:
@@ -268,10 +283,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- checks -----------------------------------------------------------------------------------
     def _check_host(self) -> None:
+        """Host must name this server (DNS rebinding: another site's name resolving to 127.0.0.1)."""
         host = (self.headers.get("Host") or "").strip().lower()
-        name = host.rsplit(":", 1)[0].strip("[]") if host.count(":") <= 1 or host.startswith("[") else host
-        allowed = set(LOOPBACK) | {self.ui.host.lower()}
-        if host.rsplit(":", 1)[-1] != str(self.ui.port) or name not in allowed:
+        name, port = host, "80"  # a browser leaves out the default port
+        if host.startswith("[") or host.count(":") == 1:
+            name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "80")
+        name = name.strip("[]")
+        # A wildcard --ui-host (0.0.0.0, ::) is reached by any of the machine's names: the user chose that.
+        wildcard = self.ui.host in ("0.0.0.0", "::")
+        if port != str(self.ui.port) or not (wildcard or name in set(LOOPBACK) | {self.ui.host.lower()}):
             raise BadRequest(f"refused: Host {host!r} is not this server", HTTPStatus.FORBIDDEN)
 
     def _check_origin(self) -> None:
