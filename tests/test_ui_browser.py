@@ -176,6 +176,19 @@ def test_a_bad_upload_shows_the_error_and_the_stream_runs_on(session):
     assert not (home / "data" / "backgrounds").exists() or not any((home / "data" / "backgrounds").iterdir())
 
 
+def test_the_before_after_split(session):
+    driver, process, url, _ = session
+    driver.find_element("id", "split").click()
+    _wait_for(lambda: state(url)["settings"]["split"], "split on", process)
+    wait_frames(url, 3, process)
+    seam = preview(url)[:, SIZE[0] // 2 - 1:SIZE[0] // 2 + 1]
+    assert seam.min() > 200  # the white line between before (left) and after (right)
+    driver.find_element("id", "split").click()
+    _wait_for(lambda: not state(url)["settings"]["split"], "split off", process)
+    wait_frames(url, 3, process)
+    assert preview(url)[:, SIZE[0] // 2 - 1:SIZE[0] // 2 + 1].min() < 200
+
+
 def test_two_tabs_stay_in_sync_and_a_screenshot(session, tmp_path):
     driver, process, url, _ = session
     driver.find_element("css selector", "#gallery button[data-kind=builtin]").click()
