@@ -15,7 +15,7 @@ def test_packages_import():
     import vcam  # noqa: F401
 
 
-SUBCOMMANDS = {"run", "demo", "devices", "export", "bench"}
+SUBCOMMANDS = {"run", "demo", "devices", "export", "bench", "ui"}
 
 
 def test_help_lists_exactly_the_subcommands(capsys):

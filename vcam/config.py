@@ -28,7 +28,8 @@ else:  # pragma: no cover - 3.10 uses the backport named in pyproject
     import tomli as tomllib
 
 # Settings that take effect on a running pipeline when the config file changes; the rest need a restart.
-LIVE_KEYS = ("background", "smoothing", "strength", "harmonize", "split", "mask_smoothing", "refresh_hz")
+LIVE_KEYS = ("background", "smoothing", "strength", "harmonize", "split", "mask_smoothing", "refresh_hz",
+             "reference", "segmentation_model")
 
 
 @dataclass
@@ -66,6 +67,10 @@ class RunConfig:
     loop: bool | None = None  # loop a video file (default: only when --max-frames asks for more)
     split: bool = False  # preview: before/after split view
     config: str | None = None
+    # Control page (vcam.ui): served on ui_host:ui_port (0 = a free port) while the stream runs.
+    ui: bool = False
+    ui_port: int = 8765
+    ui_host: str = "127.0.0.1"  # loopback only unless the user names another interface
 
     def __post_init__(self) -> None:
         validate(self)
@@ -187,11 +192,12 @@ _NUMBERS: dict[str, tuple[float, float, bool, bool]] = {
     "segmentation_model": (0, 1, True, False),
     "max_frames": (1, 10**9, True, False),
     "status_interval": (0, 86400, False, False),
+    "ui_port": (0, 65535, True, False),
 }
-_BOOLS = ("harmonize", "mask_smoothing", "split", "loop")
+_BOOLS = ("harmonize", "mask_smoothing", "split", "loop", "ui")
 _CHOICES = {"harmonize_mode": ("auto", "inline", "worker")}
 _STRINGS = ("model", "weights", "backend", "device", "reference", "vcam_backend", "vcam_device",
-            "segmenter_model", "stats_json", "config")
+            "segmenter_model", "stats_json", "config", "ui_host")
 DEFAULT_BLUR = 12.0  # blur background: Gaussian sigma in full-resolution pixels at 720p
 MAX_BLUR = 200.0  # blur sigma (720p pixels): wider than the frame is no longer a blur, and costs minutes
 

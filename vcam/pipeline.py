@@ -202,6 +202,14 @@ class Pipeline:
         Called from the frame loop only (`apply_pending`), or before `run()`.
         """
         live, restart = changed_settings(self.config, new)
+        if "reference" in live:  # parsed first: a rectangle outside the frame changes nothing
+            self._reference = parse_reference(new.reference, self.size)
+            if self.harmonize is not None:
+                self.harmonize.reference = self._reference
+        if "segmentation_model" in live:
+            segmenter = Segmenter(new.segmentation_model, new.segmenter_model, smoothing=new.mask_smoothing)
+            self.segmenter.close()
+            self.segmenter = segmenter
         if "background" in live and not self._swap_backgrounds(new.background):
             new = new.replace(background=self.config.background)
             live.pop("background")

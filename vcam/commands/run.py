@@ -72,6 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--status-interval", type=float, help="seconds between status lines (0 = none; default 5)")
     run.add_argument("--split", action="store_true", default=None, help="preview: start in before/after view")
     run.add_argument("--config", help="TOML file with any of these settings (flags override; edits apply live)")
+    ui = parser.add_argument_group("control page")
+    ui.add_argument("--ui", action="store_true", default=None,
+                    help="serve the control page (http://127.0.0.1:8765/ by default) while running")
+    ui.add_argument("--ui-port", type=int, help="control page port (0 = a free one, printed; default 8765)")
+    ui.add_argument("--ui-host", help="interface for the control page (default 127.0.0.1: this machine only)")
     parser.epilog = "preview hotkeys: " + ", ".join(f"{k} {v}" for k, v in HOTKEYS.items())
 
 
@@ -110,11 +115,17 @@ def run(args: argparse.Namespace) -> int:
     from vcam.pipeline import Pipeline  # after argument checks: imports MediaPipe
 
     config, flags = from_args(args)
+    if config.ui:
+        from vcam.ui.app import resolve_with_saved
+        config = resolve_with_saved(args, flags)
     if config.stats_json:  # before the run: a run's stats must not be lost at its end
         check_writable(config.stats_json, "--stats-json")
     with stop_signals_interrupt():
-        pipeline = Pipeline(config, flags=flags)
-        stats = pipeline.run()
+        if config.ui:
+            from vcam.ui.app import run_with_page
+            stats = run_with_page(config, flags)
+        else:
+            stats = Pipeline(config, flags=flags).run()
     if stats["frames"] == 0:
         print("vcam: no frames were produced", flush=True)
         return 1

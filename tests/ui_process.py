@@ -1,0 +1,80 @@
+"""Starts a real `vcam run --ui --ui-port 0` in a subprocess for the control-page tests, and talks to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+
+import cv2
+import numpy as np
+
+START_TIMEOUT_S = 240  # MediaPipe, ONNX Runtime and maybe an ONNX export on a loaded 2-core machine
+
+
+@contextmanager
+def vcam_ui(args: list[str], home):
+    """Yield (process, base URL) of `vcam run --ui --ui-port 0 ARGS`, user dirs under `home`; stop it after."""
+    env = dict(os.environ, VCAM_CONFIG_DIR=str(home / "config"), VCAM_DATA_DIR=str(home / "data"))
+    process = subprocess.Popen([sys.executable, "-m", "vcam", "run", "--ui", "--ui-port", "0", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines = []
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        url = None
+        while url is None and time.monotonic() < deadline and process.poll() is None:
+            if select.select([process.stdout], [], [], 1.0)[0]:
+                line = process.stdout.readline()
+                lines.append(line)
+                if "control page at " in line:
+                    url = line.split("control page at ")[1].strip().rstrip("/")
+        if url is None:
+            raise RuntimeError("vcam run --ui did not print its page's address:\n" + "".join(lines[-30:]))
+        yield process, url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def request(url: str, data=None, headers: dict | None = None, method: str | None = None):
+    """(status, parsed JSON or raw bytes) of one HTTP request; HTTP errors are returned, not raised."""
+    body = json.dumps(data).encode() if data is not None and not isinstance(data, bytes) else data
+    headers = {"Content-Type": "application/json", **(headers or {})} if data is not None else headers or {}
+    req = urllib.request.Request(url, data=body, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:
+            status, payload, kind = response.status, response.read(), response.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as exc:
+        status, payload, kind = exc.code, exc.read(), exc.headers.get("Content-Type", "")
+    return status, json.loads(payload) if "json" in kind else payload
+
+
+def state(url: str) -> dict:
+    status, data = request(url + "/api/state")
+    assert status == 200, data
+    return data
+
+
+def wait_frames(url: str, count: int, process) -> None:
+    """Wait until the stream has sent `count` more frames (the status snapshot's counter)."""
+    target = state(url)["status"].get("frames", 0) + count
+    while state(url)["status"].get("frames", 0) < target:
+        assert process.poll() is None, "vcam exited"
+        time.sleep(0.2)
+
+
+def preview(url: str) -> np.ndarray:
+    """The page's preview (the output, scaled down) as RGB."""
+    status, data = request(url + "/preview")
+    assert status == 200, data
+    return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
