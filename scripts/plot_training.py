@@ -23,17 +23,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", type=Path, required=True, help="run directory with eval.csv")
+    p.add_argument("--run", nargs="+", required=True,
+                   help="run directories with eval.csv, each DIR or DIR:FIRST_STEP (runs that continue one "
+                        "another: --init or --resume, drawn one after the other on one step axis)")
     p.add_argument("--baselines", type=Path, nargs="*", default=[], help="trainer.evaluate --json files")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--title", default="held-out PSNR during training")
     args = p.parse_args(argv)
-    rows = list(csv.DictReader(open(args.run / "eval.csv")))
-    if not rows:
-        raise SystemExit(f"error: no evaluations in {args.run / 'eval.csv'}")
-    steps = [int(r["step"]) for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    ax.plot(steps, [float(r["psnr"]) for r in rows], "o-", label="phnet-xs (held-out PSNR)")
+    for spec in args.run:
+        directory, _, offset = spec.partition(":")
+        rows = list(csv.DictReader(open(Path(directory) / "eval.csv")))
+        if not rows:
+            raise SystemExit(f"error: no evaluations in {Path(directory) / 'eval.csv'}")
+        steps = [int(offset or 0) + int(r["step"]) for r in rows]
+        ax.plot(steps, [float(r["psnr"]) for r in rows], "o-", label=f"{Path(directory).name} (held-out PSNR)")
     lines = {}
     for path in args.baselines:  # a file's subject, and the baselines trainer.evaluate put beside it
         result = json.loads(path.read_text())
