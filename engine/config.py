@@ -61,6 +61,12 @@ class PHNetConfig:
     # the global transform is predicted by an MLP of this width from the bottleneck and colour moments.
     affine_factor: int = 4
     global_hidden: int = 64
+    # output="affine" only, at full resolution (engine.Harmonizer.apply): the transforms re-colour the
+    # frame low-passed by a Gaussian of this sigma (in network pixels, scaled to the frame) and the frame's
+    # detail above it is added back unchanged; 0 applies them to the frame itself. Trained on MSE against
+    # the FFHQH recipe (which sharpens half the composites x4), the cells learn to flatten texture; this
+    # keeps the person's texture whatever they learned.
+    keep_detail: float = 0.0
 
     def __post_init__(self):
         self.widths = _as_int_tuple(self.widths, "widths")
@@ -77,6 +83,8 @@ class PHNetConfig:
             raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
         if self.affine_factor not in (1, 2, 4, 8):
             raise ValueError(f"affine_factor must be 1, 2, 4 or 8 (a divisor of 8), got {self.affine_factor}")
+        if not self.keep_detail >= 0:
+            raise ValueError(f"keep_detail must be >= 0, got {self.keep_detail}")
         if self.global_hidden <= 0:
             raise ValueError(f"global_hidden must be positive, got {self.global_hidden}")
         _check_positive(self, ("eps", "var_eps", "patch_tau", "region_tau"))

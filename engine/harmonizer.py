@@ -166,6 +166,7 @@ class Harmonizer:
         self.strength = strength
         self._model, self.model_description = resolve_model(model, weights)
         self.model_name = getattr(self._model, "name", type(self._model).__name__)
+        self._keep_detail = float(getattr(getattr(self._model, "config", None), "keep_detail", 0.0))
         self._backend = create_backend(backend, self._model, device, precision, threads)
         self._device = self._backend.device
         self.threads = threads  # ONNX Runtime gets it here; the app's CPU worker gives torch the same count
@@ -375,10 +376,13 @@ class Harmonizer:
         if float(mask_f[y0:y1, x0:x1].max()) < NO_PERSON:
             return out
         box = (y0, y1, x0, x1)
-        fast = {"delta": lift_mod.apply_delta_blend, "affine-grid": lift_mod.apply_affine_blend}
-        if correction.params.method in fast:  # the camera-rate paths (uint8 SIMD kernels, box only)
-            weight = mask_f[y0:y1, x0:x1] * np.float32(self._strength)
-            out[y0:y1, x0:x1] = fast[correction.params.method](correction.params, composite, weight, box)
+        weight = mask_f[y0:y1, x0:x1] * np.float32(self._strength)
+        if correction.params.method == "affine-grid":  # the camera-rate paths (uint8 SIMD kernels, box only)
+            sigma = self._keep_detail * max(size) / max(correction.net_size)
+            out[y0:y1, x0:x1] = lift_mod.apply_affine_blend(correction.params, composite, weight, box, sigma)
+            return out
+        if correction.params.method == "delta":
+            out[y0:y1, x0:x1] = lift_mod.apply_delta_blend(correction.params, composite, weight, box)
             return out
         corrected = lift_mod.apply_lift(correction.params, composite, box)
         np.nan_to_num(corrected, copy=False, nan=0.0, posinf=1.0, neginf=0.0)

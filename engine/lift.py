@@ -348,7 +348,7 @@ def apply_affine_grid(params: LiftParams, composite: np.ndarray, box=None) -> np
 
 
 def apply_affine_blend(params: LiftParams, composite: np.ndarray, weight: np.ndarray,
-                       box: tuple[int, int, int, int]) -> np.ndarray:
+                       box: tuple[int, int, int, int], detail_sigma: float = 0.0) -> np.ndarray:
     """Blend `composite[box]` towards the grid's colour transforms applied to it, by `weight`, as uint8.
 
     The camera-rate path of the "affine" head: the (ny, nx, 12) grid is upsampled inside the box only
@@ -360,6 +360,8 @@ def apply_affine_blend(params: LiftParams, composite: np.ndarray, weight: np.nda
         composite: (H, W, 3) uint8 full-resolution frame.
         weight: (y1 - y0, x1 - x0) float32 blend weight (mask x strength) for the box.
         box: (y0, y1, x0, x1).
+        detail_sigma: > 0: the transforms apply to the box low-passed by a Gaussian of this sigma (pixels)
+            and the detail above it is added back unchanged (PHNetConfig.keep_detail).
 
     Returns:
         (y1 - y0, x1 - x0, 3) uint8.
@@ -370,10 +372,13 @@ def apply_affine_blend(params: LiftParams, composite: np.ndarray, weight: np.nda
     part = composite[y0:y1, x0:x1]
     coef = _resize_box_fast(params.data, composite.shape[:2], box, whole=False)
     x = part.astype(np.float32)  # 0..255: the bias is scaled instead of the image
-    out = coef[..., 0:3] * x[..., 0:1]
-    out += coef[..., 3:6] * x[..., 1:2]
-    out += coef[..., 6:9] * x[..., 2:3]
+    low = cv2.GaussianBlur(x, (0, 0), detail_sigma, borderType=cv2.BORDER_REPLICATE) if detail_sigma > 0 else x
+    out = coef[..., 0:3] * low[..., 0:1]
+    out += coef[..., 3:6] * low[..., 1:2]
+    out += coef[..., 6:9] * low[..., 2:3]
     out += coef[..., 9:12] * np.float32(255)
+    if detail_sigma > 0:
+        out += x - low
     corrected = cv2.convertScaleAbs(np.clip(out, 0, 255, out=out))  # rounds and saturates to uint8
     return cv2.blendLinear(part, corrected, 1.0 - weight, weight)
 

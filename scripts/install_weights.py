@@ -23,8 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval", type=Path, nargs="*", default=[], help="trainer.evaluate --json files")
     p.add_argument("--out", type=Path, default=Path("engine/weights/default.safetensors"))
     p.add_argument("--note", default="", help="free text kept in the metadata (hardware, time)")
+    p.add_argument("--keep-detail", type=float, default=None,
+                   help="affine head: PHNetConfig.keep_detail of the installed file (sigma in network pixels)")
     args = p.parse_args(argv)
     model = load_weights(args.weights)
+    if args.keep_detail is not None:
+        model.config.keep_detail = args.keep_detail  # an inference setting: the tensors are unchanged
     meta = read_metadata(args.weights)
     extra = dict(meta.get("extra") or {})
     extra["heldout"] = {}

@@ -152,3 +152,35 @@ def test_cells_only_nudge_the_global_transform():
     mean = (coefficients * cells).sum(dim=(2, 3)) / cells.sum(dim=(2, 3))
     torch.testing.assert_close(mean, torch.tensor(affine.IDENTITY).view(1, 12), atol=1e-5, rtol=0)
     assert (coefficients - torch.tensor(affine.IDENTITY).view(1, 12, 1, 1)).abs().max() <= 2 * LOCAL_BOUND
+
+
+def test_keep_detail_restores_the_frames_texture_under_a_flattening_transform():
+    """Transforms that halve contrast, applied with detail_sigma, keep the frame's fine texture as it was
+    (and still move its low-pass colour); without it the texture is halved."""
+    import cv2
+
+    rng = np.random.default_rng(11)
+    frame = np.clip(128 + 40 * rng.standard_normal((120, 160, 3)), 0, 255).astype(np.uint8)
+    grid = np.broadcast_to(np.array([0.5, 0, 0, 0, 0.5, 0, 0, 0, 0.5, 0.3, 0.2, 0.1], np.float32), (6, 8, 12))
+    params = lift.LiftParams("affine-grid", grid.copy())
+    box, weight = (0, 120, 0, 160), np.ones((120, 160), np.float32)
+
+    def high(a):
+        a = a.astype(np.float32)
+        return a - cv2.GaussianBlur(a, (0, 0), 3)
+
+    flat = lift.apply_affine_blend(params, frame, weight, box)
+    kept = lift.apply_affine_blend(params, frame, weight, box, detail_sigma=3.0)
+    assert high(flat).std() < 0.6 * high(frame).std()
+    assert abs(high(kept).std() / high(frame).std() - 1) < 0.1
+    assert abs(kept.mean() - flat.mean()) < 2.0  # the colour change itself is the same
+
+
+def test_keep_detail_is_a_config_setting_the_harmonizer_reads(tmp_path):
+    from engine.weights import load_weights, save_weights
+
+    model = create_model("phnet-xs", output="affine", keep_detail=1.5)
+    path = save_weights(model, tmp_path / "w.safetensors")
+    assert load_weights(path).config.keep_detail == 1.5
+    with pytest.raises(ValueError, match="keep_detail"):
+        create_model("phnet-xs", output="affine", keep_detail=-1.0)
