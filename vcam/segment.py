@@ -171,13 +171,22 @@ def person_box(mask_low: np.ndarray, edge_low: np.ndarray, size: tuple[int, int]
 def resize_box(src: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
     """`cv2.resize(src, size[::-1])[y0:y1, x0:x1]` (bilinear, half-pixel centres), computing only the box.
 
-    One warpAffine with the inverse map of cv2.resize; replicated borders like cv2.resize's. Sample
-    positions are quantised to 1/32 px by OpenCV: invisible on the smooth planes this upsamples.
+    Where the scale is a whole number and the box lies on `src`'s pixel edges (`person_box` makes it so:
+    720p and 4K from the 256-px mask), the crop of `src` around the box, one pixel wider on each side, is
+    resized: the same sample positions and weights as the whole-frame resize, for the box's pixels only.
+    Otherwise one warpAffine with cv2.resize's inverse map (sample positions quantised to 1/32 px by
+    OpenCV: invisible on the smooth planes this upsamples; about 3x slower per pixel).
     """
     height, width = size
     y0, y1, x0, x1 = box
-    sy, sx = src.shape[0] / height, src.shape[1] / width
-    warp = np.array([[sx, 0.0, (x0 + 0.5) * sx - 0.5], [0.0, sy, (y0 + 0.5) * sy - 0.5]])
+    sy, sx = height / src.shape[0], width / src.shape[1]
+    if sy == int(sy) and sx == int(sx) and not (y0 % sy or y1 % sy or x0 % sx or x1 % sx):
+        sy, sx = int(sy), int(sx)
+        i0, i1 = max(y0 // sy - 1, 0), min(y1 // sy + 1, src.shape[0])
+        j0, j1 = max(x0 // sx - 1, 0), min(x1 // sx + 1, src.shape[1])
+        up = cv2.resize(src[i0:i1, j0:j1], ((j1 - j0) * sx, (i1 - i0) * sy), interpolation=cv2.INTER_LINEAR)
+        return up[y0 - i0 * sy:y1 - i0 * sy, x0 - j0 * sx:x1 - j0 * sx]
+    warp = np.array([[1 / sx, 0.0, (x0 + 0.5) / sx - 0.5], [0.0, 1 / sy, (y0 + 0.5) / sy - 0.5]])
     return cv2.warpAffine(src, warp, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_REPLICATE)
 
