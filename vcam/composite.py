@@ -135,7 +135,8 @@ def composite_person(image: np.ndarray, background: np.ndarray, mask: np.ndarray
 
 
 class Compositor:
-    """The composite stage: `frame.composite` (and `frame.foreground`) from image, background and mask.
+    """The composite stage: `frame.composite` (and `frame.foreground`, valid inside `frame.box`) from image,
+    background and mask.
 
     The composite and the foreground are new arrays each frame, since the harmonizer's worker may still
     hold the last ones.
@@ -144,7 +145,11 @@ class Compositor:
     def __call__(self, frame: Frame) -> Frame:
         image, background, mask = frame.image, frame.background, frame.mask
         box = frame.box if frame.box is not None else mask_box(mask)
-        frame.foreground = image.copy()
+        # The foreground is only ever read inside the box: only the box is copied (it is edited there).
+        frame.foreground = np.empty_like(image)
+        if box is not None:
+            y0, y1, x0, x1 = box
+            frame.foreground[y0:y1, x0:x1] = image[y0:y1, x0:x1]
         frame.composite = composite_person(image, background, mask, box, frame.foreground)
         frame.box = box
         return frame
