@@ -178,6 +178,8 @@ def colour_moments(image: Tensor, mask: Tensor, reference: Tensor) -> Tensor:
     return torch.cat(out, dim=1)
 
 
+#: Largest change a grid cell of the affine head may make to any coefficient, before centring.
+LOCAL_BOUND = 0.15
 #: Levels at which colour_cdf samples each region's distribution of each channel (0..1).
 CDF_LEVELS = tuple(0.05 + 0.1 * i for i in range(10))
 CDF_SOFTNESS = 0.02  # a sigmoid this wide instead of a step: differentiable, and steady on noisy pixels
@@ -357,7 +359,13 @@ class PHNet(nn.Module):
         if self.config.output == "affine":
             # Per-cell corrections (the head averaged over factor x factor pixels) on top of one global
             # transform: (B, 12, H/f, W/f) coefficients, the model's first output.
-            local = F.avg_pool2d(self.head(x), self.config.affine_factor)
+            f = self.config.affine_factor
+            # The local part is bounded and has zero mean over the person: the global transform carries
+            # the person's overall re-colouring, and a cell can only nudge it (light falling differently).
+            # Left free, per-cell transforms also learn to flatten texture (gain down, bias = the cell's
+            # mean colour), which blurs the person at full resolution, where a cell spans many pixels.
+            local = LOCAL_BOUND * torch.tanh(F.avg_pool2d(self.head(x), f) / LOCAL_BOUND)
+            local = local - masked_mean(local, F.avg_pool2d(mask, f)).unsqueeze(-1).unsqueeze(-1)
             glob = self.global_transform(bottleneck, x, composite, mask, reference)
             return local + (self.identity + glob.unsqueeze(-1).unsqueeze(-1)), torch.cat(stats_out, dim=1)
         if self.config.output == "residual":

@@ -134,3 +134,21 @@ def test_global_head_stays_bounded_when_the_reference_vanishes():
                                 torch.zeros(1, model.stats_size), torch.zeros(1))
     assert torch.isfinite(coefficients).all()
     assert (coefficients - torch.tensor(affine.IDENTITY).view(1, 12, 1, 1)).abs().max() < 2.5
+
+
+def test_cells_only_nudge_the_global_transform():
+    """The per-cell part is bounded and averages to zero over the person: with the global head at zero,
+    the person's mean transform is the identity whatever the cells say."""
+    import torch.nn.functional as F
+
+    from engine.phnet import LOCAL_BOUND
+
+    model = create_model("phnet-xs", output="affine").eval()
+    with torch.no_grad():
+        model.head.weight.normal_(std=1.0)  # cells that would like to do a lot
+        composite, mask, reference, stats_in, momentum = example_inputs(model, 64, 96)
+        coefficients, _ = model(composite, mask, reference, stats_in, momentum)
+    cells = F.avg_pool2d(mask, 4)
+    mean = (coefficients * cells).sum(dim=(2, 3)) / cells.sum(dim=(2, 3))
+    torch.testing.assert_close(mean, torch.tensor(affine.IDENTITY).view(1, 12), atol=1e-5, rtol=0)
+    assert (coefficients - torch.tensor(affine.IDENTITY).view(1, 12, 1, 1)).abs().max() <= 2 * LOCAL_BOUND

@@ -109,6 +109,9 @@ def test_affine_head_trains_towards_the_ground_truth(tiny_set, tmp_path):
     train(args_for(tiny_set, out, "--stages", "3:30:3e-3", "--model-overrides", '{"output": "affine"}'))
     totals = [float(r["total"]) for r in csv.DictReader(open(out / "log.csv"))]
     assert np.mean(totals[-5:]) < np.mean(totals[:5]), totals
+    # A resume rebuilds the model from the checkpoint's config: no --model-overrides needed again.
+    resumed = train(args_for(tiny_set, out, "--stages", "3:32:3e-3", "--resume", str(out / "last.pt")))
+    assert resumed.config.output == "affine"
 
 
 def test_linear_init_widens_an_affine_checkpoint_and_fits_its_global_head(tiny_set, tmp_path):

@@ -130,6 +130,9 @@ def setup_distributed(device_arg: str) -> tuple[int, int, torch.device]:
 def build_model(args) -> torch.nn.Module:
     from engine.phnet import create_model
 
+    if args.resume is not None:  # the checkpoint says which model and config (--init or overrides made it)
+        ckpt = torch.load(args.resume, map_location="cpu", weights_only=True)
+        return create_model(ckpt["model_name"], **ckpt["model_config"])
     if args.init is not None:  # start from trained weights (their file says which model and config)
         from engine.weights import load_weights
 
