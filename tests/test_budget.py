@@ -14,12 +14,13 @@ from vcam.metrics import CORES, Metrics
 
 
 def _frames(governor: RefreshGovernor, busy_ms: float, count: int, start: float = 0.0,
-            period_ms: float = 1000 / 30) -> float:
-    """Feed `count` frames, one per period, each with `busy_ms` of stage time; returns the next start."""
+            period_ms: float = 1000 / 30, cores: float = 0.5) -> float:
+    """Feed `count` frames, one per period, each with `busy_ms` of stage time and the process using
+    `cores` of CPU meanwhile (the capture thread's "capture" time is not the loop's); returns the next start."""
     for _ in range(count):
         frame = Frame(index=0, captured_at=start, image=np.zeros((2, 2, 3), np.uint8),
-                      timings={"segment": busy_ms * 0.7})
-        governor.update(frame, start + busy_ms * 0.7 / 1000)
+                      timings={"capture": 500.0, "segment": busy_ms * 0.7})
+        governor.update(frame, start + busy_ms * 0.7 / 1000, cpu=start * cores)
         frame.timings["harmonize"] = busy_ms * 0.3  # the rest of the frame, added after harmonize ran
         start += period_ms / 1000
     return start
@@ -35,6 +36,19 @@ def test_refresh_drops_to_the_floor_when_the_loop_misses_its_pace_and_comes_back
     assert governor.rate == 3.0
     _frames(governor, busy_ms=8.0, count=120, start=start)
     assert governor.rate == 10.0
+
+
+def test_refresh_keeps_the_process_within_its_cores():
+    """One core of CPU for the whole process (the other is the call's): over it the refresh drops even
+    when the loop itself keeps its pace; under 90 % of it the refresh comes back."""
+    governor = RefreshGovernor(ceiling=10.0, floor=3.0, cores=1.0)
+    start = _frames(governor, busy_ms=10.0, count=120, cores=1.3)
+    assert governor.rate == 3.0
+    _frames(governor, busy_ms=10.0, count=200, start=start, cores=0.7)
+    assert governor.rate == 10.0
+    unlimited = RefreshGovernor(ceiling=10.0, cores=None)
+    _frames(unlimited, busy_ms=10.0, count=120, cores=1.9)
+    assert unlimited.rate == 10.0
 
 
 def test_no_limit_means_no_adaptation():
