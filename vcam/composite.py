@@ -130,7 +130,10 @@ def composite_person(image: np.ndarray, background: np.ndarray, mask: np.ndarray
         person = estimate_foreground(image[y0:y1, x0:x1], m, foreground[y0:y1, x0:x1])
     else:
         person = estimate_foreground(image[y0:y1, x0:x1], m)
-    out[y0:y1, x0:x1] = cv2.blendLinear(person, background[y0:y1, x0:x1], m, cv2.subtract(1.0, m))
+    region = out[y0:y1, x0:x1]
+    result = cv2.blendLinear(person, background[y0:y1, x0:x1], m, cv2.subtract(1.0, m), dst=region)
+    if not np.may_share_memory(result, out):  # OpenCV wrote elsewhere (it does in place when it can)
+        region[...] = result
     return out
 
 
