@@ -129,6 +129,23 @@ def _validate_mask(mask, size: tuple[int, int], name: str = "mask") -> np.ndarra
     raise TypeError(f"{name} must be float in [0,1], uint8 0..255 or bool, got dtype {mask.dtype}")
 
 
+
+def _person_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1) around the mask's nonzero pixels, or None when there is no person in it.
+
+    One pass over the rows, then the box only: this runs per camera frame when no box is given.
+    """
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    cols = np.flatnonzero(mask[y0:y1].any(axis=0))
+    x0, x1 = int(cols[0]), int(cols[-1]) + 1
+    if float(mask[y0:y1, x0:x1].max()) < NO_PERSON:
+        return None
+    return y0, y1, x0, x1
+
+
 class Harmonizer:
     """Harmonize a person composited onto a background, frame after frame.
 
@@ -339,13 +356,23 @@ class Harmonizer:
             options["centre"] = previous.centre  # a shared centre makes the fits averageable
         return lift_mod.fit_lift(self.lift, comp_low, harm_low, mask_low, **options)
 
-    def apply(self, correction: Correction, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def apply(self, correction: Correction, composite: np.ndarray, mask: np.ndarray, *,
+              foreground: np.ndarray | None = None, background: np.ndarray | None = None,
+              box: tuple[int, int, int, int] | None = None) -> np.ndarray:
         """Apply a correction at full resolution to this frame (or a later frame of the same size).
+
+        With `foreground` and `background` (the app has both), the person's own colours are corrected and
+        composited afterwards, out = m * T(foreground) + (1 - m) * background, so the soft edge gets the
+        same correction as the inside; without them the correction is blended into the composite with the
+        mask, composite + m * (T(composite) - composite).
 
         Args:
             correction: from `estimate`.
             composite: H x W x 3 uint8 RGB, the same H x W the correction was estimated on.
             mask: H x W float in [0, 1], uint8 or bool: this frame's person.
+            foreground: H x W x 3 uint8 RGB, the person's colours (composite = m * foreground + (1-m) * background).
+            background: H x W x 3 uint8 RGB, the backdrop the composite was made on.
+            box: (y0, y1, x0, x1) with the mask 0 outside it (default: found from the mask).
 
         Returns:
             H x W x 3 uint8 RGB: the composite where mask == 0, the harmonized person elsewhere.
@@ -362,29 +389,41 @@ class Harmonizer:
             raise ValueError(f"correction was estimated on a {correction.size[0]}x{correction.size[1]} frame, "
                              f"got {size[0]}x{size[1]} (call estimate again after a size change)")
         mask_f = _validate_mask(mask, size)
+        person = (foreground, background) if foreground is not None or background is not None else None
+        if person is not None and (any(a is None for a in person) or
+                                   any(_validate_image(a).shape != composite.shape for a in person)):
+            raise ValueError("foreground and background must both be given, each H x W x 3 like the composite")
         out = composite.copy()
         if correction.params is None or self._strength == 0.0:
             return out
-        # The person's bounding box in one full pass (rows), then passes over the box only: this runs per
-        # camera frame. Outside the box the mask is 0, so the box's max is the frame's.
-        rows = np.flatnonzero(mask_f.any(axis=1))
-        if rows.size == 0:
+        box = _person_box(mask_f) if box is None else box
+        if box is None:
             return out
-        y0, y1 = int(rows[0]), int(rows[-1]) + 1
-        cols = np.flatnonzero(mask_f[y0:y1].any(axis=0))
-        x0, x1 = int(cols[0]), int(cols[-1]) + 1
-        if float(mask_f[y0:y1, x0:x1].max()) < NO_PERSON:
+        y0, y1, x0, x1 = box
+        scale = self._detail_scale(size, correction.net_size)
+        if person is not None and correction.params.method in ("delta", "affine-grid"):
+            out[y0:y1, x0:x1] = lift_mod.apply_person(correction.params, *person, mask_f[y0:y1, x0:x1],
+                                                      self._strength, box, scale)
             return out
-        box = (y0, y1, x0, x1)
+        return self._apply_blend(correction.params, composite, mask_f, box, out, scale)
+
+    def _detail_scale(self, size, net_size) -> int:
+        """keep_detail (network pixels) as the full-resolution scale the transforms re-colour at; 0 = off."""
+        if self._keep_detail <= 0:
+            return 0
+        return max(2, int(round(self._keep_detail * max(size) / max(net_size))))
+
+    def _apply_blend(self, params, composite, mask_f, box, out, detail_scale: int = 0) -> np.ndarray:
+        """composite + m * strength * (T(composite) - composite) in the box, into `out`."""
+        y0, y1, x0, x1 = box
         weight = mask_f[y0:y1, x0:x1] * np.float32(self._strength)
-        if correction.params.method == "affine-grid":  # the camera-rate paths (uint8 SIMD kernels, box only)
-            sigma = self._keep_detail * max(size) / max(correction.net_size)
-            out[y0:y1, x0:x1] = lift_mod.apply_affine_blend(correction.params, composite, weight, box, sigma)
+        if params.method == "affine-grid":  # the camera-rate paths (uint8 SIMD kernels, box only)
+            out[y0:y1, x0:x1] = lift_mod.apply_affine_blend(params, composite, weight, box, detail_scale)
             return out
-        if correction.params.method == "delta":
-            out[y0:y1, x0:x1] = lift_mod.apply_delta_blend(correction.params, composite, weight, box)
+        if params.method == "delta":
+            out[y0:y1, x0:x1] = lift_mod.apply_delta_blend(params, composite, weight, box)
             return out
-        corrected = lift_mod.apply_lift(correction.params, composite, box)
+        corrected = lift_mod.apply_lift(params, composite, box)
         np.nan_to_num(corrected, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
         comp = composite[y0:y1, x0:x1].astype(np.float32) * np.float32(1 / 255)
         m = mask_f[y0:y1, x0:x1, None] * np.float32(self._strength)

@@ -95,6 +95,24 @@ def _resize_box(src: np.ndarray, size: tuple[int, int], box: tuple[int, int, int
     return rows[:, j0] * (1 - wx)[None, :, None] + rows[:, j1] * wx[None, :, None]
 
 
+def _aligned_crop_resize(src: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int]):
+    """The box of `cv2.resize(src, size)` by resizing only the crop of `src` around it (one source pixel
+    more on each side), when the scale is a whole number and the box lies on `src`'s pixel edges (the
+    app's person box at 720p and 4K): the same sample positions and weights as the whole-frame resize.
+    None otherwise."""
+    height, width = size
+    y0, y1, x0, x1 = box
+    sy, sx = height / src.shape[0], width / src.shape[1]
+    if sy != int(sy) or sx != int(sx) or y0 % sy or y1 % sy or x0 % sx or x1 % sx:
+        return None
+    sy, sx = int(sy), int(sx)
+    i0, i1 = max(y0 // sy - 1, 0), min(y1 // sy + 1, src.shape[0])
+    j0, j1 = max(x0 // sx - 1, 0), min(x1 // sx + 1, src.shape[1])
+    up = cv2.resize(np.ascontiguousarray(src[i0:i1, j0:j1]), ((j1 - j0) * sx, (i1 - i0) * sy),
+                    interpolation=cv2.INTER_LINEAR)
+    return up.reshape(up.shape[0], up.shape[1], -1)[y0 - i0 * sy:y1 - i0 * sy, x0 - j0 * sx:x1 - j0 * sx]
+
+
 def _resize_box_fast(src: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int],
                      whole: bool = True) -> np.ndarray:
     """`_resize_box` by cv2.warpAffine (one call per 4 channels, SIMD, only the box computed), with the
@@ -103,6 +121,9 @@ def _resize_box_fast(src: np.ndarray, size: tuple[int, int], box: tuple[int, int
     `whole=False` never resizes the whole frame (many channels: the box alone is cheaper)."""
     height, width = size
     y0, y1, x0, x1 = box
+    crop = _aligned_crop_resize(src, size, box)
+    if crop is not None:
+        return crop
     if whole and height * width <= _RESIZE_WHOLE_MAX_PIXELS:
         # Up to 1080p, resizing the whole frame (cv2.resize's separable SIMD path) then slicing is ~3x
         # faster than warpAffine on the box; above, the whole float frame costs more memory traffic.
@@ -227,13 +248,52 @@ def apply_delta_blend(params: LiftParams, composite: np.ndarray, weight: np.ndar
     Returns:
         (y1 - y0, x1 - x0, 3) uint8.
     """
-    if params.method != "delta":
-        raise ValueError(f"apply_delta_blend needs a 'delta' correction, got {params.method!r}")
     y0, y1, x0, x1 = box
     part = composite[y0:y1, x0:x1]
-    up = _resize_box_fast(params.data * np.float32(255), composite.shape[:2], box)
-    corrected = cv2.add(part, up, dtype=cv2.CV_8U)
-    return cv2.blendLinear(part, corrected, 1.0 - weight, weight)
+    return cv2.blendLinear(part, delta_corrected(params, composite, box), 1.0 - weight, weight)
+
+
+def delta_corrected(params: LiftParams, image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """saturate(image[box] + upsampled correction[box]) as uint8 (resize and one saturating add)."""
+    if params.method != "delta":
+        raise ValueError(f"a 'delta' correction is needed here, got {params.method!r}")
+    y0, y1, x0, x1 = box
+    up = _resize_box_fast(params.data * np.float32(255), image.shape[:2], box)
+    return cv2.add(image[y0:y1, x0:x1], up, dtype=cv2.CV_8U)
+
+
+def apply_person(params: LiftParams, foreground: np.ndarray, background: np.ndarray, mask: np.ndarray,
+                 strength: float, box: tuple[int, int, int, int], detail_scale: int = 0) -> np.ndarray:
+    """Correct the person's own colours, then composite: m * T(foreground) + (1 - m) * background, in the box.
+
+    The soft edge gets the same correction as the inside (the correction is not blended in with the mask),
+    and the background none. Two or three uint8 SIMD passes after the correction itself.
+
+    Args:
+        params: a "delta" or "affine-grid" correction.
+        foreground, background: (H, W, 3) uint8 full-resolution frames (the person's colours; the backdrop).
+        mask: (y1 - y0, x1 - x0) float32 mask of the box in [0, 1].
+        strength: in [0, 1]; T is blended with the identity by it.
+        box: (y0, y1, x0, x1).
+        detail_scale: > 0 (affine-grid): re-colour at 1/detail_scale and keep the finer texture as it is.
+
+    Returns:
+        (y1 - y0, x1 - x0, 3) uint8; the background's pixel bit for bit where the mask is 0.
+
+    Raises:
+        ValueError: a correction of another method.
+    """
+    corrected = {"delta": delta_corrected, "affine-grid": affine_corrected_fast}.get(params.method)
+    if corrected is None:
+        raise ValueError(f"apply_person needs a 'delta' or 'affine-grid' correction, got {params.method!r}")
+    y0, y1, x0, x1 = box
+    if detail_scale > 0 and params.method == "affine-grid":
+        person = affine_corrected_fast(params, foreground, box, scale=detail_scale, keep_detail=True)
+    else:
+        person = corrected(params, foreground, box)
+    if strength < 1.0:
+        person = cv2.addWeighted(foreground[y0:y1, x0:x1], 1.0 - strength, person, strength, 0.0)
+    return cv2.blendLinear(person, background[y0:y1, x0:x1], mask, cv2.subtract(1.0, mask))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -348,7 +408,7 @@ def apply_affine_grid(params: LiftParams, composite: np.ndarray, box=None) -> np
 
 
 def apply_affine_blend(params: LiftParams, composite: np.ndarray, weight: np.ndarray,
-                       box: tuple[int, int, int, int], detail_sigma: float = 0.0) -> np.ndarray:
+                       box: tuple[int, int, int, int], detail_scale: int = 0) -> np.ndarray:
     """Blend `composite[box]` towards the grid's colour transforms applied to it, by `weight`, as uint8.
 
     The camera-rate path of the "affine" head: the (ny, nx, 12) grid is upsampled inside the box only
@@ -360,27 +420,89 @@ def apply_affine_blend(params: LiftParams, composite: np.ndarray, weight: np.nda
         composite: (H, W, 3) uint8 full-resolution frame.
         weight: (y1 - y0, x1 - x0) float32 blend weight (mask x strength) for the box.
         box: (y0, y1, x0, x1).
-        detail_sigma: > 0: the transforms apply to the box low-passed by a Gaussian of this sigma (pixels)
-            and the detail above it is added back unchanged (PHNetConfig.keep_detail).
+        detail_scale: > 0: re-colour at 1/detail_scale and keep the finer texture as it is
+            (PHNetConfig.keep_detail; affine_corrected_fast).
+
+    Returns:
+        (y1 - y0, x1 - x0, 3) uint8.
+    """
+    y0, y1, x0, x1 = box
+    part = composite[y0:y1, x0:x1]
+    if detail_scale > 0:
+        corrected = affine_corrected_fast(params, composite, box, scale=detail_scale, keep_detail=True)
+    else:
+        corrected = affine_corrected(params, composite, box)
+    return cv2.blendLinear(part, corrected, 1.0 - weight, weight)
+
+
+def affine_corrected(params: LiftParams, image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The grid's colour transforms applied to image[box], rounded and saturated to uint8."""
+    if params.method != "affine-grid":
+        raise ValueError(f"an 'affine-grid' correction is needed here, got {params.method!r}")
+    y0, y1, x0, x1 = box
+    coef = _resize_box_fast(params.data, image.shape[:2], box, whole=False)
+    x = image[y0:y1, x0:x1].astype(np.float32)  # 0..255: the bias is scaled instead of the image
+    out = coef[..., 0:3] * x[..., 0:1]
+    out += coef[..., 3:6] * x[..., 1:2]
+    out += coef[..., 6:9] * x[..., 2:3]
+    out += coef[..., 9:12] * np.float32(255)
+    return cv2.convertScaleAbs(np.clip(out, 0, 255, out=out))  # rounds and saturates to uint8
+
+
+def _grid_at_low_res(grid: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int],
+                     low: tuple[int, int]) -> np.ndarray:
+    """The grid's bilinear map (as `_resize_box` to the full frame) sampled at the centres of a low-resolution
+    image of the box, (low_h, low_w, C): one warpAffine per 4 channels on the small image only."""
+    height, width = size
+    y0, y1, x0, x1 = box
+    low_h, low_w = low
+    sy, sx = grid.shape[0] / height, grid.shape[1] / width
+    ky, kx = (y1 - y0) / low_h, (x1 - x0) / low_w  # full-resolution pixels per low pixel
+    # Low pixel j's centre is full-resolution x0 + (j + 0.5) kx - 0.5, which samples the grid at
+    # (that + 0.5) sx - 0.5 (cv2.resize's half-pixel mapping).
+    warp = np.array([[kx * sx, 0.0, (x0 + 0.5 * kx) * sx - 0.5], [0.0, ky * sy, (y0 + 0.5 * ky) * sy - 0.5]])
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    parts = [cv2.warpAffine(np.ascontiguousarray(grid[..., c:c + 4]), warp, (low_w, low_h), flags=flags,
+                            borderMode=cv2.BORDER_REPLICATE).reshape(low_h, low_w, -1)
+             for c in range(0, grid.shape[2], 4)]
+    return np.concatenate(parts, axis=-1)
+
+
+def affine_corrected_fast(params: LiftParams, image: np.ndarray, box: tuple[int, int, int, int],
+                          scale: int = 4, keep_detail: bool = False) -> np.ndarray:
+    """`affine_corrected` for the camera rate: the grid's mean transform on every pixel, the rest at 1/scale.
+
+    With A(p) x + b(p) the per-pixel transform and A_g, b_g the grid's mean, split the image into its
+    1/scale-resolution part L and the detail x - L:
+        T(x) = A(p) L + b(p) + A(p) (x - L)  ~=  A_g x + up(T(L_low) - A_g L_low)
+    i.e. exact for the smooth part, and the detail gets the mean gain instead of the local one (the grid
+    is smooth, so A(p) - A_g is small where detail is). Full resolution sees one float conversion, one
+    `cv2.transform` (SIMD, 3x3 matrix), one bilinear upsample and one saturating add: about 10x less than
+    the per-pixel 3x4 product of 12 upsampled coefficient planes (docs/benchmarks.md).
+
+    With `keep_detail` (PHNetConfig.keep_detail) the detail keeps gain 1 instead of the mean gain: the
+    transforms re-colour the 1/scale image only, and the frame's texture finer than that is kept as it is.
 
     Returns:
         (y1 - y0, x1 - x0, 3) uint8.
     """
     if params.method != "affine-grid":
-        raise ValueError(f"apply_affine_blend needs an 'affine-grid' correction, got {params.method!r}")
+        raise ValueError(f"an 'affine-grid' correction is needed here, got {params.method!r}")
     y0, y1, x0, x1 = box
-    part = composite[y0:y1, x0:x1]
-    coef = _resize_box_fast(params.data, composite.shape[:2], box, whole=False)
-    x = part.astype(np.float32)  # 0..255: the bias is scaled instead of the image
-    low = cv2.GaussianBlur(x, (0, 0), detail_sigma, borderType=cv2.BORDER_REPLICATE) if detail_sigma > 0 else x
-    out = coef[..., 0:3] * low[..., 0:1]
-    out += coef[..., 3:6] * low[..., 1:2]
-    out += coef[..., 6:9] * low[..., 2:3]
-    out += coef[..., 9:12] * np.float32(255)
-    if detail_sigma > 0:
-        out += x - low
-    corrected = cv2.convertScaleAbs(np.clip(out, 0, 255, out=out))  # rounds and saturates to uint8
-    return cv2.blendLinear(part, corrected, 1.0 - weight, weight)
+    part = image[y0:y1, x0:x1]
+    low_w, low_h = max((x1 - x0) // scale, 1), max((y1 - y0) // scale, 1)
+    low = cv2.resize(part, (low_w, low_h), interpolation=cv2.INTER_AREA).astype(np.float32)
+    coef = _grid_at_low_res(params.data, image.shape[:2], box, (low_h, low_w))
+    mean = params.data.reshape(-1, 12).mean(axis=0)
+    gain = np.eye(3) if keep_detail else mean[:9].reshape(3, 3).T  # out[c] = sum_k A[c, k] x[k]
+    local = (coef[..., 0:3] * low[..., 0:1] + coef[..., 3:6] * low[..., 1:2] + coef[..., 6:9] * low[..., 2:3]
+             + coef[..., 9:12] * np.float32(255))
+    residual = local - low @ gain.T.astype(np.float32)
+    matrix = np.concatenate([gain, np.zeros((3, 1))], axis=1).astype(np.float32)
+    up = cv2.resize(residual, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    # In float32 until the one rounding and saturation at the end: a uint8 transform would clip bright
+    # pixels before the residual brings them back.
+    return cv2.add(cv2.transform(part.astype(np.float32), matrix), up, dtype=cv2.CV_8U)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ class SlowHarmonizer:
         self.intervals.append((started, time.perf_counter()))
         return 40
 
-    def apply(self, correction, composite, mask):
+    def apply(self, correction, composite, mask, foreground=None, background=None, box=None):
         lift = np.round(correction * self.strength * (mask[..., None] > 0)).astype(int)
         return np.clip(composite.astype(int) + lift, 0, 255).astype(np.uint8)
 

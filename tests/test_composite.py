@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vcam.composite import composite
+from vcam.composite import Compositor, composite, composite_person, estimate_foreground, mask_box
+from vcam.frame import Frame
 
 
 def test_composite_matches_the_formula_and_is_exact_at_0_and_1():
@@ -27,3 +28,54 @@ def test_composite_rejects_bad_inputs():
         composite(image.astype(np.float32), image, np.zeros((4, 4), np.float32))
     with pytest.raises(ValueError, match="expected image"):
         composite(image, np.zeros((4, 5, 3), np.uint8), np.zeros((4, 4), np.float32))
+
+
+def _edge_scene(h=60, w=80, person=(200, 150, 120), room=(40, 200, 60)):
+    """A person colour left of a soft vertical edge, the room's colour right of it, the camera picture a
+    true mix of the two by the mask (as a camera sees hair or a blurred outline)."""
+    mask = np.clip((w / 2 + 4 - np.arange(w, dtype=np.float32)) / 8 + 0.5, 0, 1)[None].repeat(h, 0)
+    image = mask[..., None] * np.float32(person) + (1 - mask[..., None]) * np.float32(room)
+    return np.round(image).astype(np.uint8), np.ascontiguousarray(mask)
+
+
+def test_estimate_foreground_takes_the_room_out_of_the_edge():
+    image, mask = _edge_scene()
+    foreground = estimate_foreground(image, mask)
+    edge = (mask > 0.05) & (mask < 0.95)
+    person = np.float32((200, 150, 120))
+    before = np.abs(image[edge].astype(np.float32) - person).mean()
+    after = np.abs(foreground[edge].astype(np.float32) - person).mean()
+    assert after < 0.6 * before, (before, after)  # one level of the estimate: about half the error left
+    certain = (mask == 0) | (mask == 1)
+    assert np.array_equal(foreground[certain], image[certain])  # only the soft edge is estimated
+
+
+def test_composite_person_is_exact_where_certain_and_cleaner_at_the_edge():
+    image, mask = _edge_scene()
+    background = np.full_like(image, (10, 10, 240))
+    out = composite_person(image, background, mask)
+    assert np.array_equal(out[mask == 0], background[mask == 0])
+    assert np.array_equal(out[mask == 1], image[mask == 1])
+    truth = mask[..., None] * np.float32((200, 150, 120)) + (1 - mask[..., None]) * np.float32((10, 10, 240))
+    plain = composite(image, background, mask)
+    edge = (mask > 0.05) & (mask < 0.95)
+    assert np.abs(out[edge] - truth[edge]).mean() < 0.6 * np.abs(plain[edge] - truth[edge]).mean()
+    # The box: the same result computed in the person's box only; nobody: the background.
+    assert mask_box(mask) == (0, 60, 0, mask_box(mask)[3])
+    np.testing.assert_array_equal(composite_person(image, background, mask, mask_box(mask)), out)
+    assert np.array_equal(composite_person(image, background, np.zeros_like(mask)), background)
+    with pytest.raises(ValueError, match="expected image"):
+        composite_person(image, background[:, :10], mask)
+
+
+def test_the_stage_fills_composite_foreground_and_box():
+    image, mask = _edge_scene()
+    background = np.full_like(image, 30)
+    frame = Compositor()(Frame(index=0, captured_at=0.0, image=image, mask=mask, background=background))
+    assert frame.box == mask_box(mask)
+    np.testing.assert_array_equal(frame.composite, composite_person(image, background, mask))
+    expected = image.copy()
+    composite_person(image, background, mask, frame.box, expected)
+    y0, y1, x0, x1 = frame.box
+    np.testing.assert_array_equal(frame.foreground[y0:y1, x0:x1], expected[y0:y1, x0:x1])
+    assert frame.foreground is not image and np.array_equal(image, _edge_scene()[0])  # the camera picture kept

@@ -249,3 +249,25 @@ def test_net_shape_keeps_aspect_in_multiples_of_8():
     for h, w in [(2160, 3840), (7, 5), (333, 777)]:
         nh, nw = net_shape(h, w, 512)
         assert nh % 8 == 0 and nw % 8 == 0 and max(nh, nw) <= 512
+
+
+def test_apply_with_foreground_corrects_the_person_then_composites(harmonizer):
+    """With the foreground and background, apply = m * T(foreground) + (1 - m) * background: at the soft
+    edge the correction per unit of person equals the inside's, where blending T(composite) with the mask
+    gives the edge the correction of a mix of person and background."""
+    from engine.lift import apply_person
+
+    person, mask = _scene(120, 160, seed=4)
+    background = np.full_like(person, (40, 60, 160))
+    composite = np.round(mask[..., None] * person + (1 - mask[..., None]) * background).astype(np.uint8)
+    correction = harmonizer.estimate(composite, mask)
+    out = harmonizer.apply(correction, composite, mask, foreground=person, background=background)
+    _check(out, composite, mask)
+    y0, y1, x0, x1 = box = (0, 120, 0, 160)
+    expected = apply_person(correction.params, person, background, mask, 1.0, box)
+    assert np.array_equal(out[y0:y1, x0:x1][mask > 0], expected[mask > 0])
+    boxed = harmonizer.apply(correction, composite, mask, foreground=person, background=background,
+                             box=(10, 110, 20, 140))
+    assert np.abs(boxed.astype(int) - out).max() <= 1
+    with pytest.raises(ValueError, match="foreground and background"):
+        harmonizer.apply(correction, composite, mask, foreground=person)

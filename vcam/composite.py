@@ -1,9 +1,16 @@
-"""Composite: the person over the virtual background, composite = image·m + background·(1-m).
+"""Composite: the person over the virtual background, composite = foreground·m + background·(1-m).
 
-Per frame at full resolution, so it stays in uint8/float32 OpenCV kernels (no float64, no NumPy
-broadcasting temporaries): `cv2.blendLinear` does the weighted sum with the float32 mask as per-pixel
-weights and rounds to uint8 in one pass. Where m is exactly 0 the result is exactly the background, where
-m is exactly 1 exactly the camera picture.
+At the soft edge (0 < m < 1) a camera pixel is a mix of the person and the room behind them; blending the
+camera picture itself would carry the room's colour into the new composite as a light or dark rim around
+hair and shoulders. So the person's own colour is estimated there first (`estimate_foreground`: one level
+of the approximate fast foreground colour estimation by blurs, Forte & Pitié 2021 / Germer et al.,
+computed at a quarter of the box's resolution and evaluated only on the edge pixels), and the foreground
+is blended instead of the camera picture. Where m is 1 the foreground is the camera picture bit for bit.
+
+Work is limited to the person's box (the segmenter's `box`): outside it the composite is the background.
+`cv2.blendLinear` does the weighted sum with the float32 mask as per-pixel weights and rounds to uint8 in
+one pass. Where m is exactly 0 the result is exactly the background, where m is exactly 1 exactly the
+camera picture.
 """
 
 from __future__ import annotations
@@ -39,26 +46,115 @@ def composite(image: np.ndarray, background: np.ndarray, mask: np.ndarray) -> np
     return cv2.blendLinear(image, background, mask, inverse)
 
 
-class Compositor:
-    """The composite stage: `frame.composite` from image, background and mask.
+FOREGROUND_SCALE = 4  # the blurs of the foreground estimate run at 1/4 of the box's resolution
+FOREGROUND_RADIUS = 1  # their box radius there (3x3: the nearest 12 px; wider radii measured worse)
 
-    Keeps the 1 - mask plane between frames (a fresh full-resolution array per frame costs page faults);
-    the composite itself is new each frame, since the harmonizer's worker may still hold the last one.
+
+def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1) around the mask's nonzero pixels, or None when it is all 0."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask[rows[0]:rows[-1] + 1].any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def estimate_foreground(image: np.ndarray, mask: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The person's own colours: `image` where the mask is 0 or 1, un-mixed from the backdrop between.
+
+    F = F̂ + m·(I - m·F̂ - (1-m)·B̂), with F̂ and B̂ the mask-weighted and (1-mask)-weighted local means of
+    the image (box blurs at 1/FOREGROUND_SCALE resolution): the pixel's colour minus what the local
+    backdrop contributes to it, so the room's colour does not come along into the new composite.
+
+    Args:
+        image: RGB uint8 h×w×3 (a box of the camera picture).
+        mask: float32 h×w in [0, 1], the same box of the mask.
+        out: h×w×3 uint8 holding `image`'s pixels, to write the edge's estimates into (default: a copy).
+
+    Returns:
+        `out`: RGB uint8 h×w×3.
     """
+    out = image.copy() if out is None else out
+    # 0 < m < 1: one uint8 pass, and OpenCV's point list (5x cheaper than np.nonzero on a 720p box).
+    points = cv2.findNonZero(cv2.inRange(mask, 1e-7, 1.0 - 1e-7))
+    if points is None:
+        return out
+    xs, ys = points[:, 0, 0], points[:, 0, 1]
+    height, width = mask.shape
+    low_w, low_h = max(width // FOREGROUND_SCALE, 1), max(height // FOREGROUND_SCALE, 1)
+    # Bilinear, not area: 20x cheaper, and the box blurs that follow do the averaging.
+    image_low = cv2.resize(image, (low_w, low_h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    mask_low = cv2.resize(mask, (low_w, low_h), interpolation=cv2.INTER_LINEAR)
+    kernel = (2 * FOREGROUND_RADIUS + 1,) * 2
+    weight = cv2.blur(mask_low, kernel)[..., None]
+    person = cv2.blur(image_low * mask_low[..., None], kernel) / np.maximum(weight, 1e-3)
+    room = cv2.blur(image_low * (1 - mask_low)[..., None], kernel) / np.maximum(1 - weight, 1e-3)
+    # Only the edge pixels are evaluated (a few percent of the box), with the nearest low-resolution mean.
+    low_y, low_x = ys * low_h // height, xs * low_w // width
+    f_hat, b_hat = person[low_y, low_x], room[low_y, low_x]
+    m = mask[ys, xs][:, None]
+    estimate = f_hat + m * (image[ys, xs].astype(np.float32) - m * f_hat - (1 - m) * b_hat)
+    out[ys, xs] = np.clip(estimate + 0.5, 0, 255).astype(np.uint8)
+    return out
 
-    def __init__(self):
-        self._inverse: np.ndarray | None = None
+
+def composite_person(image: np.ndarray, background: np.ndarray, mask: np.ndarray,
+                     box: tuple[int, int, int, int] | None = None,
+                     foreground: np.ndarray | None = None) -> np.ndarray:
+    """The person's estimated own colours over the background, computed in the person's box only.
+
+    Args:
+        image, background: RGB uint8 H×W×3.
+        mask: float32 H×W in [0, 1], 0 outside `box`.
+        box: (y0, y1, x0, x1) around the person (default: found from the mask); None-like with no person.
+        foreground: an H×W×3 uint8 copy of `image`; the estimated foreground is written into its box.
+
+    Returns:
+        RGB uint8 H×W×3: the background where the mask is 0, the camera picture where it is 1.
+
+    Raises:
+        TypeError, ValueError: as `composite`.
+    """
+    composite(image[:1, :1], background[:1, :1], mask[:1, :1])  # the checks, on one pixel
+    if image.shape != background.shape or mask.shape != image.shape[:2]:
+        raise ValueError(f"expected image H×W×3, background of the same shape and mask H×W; got "
+                         f"{image.shape}, {background.shape}, {mask.shape}")
+    mask = mask if mask.dtype == np.float32 else mask.astype(np.float32)
+    box = mask_box(mask) if box is None else box
+    out = background.copy()
+    if box is None:
+        return out
+    y0, y1, x0, x1 = box
+    m = mask[y0:y1, x0:x1]
+    if foreground is not None:  # it holds the camera picture: the edge's estimates are written into it
+        person = estimate_foreground(image[y0:y1, x0:x1], m, foreground[y0:y1, x0:x1])
+    else:
+        person = estimate_foreground(image[y0:y1, x0:x1], m)
+    region = out[y0:y1, x0:x1]
+    result = cv2.blendLinear(person, background[y0:y1, x0:x1], m, cv2.subtract(1.0, m), dst=region)
+    if not np.may_share_memory(result, out):  # OpenCV wrote elsewhere (it does in place when it can)
+        region[...] = result
+    return out
+
+
+class Compositor:
+    """The composite stage: `frame.composite` (and `frame.foreground`, valid inside `frame.box`) from image,
+    background and mask.
+
+    The composite and the foreground are new arrays each frame, since the harmonizer's worker may still
+    hold the last ones.
+    """
 
     def __call__(self, frame: Frame) -> Frame:
         image, background, mask = frame.image, frame.background, frame.mask
-        if (mask.dtype != np.float32 or image.dtype != np.uint8 or background.shape != image.shape
-                or mask.shape != image.shape[:2]):
-            frame.composite = composite(image, background, mask)  # validates and says what is wrong
-            return frame
-        if self._inverse is None or self._inverse.shape != mask.shape:
-            self._inverse = np.empty(mask.shape, np.float32)
-        cv2.subtract(1.0, mask, dst=self._inverse)
-        frame.composite = cv2.blendLinear(image, background, mask, self._inverse)
+        box = frame.box if frame.box is not None else mask_box(mask)
+        # The foreground is only ever read inside the box: only the box is copied (it is edited there).
+        frame.foreground = np.empty_like(image)
+        if box is not None:
+            y0, y1, x0, x1 = box
+            frame.foreground[y0:y1, x0:x1] = image[y0:y1, x0:x1]
+        frame.composite = composite_person(image, background, mask, box, frame.foreground)
+        frame.box = box
         return frame
 
     def close(self) -> None:

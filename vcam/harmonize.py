@@ -3,8 +3,11 @@
 Two ways to run, chosen from where the network runs (`harmonizer.device`, never a backend's name):
 - "inline" (a GPU, or an offline job such as the demo): `harmonize()` on every frame, in the frame loop.
 - "worker" (a CPU): the network is slower than the camera, and harmonization changes slowly. A worker
-  thread runs `estimate()` on the newest composite at most `refresh_hz` times a second; every frame gets
-  `apply(latest correction)`, which is cheap, so the frame loop never waits for the network.
+  thread runs `estimate()` on the newest composite at most `refresh_hz` times a second, and fewer (down to
+  3 Hz) while the frame loop is short of CPU (`RefreshGovernor`); every frame gets `apply(latest
+  correction)`, which is cheap, so the frame loop never waits for the network and keeps its pace.
+  `apply` gets the frame's foreground and background: the person's own colours are corrected, then
+  composited, so the soft edge gets the same correction as the inside.
 
 Who owns what. The temporal state (the PN statistics and the smoothed correction) lives in the
 Harmonizer and has exactly one owner: the thread that runs `estimate()`: the worker, or the frame loop
@@ -140,6 +143,7 @@ class _Worker:
         self._generation = generation  # of the last reset applied here
         self.published: tuple[int, tuple[int, ...], object] | None = None  # written here, read by the loop
         self.estimate_ms: list[float] = []
+        self.estimate_cpu_ms: list[float] = []  # the worker thread's own CPU time per estimate
         self.started_at = time.perf_counter()
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="vcam-harmonize", daemon=True)
@@ -176,12 +180,13 @@ class _Worker:
                     self._generation = max(self._generation, generation)
                 if job is None:
                     continue
-                generation, started = self._generation, time.perf_counter()
+                generation, started, cpu = self._generation, time.perf_counter(), time.thread_time()
                 correction = self._harmonizer.estimate(*job)
             except Exception as exc:  # the stage falls back to the plain composite, see `error`
                 self.error = exc
                 return
             self.estimate_ms.append((time.perf_counter() - started) * 1000.0)
+            self.estimate_cpu_ms.append((time.thread_time() - cpu) * 1000.0)
             self.published = (generation, job[0].shape, correction)  # one assignment: the loop sees all or none
             next_due = self._pace(next_due)
 
@@ -205,6 +210,63 @@ class _Worker:
         with self._cond:
             left, self._commands = self._commands, []
         return left
+
+
+def _loop_ms(timings: dict[str, float]) -> float:
+    """The frame loop's own milliseconds of a frame (the capture thread's "capture" is not the loop's)."""
+    return sum(ms for stage, ms in timings.items() if stage != "capture")
+
+
+class RefreshGovernor:
+    """The network's refresh rate, adapted to the CPU the frame loop leaves (worker mode).
+
+    Two signals per frame. The loop's pace: the previous frame's stage times (wall clock, so time lost
+    to the worker or to another process on the same core counts) over the time between the starts of the
+    two frames. The process's CPU: user+system seconds (every thread) per second of the same interval,
+    in cores. When the loop is above `high` of its interval (about to miss its pace) or the process uses
+    more than `cores` (the share of the machine vcam may take: one core leaves the other to the video
+    call), the rate drops by 5 % a frame towards `floor` (halved in about half a second at 30 FPS). When
+    the loop is below `low` and the process under 90 % of `cores`, it rises by `step` Hz a frame back to
+    `ceiling` (the --refresh-hz setting). The camera-rate work comes first: the stream keeps its frames
+    and the correction refreshes less often.
+
+    Args:
+        ceiling: the most network runs per second (0: no limit, no adaptation).
+        floor: the least, however busy the machine (3 Hz: slower corrections are seen to lag).
+        cores: CPU budget of the whole process, in cores (None: the loop's pace only).
+    """
+
+    def __init__(self, ceiling: float, floor: float = 3.0, cores: float | None = 1.0, low: float = 0.6,
+                 high: float = 0.85, step: float = 0.1):
+        self.ceiling = float(ceiling)
+        self.floor = min(float(floor), self.ceiling) if self.ceiling > 0 else 0.0
+        self.cores_budget = cores
+        self.low, self.high, self.step = low, high, step
+        self.rate = self.ceiling
+        self.busy = 0.0  # smoothed share of the frame interval the loop spent working
+        self.cores = 0.0  # smoothed process CPU, in cores
+        self._previous: tuple[float, dict, float] | None = None  # (start, timings, process CPU s) of the last frame
+
+    def update(self, frame: Frame, now: float, cpu: float | None = None) -> float:
+        """Account `frame` (reaching harmonize at `now`, the process at `cpu` CPU seconds, default
+        `time.process_time()`); returns the rate for the worker."""
+        cpu = time.process_time() if cpu is None else cpu
+        start = now - _loop_ms(frame.timings) / 1000.0
+        previous, self._previous = self._previous, (start, frame.timings, cpu)
+        if self.ceiling <= 0 or previous is None or start <= previous[0]:
+            return self.rate
+        interval = start - previous[0]
+        # The previous frame's timings are complete by now (its harmonize and output were added).
+        self.busy = 0.8 * self.busy + 0.2 * min(_loop_ms(previous[1]) / 1000.0 / interval, 2.0)
+        # CPU comes in bursts (a network run every few frames): averaged over about 10 frames.
+        self.cores = 0.9 * self.cores + 0.1 * min((cpu - previous[2]) / interval, 64.0)
+        over = self.cores_budget is not None and self.cores > self.cores_budget
+        room = self.cores_budget is None or self.cores < 0.9 * self.cores_budget
+        if self.busy > self.high or over:
+            self.rate = max(self.floor, self.rate * 0.95)
+        elif self.busy < self.low and room:
+            self.rate = min(self.ceiling, self.rate + self.step)
+        return self.rate
 
 
 class HarmonizeStage:
@@ -238,6 +300,7 @@ class HarmonizeStage:
         self._retry_delay = retry_initial
         self._retry_at = 0.0
         self.refresh_hz = float(refresh_hz)
+        self.governor = RefreshGovernor(self.refresh_hz)
         self._generation = 0  # bumped by reset(): corrections from before it are not applied
         self._worker: _Worker | None = None
         self._inline_ms: list[float] = []
@@ -251,6 +314,7 @@ class HarmonizeStage:
             self.harmonizer.strength = float(min(max(strength, 0.0), 1.0))
         if refresh_hz is not None:
             self.refresh_hz = float(refresh_hz)
+            self.governor = RefreshGovernor(self.refresh_hz)
             if self._worker is not None:
                 self._worker.refresh_hz = self.refresh_hz
         if smoothing is not None:
@@ -316,7 +380,8 @@ class HarmonizeStage:
 
     def _inline_step(self, frame: Frame) -> np.ndarray:
         started = time.perf_counter()
-        output = self.harmonizer.harmonize(frame.composite, frame.mask, self._reference_for(frame))
+        correction = self.harmonizer.estimate(frame.composite, frame.mask, self._reference_for(frame))
+        output = self._apply(correction, frame)
         self._inline_ms.append((time.perf_counter() - started) * 1000.0)
         return output
 
@@ -326,6 +391,7 @@ class HarmonizeStage:
         worker = self._worker
         if worker.error is not None:
             raise worker.error
+        worker.refresh_hz = self.governor.update(frame, time.perf_counter(), time.process_time())
         worker.submit(frame.composite, frame.mask, self._reference_for(frame))
         published = worker.published
         if published is None:
@@ -333,14 +399,23 @@ class HarmonizeStage:
         generation, shape, correction = published
         if generation != self._generation or shape != frame.composite.shape:
             return None  # from before a reset, or for another frame size
-        return self.harmonizer.apply(correction, frame.composite, frame.mask)
+        return self._apply(correction, frame)
+
+    def _apply(self, correction, frame: Frame) -> np.ndarray:
+        """The correction on this frame: on the person's own colours, then composited, where the frame has
+        them (the soft edge gets the inside's correction); blended into the composite otherwise."""
+        if frame.foreground is None or frame.background is None:
+            return self.harmonizer.apply(correction, frame.composite, frame.mask)
+        return self.harmonizer.apply(correction, frame.composite, frame.mask, foreground=frame.foreground,
+                                     background=frame.background, box=frame.box)
 
     # -- reporting and shutdown -------------------------------------------------------------------
     def stats(self) -> dict:
         """Mode, backend and refresh rate (network runs per second) so far."""
-        started, times = self._started, self._inline_ms
+        started, times, cpu = self._started, self._inline_ms, []
         if self._worker is not None:
             started, times = self._worker.started_at, self._worker.estimate_ms
+            cpu = self._worker.estimate_cpu_ms
         count = len(times)
         elapsed = max(time.perf_counter() - started, 1e-9)
         return {
@@ -350,6 +425,8 @@ class HarmonizeStage:
             "estimates": count,
             "refresh_hz": round(count / elapsed, 3),
             "estimate_ms": percentiles(times),
+            "estimate_cpu_ms": percentiles(cpu),
+            "refresh_target_hz": round(self.governor.rate, 2),
             "failed": self.failed,
             "failures": self.failures,
             "retry_in_s": round(max(self._retry_at - time.perf_counter(), 0.0), 1) if self.failed else None,

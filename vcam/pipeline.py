@@ -46,10 +46,26 @@ NEXT_BACKGROUND = "next_background"  # a request that is an action, not a RunCon
 
 
 def _timed(frame: Frame, name: str, stage) -> Frame:
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.thread_time()
     frame = stage(frame)
     frame.timings[name] = (time.perf_counter() - started) * 1000.0
+    frame.cpu_ms[name] = (time.thread_time() - cpu) * 1000.0
     return frame
+
+
+def _limit_opencv_threads() -> None:
+    """One OpenCV thread for the frame loop on small machines (4 cores or fewer).
+
+    The loop's OpenCV passes are a few milliseconds each and work in the person's box; spreading them
+    over a pool saves little wall time there, costs CPU time in hand-offs, and takes the core that the
+    harmonizer's worker and the video call need. Larger machines keep OpenCV's default pool.
+    """
+    import cv2
+
+    from vcam.metrics import CORES
+
+    if CORES <= 4:
+        cv2.setNumThreads(1)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -120,6 +136,7 @@ class Pipeline:
             self.outputs.preview.split = config.split
         self.segmenter = Segmenter(config.segmentation_model, config.segmenter_model,
                                    smoothing=config.mask_smoothing)
+        _limit_opencv_threads()
         if harmonizer is None and config.harmonize:
             harmonizer = self._create_harmonizer(config)
         if harmonizer is not None:

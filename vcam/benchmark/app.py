@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from vcam.config import RunConfig
-from vcam.metrics import Metrics
+from vcam.metrics import CORES, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +117,9 @@ def _synthetic_frame(index: int, size: tuple[int, int]) -> np.ndarray:
     image = np.ascontiguousarray(wall.astype(np.uint8))
     sway = int(0.04 * width * np.sin(index / 10.0))
     cx, unit = width // 2 + sway, min(width, height)
-    cv2.ellipse(image, (cx, int(height * 1.05)), (int(unit * 0.45), int(unit * 0.45)), 0, 180, 360,
-                (90, 60, 40), -1)  # shoulders and torso (a dark blue shirt in BGR)
-    cv2.ellipse(image, (cx, int(height * 0.42)), (int(unit * 0.14), int(unit * 0.19)), 0, 0, 360,
-                (120, 150, 200), -1)  # head (skin tone)
+    # Shoulders and torso (a dark blue shirt in BGR), then the head (skin tone).
+    cv2.ellipse(image, (cx, int(height * 1.05)), (int(unit * 0.45),) * 2, 0, 180, 360, (90, 60, 40), -1)
+    cv2.ellipse(image, (cx, int(height * 0.42)), (int(unit * 0.14), int(unit * 0.19)), 0, 0, 360, (120, 150, 200), -1)
     noise = np.random.default_rng(index).integers(-6, 7, image.shape, dtype=np.int16)
     return np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)
 
@@ -285,13 +284,17 @@ def _figures(clock: _Clock, summary: dict, harmonize: bool, paced: bool) -> dict
     span = max(wall1 - wall0, 1e-9)
     timed = clock.metrics.frames
     # Frames timed from the first one's output to the last one's: timed - 1 intervals.
+    # CPU: the process's user+system time (every thread) between the two marks, per output frame and as
+    # a share of the cores; per stage, the frame loop thread's own CPU time (p50).
     return {"frames": timed, "warmup_frames": clock.warmup_done, "budget_hit": clock.budget_hit,
             "dropped": max(0, clock.last_index + 1 - timed - clock.warmup_done) if paced else 0,
             "fps": (timed - 1) / span, "latency_p50_ms": summary["latency_ms"]["p50"],
             "latency_p95_ms": summary["latency_ms"]["p95"], "latency_ms": summary["latency_ms"],
             "stages_ms": {k: {"p50": v["p50"], "p95": v["p95"]} for k, v in summary["stages_ms"].items()},
+            "stages_cpu_ms": {k: v["p50"] for k, v in summary["stages_cpu_ms"].items()},
             "refresh_hz": (est1 - est0) / span if harmonize else None,
-            "cpu_util": (cpu1 - cpu0) / span, "harmonizer": summary["harmonizer"]}
+            "cpu_util": (cpu1 - cpu0) / span, "cpu_ms_per_frame": 1000.0 * (cpu1 - cpu0) / max(timed - 1, 1),
+            "cpu_machine_pct": 100.0 * (cpu1 - cpu0) / span / CORES, "harmonizer": summary["harmonizer"]}
 
 
 def run_pipeline_bench(clips: list[InputClip], modes: list[bool], camera_rate: bool, frames: int, warmup: int,
@@ -323,13 +326,8 @@ def add_ratios(rows: list[dict]) -> None:
 
 
 def parse_modes(text: str) -> list[bool]:
-    modes = []
-    for item in (t.strip() for t in text.split(",") if t.strip()):
-        if item not in ("harmonize", "no-harmonize"):
-            raise ValueError(f"--modes: expected harmonize and/or no-harmonize, got {item!r}")
-        modes.append(item == "harmonize")
-    if not modes:
-        raise ValueError("--modes: give harmonize, no-harmonize or both")
-    return modes
-
-
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in items if t not in ("harmonize", "no-harmonize")]
+    if bad or not items:
+        raise ValueError(f"--modes: expected harmonize and/or no-harmonize, got {(bad or [text])[0]!r}")
+    return [t == "harmonize" for t in items]

@@ -21,7 +21,8 @@ ENGINE_COLUMNS = (("backend", "backend", -1), ("device", "device", -1), ("precis
 PIPELINE_COLUMNS = (("input", "input", -1), ("resolution", "resolution", -1), ("mode", "mode", -1),
                     ("frames", "frames", -1), ("fps", "FPS", 1), ("latency_p50_ms", "e2e p50 ms", 1),
                     ("latency_p95_ms", "e2e p95 ms", 1), ("refresh_hz", "refresh Hz", 1),
-                    ("cpu_util", "CPU util", 2), ("fps_ratio", "FPS ÷ no-harm.", 2), ("stages", "stages p50/p95 ms", -1))
+                    ("cpu_ms_per_frame", "CPU ms/frame", 1), ("cpu_machine_pct", "CPU % machine", 0),
+                    ("fps_ratio", "FPS ÷ no-harm.", 2), ("stages", "stages p50/p95 ms (loop CPU p50)", -1))
 
 
 def system_info() -> dict:
@@ -83,8 +84,9 @@ def to_markdown(report: dict) -> str:
            "| " + " | ".join(h for _, h, _ in columns) + " |",
            "|" + "|".join("---" if d < 0 else "---:" for _, _, d in columns) + "|"]
     for row in rows:
-        stages = row.get("stages_ms") or {}
-        row = {**row, "stages": ", ".join(f"{k} {_fmt(v['p50'], 1)}/{_fmt(v['p95'], 1)}" for k, v in stages.items())}
+        stages, cpu = row.get("stages_ms") or {}, row.get("stages_cpu_ms") or {}
+        row = {**row, "stages": ", ".join(f"{k} {_fmt(v['p50'], 1)}/{_fmt(v['p95'], 1)} ({_fmt(cpu.get(k), 1)})"
+                                          for k, v in stages.items())}
         out.append("| " + " | ".join(_fmt(row.get(k), d) for k, _, d in columns) + " |")
     skipped = [r for r in report["rows"] if r.get("status") != "ok"]
     if skipped:

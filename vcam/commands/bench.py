@@ -160,8 +160,9 @@ def _run_pipeline(args: argparse.Namespace) -> int:
                          "frames": c.frames, "origin": c.origin} for c in clips]
     result["notes"] = [f"input {c.label}: {c.origin}" for c in clips] + [
         f"background: {base.background[0]}",
-        "FPS: timed frames / wall time after the warm-up; CPU util: process CPU time / wall time, in cores; "
-        "refresh Hz: network runs per second",
+        "FPS: timed frames / wall time after the warm-up; CPU ms/frame: process CPU time (user+sys, every "
+        "thread) / output frames; CPU % machine: process CPU time / wall time / cores; loop CPU: the frame "
+        "loop thread's own CPU per stage (p50); refresh Hz: network runs per second",
         "fast rows: every frame of the file as fast as possible (capacity); '@N fps' rows: the file played at "
         "N fps, newest frame wins (what a webcam sees)",
     ] + [f"{r['input']} {r['mode']}: stopped by the {args.max_seconds:g} s budget after {r['frames']} frames"
