@@ -46,9 +46,13 @@ def test_stop_signal_during_recording_leaves_a_playable_file_and_the_stats(signu
     """SIGTERM/SIGHUP used to kill vcam mid-file: an mp4 without its moov atom, no stats JSON."""
     video = _room_video(tmp_path / "in.avi")
     out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
+    # A noisy background: the recording grows by kilobytes a frame (a flat colour compresses to almost
+    # nothing, and the wait below would last until its deadline).
+    background = tmp_path / "noise.png"
+    cv2.imwrite(str(background), np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8))
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-m", "vcam", "run", "-i", str(video), "--loop", "--no-harmonize",
-                             "-b", "color:#203040", "-o", f"file:{out}", "--stats-json", str(stats),
+                             "-b", str(background), "-o", f"file:{out}", "--stats-json", str(stats),
                              "--status-interval", "0"], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
