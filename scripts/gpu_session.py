@@ -26,6 +26,7 @@ work goes to a temporary folder. The carry (--carry, default .gpu) is made by sc
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import math
@@ -447,7 +448,11 @@ def pipeline_part(args, log: Log, box_s: float, carry: Path) -> dict:
     # the clip's real frames and masks.
     agreement = {}
     try:
-        harmonizer = Harmonizer(model=shipped, backend="torch", device="cpu", smoothing=0.8)
+        # The device path does not apply keep_detail yet (vcam/gpu_frame.py): compare like with like.
+        reference_model = copy.deepcopy(shipped)
+        if hasattr(reference_model.config, "keep_detail"):
+            reference_model.config.keep_detail = 0.0
+        harmonizer = Harmonizer(model=reference_model, backend="torch", device="cpu", smoothing=0.8)
         path = GpuFramePath(shipped, (width, height), background=background_rgb, device=device, smoothing=0.8)
         diffs = []
         for frame, mask in zip(in_memory[:args.agreement_frames], masks):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 from dataclasses import dataclass, field
 
 import cv2
@@ -164,6 +165,12 @@ class GpuFramePath:
                  smoothing: float = 0.0, strength: float = 1.0, reference: np.ndarray | None = None,
                  channels: str = "rgb", cuda_graph: bool = True, depth: int = 2):
         width, height, precision = _check_arguments(model, size, device, precision, net_size, channels, depth)
+        if getattr(model.config, "keep_detail", 0.0) > 0:
+            # Not on the device path yet: it applies the transforms to every pixel, as keep_detail 0 does
+            # (engine.Harmonizer keeps the finer texture instead). Said once, where the path is built.
+            logging.getLogger(__name__).warning(
+                "the GPU frame path does not apply keep_detail=%s yet: the person's finest texture follows "
+                "the model's transforms", model.config.keep_detail)
         self.device = torch.device(device)
         cuda = self.device.type == "cuda"
         self.size, self.frame_shape = (width, height), (height, width)
