@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -81,6 +82,11 @@ def test_ddp_two_processes_on_cpu(tiny_set, tmp_path):
            "--no-progress", "--eval-every", "12", "--ckpt-every", "12", "--seed", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=240)
+    if proc.returncode != 0 and "terminate called without an active exception" in proc.stderr:
+        # Seen once on PyPI's torch 2.14 for Python 3.13: a gloo thread aborting at process exit, after the
+        # run had finished. Run again once, from scratch; a second failure fails the test.
+        shutil.rmtree(out, ignore_errors=True)
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = json.loads((out / "ranks.json").read_text())
     assert ranks["world_size"] == 2 and len(set(ranks["digests"])) == 1  # both ranks hold identical weights

@@ -147,7 +147,9 @@ def test_a_reference_over_red_moves_the_person_towards_red(session, person_core)
     assert red > blue + 10, f"person R-B: {blue:.1f} with the blue reference, {red:.1f} with the red one"
     driver.find_element("id", "reference-reset").click()
     _wait_for(lambda: state(url)["settings"]["reference"] is None, "the reference reset", process)
-    assert "whole background" in driver.find_element("id", "reference-text").text
+    # The page shows the server's state at its next poll: wait for it rather than read it at once.
+    _wait_for(lambda: "whole background" in driver.find_element("id", "reference-text").text,
+              "the page showing the whole background", process)
 
 
 def test_a_colour_background_changes_the_output(session):
