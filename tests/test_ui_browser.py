@@ -161,7 +161,9 @@ def test_a_colour_background_changes_the_output(session):
     wait_frames(url, 3, process)
     corner = preview(url)[:20, :20].reshape(-1, 3).mean(axis=0)
     assert np.abs(corner - (0x2E, 0x7D, 0x32)).max() < 25, corner
-    assert "selected" in driver.find_element("css selector", ".swatch[data-color='#2e7d32']").get_attribute("class")
+    # The page marks the selection from the server's state at its next poll.
+    _wait_for(lambda: "selected" in driver.find_element("css selector", ".swatch[data-color='#2e7d32']")
+              .get_attribute("class"), "the page marking the green swatch", process)
 
 
 def test_a_bad_upload_shows_the_error_and_the_stream_runs_on(session):
