@@ -125,8 +125,9 @@ class SynthesisDataset(Dataset):
     Reads an iHarmony4-layout directory's ``real_images/NAME.jpg`` and ``masks/NAME_1.png`` (what
     ``trainer.make_dataset`` writes; its composites are ignored) or a list of (photo, mask) paths. Photos
     are decoded once and kept in memory, shrunk to ``cache_side``: crops are then cheap and the number of
-    photos is small. Each item: a random crop/flip to size×size, then the person re-coloured and pasted
-    back, all drawn from (seed, epoch, index).
+    photos is small. Each item: a random crop/flip to size×size (or to recolor_side×recolor_side, then
+    shrunk to size after the re-colouring), then the person re-coloured and pasted back, all drawn from
+    (seed, epoch, index).
 
     Raises:
         FileNotFoundError: if the directory or its real_images/ is missing.
@@ -135,7 +136,7 @@ class SynthesisDataset(Dataset):
 
     def __init__(self, root: Path, size: int = 256, seed: int = 0, split: str | None = None,
                  recipe: RecolorRecipe = DEFAULT_RECIPE, cache_side: int | None = 512,
-                 scale: tuple[float, float] = (0.5, 1.0)):
+                 scale: tuple[float, float] = (0.5, 1.0), recolor_side: int | None = None):
         root = Path(root)
         if not (root / "real_images").is_dir():
             raise FileNotFoundError(f"synthesis source needs {root}/real_images and masks/ (make_dataset output)")
@@ -159,7 +160,10 @@ class SynthesisDataset(Dataset):
                 self.items.append((stem, real, mask))
         if not self.items:
             raise ValueError(f"no photo with a masks/NAME_1.png in {root}")
+        if recolor_side is not None and recolor_side < size:
+            raise ValueError(f"recolor_side must be at least the training size {size}, got {recolor_side}")
         self.size, self.seed, self.recipe, self.scale, self.epoch = size, seed, recipe, scale, 0
+        self.recolor_side = recolor_side or size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -170,6 +174,12 @@ class SynthesisDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         stem, real, mask = self.items[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        sample = T.train_transform({"real": real, "mask": mask}, self.size, rng, scale=self.scale)
+        sample = T.train_transform({"real": real, "mask": mask}, self.recolor_side, rng, scale=self.scale)
         sample["composite"] = composite(sample["real"], sample["mask"], rng, self.recipe)
+        if self.recolor_side != self.size:
+            # Re-coloured above the training size and then shrunk, as the Harmonizer shrinks a camera frame
+            # or a photo: the recipe's 3x3 sharpening and posterizing then reach the network as they do at
+            # run time (mostly averaged away), and the network does not learn to flatten texture to undo
+            # a sharpening that, at full resolution, lives in finer detail than its cells.
+            sample = T.resize(sample, self.size, self.size)
         return to_tensors(sample, stem)

@@ -147,7 +147,9 @@ def build_model(args) -> torch.nn.Module:
 
 def build_train_data(args, rank: int, world: int):
     if args.synth is not None:
-        dataset = SynthesisDataset(args.synth, size=args.size, seed=args.seed, cache_side=args.cache_side)
+        recolor_side = max(args.size, int(round(args.size * args.recolor_scale)))
+        dataset = SynthesisDataset(args.synth, size=args.size, seed=args.seed, cache_side=args.cache_side,
+                                   recolor_side=recolor_side)
     else:
         dataset = IHarmonyDataset(args.data, split="train", size=args.size, train=True, seed=args.seed)
     if len(dataset) < args.batch * world:
@@ -450,6 +452,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     src.add_argument("--size", type=int, default=256, help="training/evaluation resolution (multiple of 8)")
     src.add_argument("--eval-size", type=int, default=None, help="held-out evaluation resolution (default --size)")
     src.add_argument("--cache-side", type=int, default=512, help="--synth: photos kept in memory at this side")
+    src.add_argument("--recolor-scale", type=float, default=2.0,
+                     help="--synth: re-colour crops at this multiple of --size, then shrink them (the recipe's "
+                          "sharpening then looks as it does in a shrunk photo or camera frame; default 2)")
     src.add_argument("--workers", type=int, default=0, help="DataLoader workers per process")
     m = p.add_argument_group("model and schedule")
     m.add_argument("--model", default="phnet-xs", help="engine.phnet model name")
