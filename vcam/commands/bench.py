@@ -16,6 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
+from vcam.commands.run import add_engine_arguments
 from vcam.errors import VcamError
 
 HELP = "benchmark the engine (network alone) or the whole pipeline; writes JSON, Markdown and a plot"
@@ -71,15 +72,7 @@ def _add_pipeline_arguments(pipe: argparse.ArgumentParser) -> None:
                       help="virtual background, as for `vcam run` (default: a real indoor photo from "
                            "../shared/data/backgrounds, else a flat colour)")
     harm = pipe.add_argument_group("harmonization (as for `vcam run`; defaults are vcam run's)")
-    harm.add_argument("--model", help="model name or weights path (default: the shipped weights)")
-    harm.add_argument("--weights", help="weights file (.safetensors)")
-    harm.add_argument("--backend", help="auto, torch, onnxruntime or tensorrt")
-    harm.add_argument("--device", help="auto, cpu or cuda")
-    harm.add_argument("--net-size", type=int, help="network input's longer side, multiple of 8")
-    harm.add_argument("--refresh-hz", type=float, help="CPU worker: most network runs per second")
-    harm.add_argument("--threads", type=int, help="CPU threads of the network")
-    harm.add_argument("--harmonize-mode", choices=("auto", "inline", "worker"),
-                      help="auto: every frame on a GPU, a worker at --refresh-hz on a CPU")
+    add_engine_arguments(harm)
     pipe.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
 
 

@@ -43,20 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     harm = parser.add_argument_group("harmonization")
     harm.add_argument("--no-harmonize", action="store_true", default=None, help="composite only")
-    harm.add_argument("--model", help="model name (phnet, phnet-s, phnet-xs, stats) or weights path")
-    harm.add_argument("--weights", help="a .safetensors weights file (default: the shipped weights)")
-    harm.add_argument("--backend", help="auto, torch, onnxruntime or tensorrt (default auto)")
-    harm.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
-    harm.add_argument("--net-size", type=int, help="network input's longer side, multiple of 8 (default 256)")
+    add_engine_arguments(harm)
     harm.add_argument("--smoothing", type=float, help="temporal smoothing of the statistics, [0, 1) (default 0.8)")
     harm.add_argument("--strength", type=float, help="0 = composite, 1 = full harmonization (default 1)")
     harm.add_argument("--reference", help="background region to match: x,y,w,h (pixels or fractions) or a "
                                           "mask image")
-    harm.add_argument("--harmonize-mode", choices=("auto", "inline", "worker"),
-                      help="inline: network on every frame; worker: network at --refresh-hz in a thread, "
-                           "correction applied to every frame (default auto: GPU inline, CPU worker)")
-    harm.add_argument("--refresh-hz", type=float, help="worker: most network runs per second (default 10)")
-    harm.add_argument("--threads", type=int, help="threads for the worker on a CPU, 1-64 (default 1)")
 
     seg = parser.add_argument_group("segmentation")
     seg.add_argument("--segmentation-model", type=int, choices=(0, 1),
@@ -78,6 +69,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ui.add_argument("--ui-port", type=int, help="control page port (0 = a free one, printed; default 8765)")
     ui.add_argument("--ui-host", help="interface for the control page (default 127.0.0.1: this machine only)")
     parser.epilog = "preview hotkeys: " + ", ".join(f"{k} {v}" for k, v in HOTKEYS.items())
+
+
+def add_engine_arguments(harm) -> None:
+    """The harmonizer's engine flags, shared with `vcam bench pipeline` so that both read them alike."""
+    harm.add_argument("--model", help="model name (phnet, phnet-s, phnet-xs, stats) or weights path")
+    harm.add_argument("--weights", help="a .safetensors weights file (default: the shipped weights)")
+    harm.add_argument("--backend", help="auto, torch, onnxruntime or tensorrt (default auto)")
+    harm.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    harm.add_argument("--net-size", type=int, help="network input's longer side, multiple of 8 (default 256)")
+    harm.add_argument("--harmonize-mode", choices=("auto", "inline", "worker"),
+                      help="inline: network on every frame; worker: network at --refresh-hz in a thread, "
+                           "correction applied to every frame (default auto: GPU inline, CPU worker)")
+    harm.add_argument("--refresh-hz", type=float, help="worker: most network runs per second (default 10)")
+    harm.add_argument("--threads", type=int, help="threads for the worker on a CPU, 1-64 (default 1)")
 
 
 @contextlib.contextmanager
