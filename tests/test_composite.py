@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vcam.composite import Compositor, composite, composite_person, estimate_foreground, mask_box
+from vcam.composite import Compositor, composite, composite_person, edge_points, estimate_foreground, mask_box
 from vcam.frame import Frame
 
 
@@ -79,3 +79,25 @@ def test_the_stage_fills_composite_foreground_and_box():
     y0, y1, x0, x1 = frame.box
     np.testing.assert_array_equal(frame.foreground[y0:y1, x0:x1], expected[y0:y1, x0:x1])
     assert frame.foreground is not image and np.array_equal(image, _edge_scene()[0])  # the camera picture kept
+
+
+def test_edge_points_sort_the_mask_by_its_uint8_level():
+    mask = np.array([[0.0, 0.0009, 0.002, 0.5], [0.997, 0.9991, 1.0, 0.3]], np.float32)
+    ys, xs, person = edge_points(mask)
+    # Within 1/510 of 0 or 1 a uint8 blend cannot move by half a level: background or person for certain.
+    assert sorted(zip(ys.tolist(), xs.tolist(), strict=True)) == [(0, 2), (0, 3), (1, 0), (1, 3)]
+    assert person.tolist() == [[0, 0, 0, 0], [0, 255, 255, 0]]
+    assert edge_points(np.zeros((3, 3), np.float32))[0].size == 0
+
+
+def test_composite_person_blends_the_edge_as_blend_linear_rounds():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    background = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    mask = rng.random((40, 50)).astype(np.float32)
+    mask[:8], mask[8:16] = 0.0, 1.0
+    foreground = image.copy()
+    out = composite_person(image, background, mask, foreground=foreground)
+    # The edge is the estimated foreground over the background, within rounding of composite()'s blend.
+    assert np.abs(out.astype(int) - composite(foreground, background, mask)).max() <= 1
+    assert np.array_equal(out[:8], background[:8]) and np.array_equal(out[8:16], image[8:16])

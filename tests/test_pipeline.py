@@ -4,6 +4,7 @@ through its public hooks (`on_frame`, `stop()`, `request`), never by replacing i
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -19,7 +20,7 @@ from vcam.controls import handle_key
 from vcam.frame import Frame
 from vcam.harmonize import HarmonizeStage
 from vcam.output import make_placeholder
-from vcam.pipeline import Pipeline
+from vcam.pipeline import Pipeline, _keep_freed_frames
 
 SIZE = (320, 180)
 BLUE = (30, 60, 170)
@@ -313,3 +314,9 @@ def test_placeholder_is_dark_and_says_why():
     assert image.shape == (180, 320, 3) and image.dtype == np.uint8
     assert image.max() > 150 and np.median(image) == 32
     assert cv2.countNonZero(cv2.inRange(image, (150, 150, 150), (255, 255, 255))) > 50
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_freed_frame_buffers_stay_in_the_heap():
+    # The setting takes (glibc), and again when a second pipeline opens in the same process.
+    assert _keep_freed_frames() and _keep_freed_frames()
