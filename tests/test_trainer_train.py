@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from trainer.make_dataset import make_dataset
-from trainer.train import get_args_parser, parse_stages, stage_at, train
+from trainer.train import WeightAverage, get_args_parser, parse_stages, stage_at, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -134,3 +134,38 @@ def test_linear_init_widens_an_affine_checkpoint_and_fits_its_global_head(tiny_s
     model = load_weights(weights)
     assert model.global_transform.linear.weight.abs().sum() > 0
     train(args_for(tiny_set, tmp_path / "again", "--stages", "3:2:1e-3", "--init", str(weights)))
+
+
+def test_weight_average_is_the_exponential_average():
+    model = torch.nn.Linear(2, 2)
+    start = model.weight.detach().clone()
+    average = WeightAverage(model, 0.75)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    average.update(model)
+    assert torch.allclose(average.shadow["weight"], start + 0.25)  # 0.75 * start + 0.25 * (start + 1)
+    with average.applied(model):
+        assert torch.allclose(model.weight, start + 0.25)
+    assert torch.allclose(model.weight, start + 1.0)  # its own weights back afterwards
+    with pytest.raises(ValueError, match="ema"):
+        WeightAverage(model, 1.0)
+
+
+def test_ema_resumes_exactly_and_is_what_ships(tiny_set, tmp_path):
+    from engine.weights import load_weights
+
+    extra = ["--stages", "3:5:1e-3", "--ckpt-every", "100", "--ema", "0.8", "--eval-data", str(tiny_set),
+             "--eval-size", "32", "--eval-every", "100"]
+    train(args_for(tiny_set, tmp_path / "full", *extra))
+    train(args_for(tiny_set, tmp_path / "part", *extra, "--steps", "3"))
+    train(args_for(tiny_set, tmp_path / "part", *extra, "--resume", str(tmp_path / "part" / "last.pt")))
+    full = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    part = torch.load(tmp_path / "part" / "last.pt", weights_only=True)
+    assert full["ema"].keys() == part["ema"].keys()
+    for k in full["ema"]:
+        assert torch.equal(full["ema"][k], part["ema"][k]), f"average of {k} differs after resume"
+    # The only evaluation was at the last step, so the shipped weights are the average there, not the model.
+    shipped = load_weights(tmp_path / "full" / "best.safetensors").state_dict()
+    assert any(not torch.equal(full["ema"][k], full["model"][k]) for k in full["ema"])
+    for k in full["ema"]:
+        assert torch.equal(shipped[k], full["ema"][k]), k
