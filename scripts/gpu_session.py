@@ -599,8 +599,14 @@ def train_part(args, log: Log, box_s: float, carry: Path, work: Path) -> dict:
             "--model", r["model"], "--size", args.train_size or r["size"], "--batch", args.batch,
             "--seed", r["seed"], "--lm-weight", r["lm_weight"], "--clip-grad", r["clip_grad"],
             "--device", device, "--workers", workers, "--out", run, "--no-progress", "--log-every", 10]
-    if r["model_overrides"]:
-        base += ["--model-overrides", r["model_overrides"]]
+    if args.from_scratch:
+        if r["model_overrides"]:
+            base += ["--model-overrides", r["model_overrides"]]
+    else:  # go on from the shipped weights (a CPU session's work), averaged as the CPU runs are
+        from engine.weights import DEFAULT_WEIGHTS
+
+        base += ["--init", DEFAULT_WEIGHTS, "--ema", args.ema]
+        r["stages"] = f"3:1000:{args.finetune_lr}"
     if device == "cuda":
         base.append("--amp")
     # 1. The first steps of the run double as the speed measurement: --steps stops there with a
@@ -735,6 +741,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-minutes", type=float, default=6.0, help="at most this long on training")
     p.add_argument("--batch", type=int, default=16, help="training batch (scripts/train_default.sh --gpu's)")
     p.add_argument("--train-size", type=int, default=None, help="default: the recipe's")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="train the recipe from scratch (default: go on from the shipped weights, stage 3)")
+    p.add_argument("--finetune-lr", type=float, default=1e-4, help="learning rate when going on from the shipped weights")
+    p.add_argument("--ema", type=float, default=0.999, help="weight average's decay when going on from the shipped weights")
     p.add_argument("--model-overrides", default=None, help="JSON; default: the recipe's")
     p.add_argument("--recipe-weights", default=None,
                    help="weights whose recipe (JSON metadata) is trained; default: the shipped weights")
