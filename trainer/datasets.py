@@ -119,24 +119,6 @@ class IHarmonyDataset(Dataset):
         return to_tensors(sample, Path(self.names[index]).stem)
 
 
-def relight(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
-    """The whole photo (person and room alike) under another light: a per-channel gain, an exposure and
-    a gamma drawn around 1 (log-normal, scaled by ``strength``); uint8 in and out.
-
-    Why: the harmonizer must learn how a person's colours relate to the room's, and a few thousand photos
-    hold only a few thousand rooms' lights. Changing the light of the whole photo keeps that relation
-    (the person stays lit like the room) and shows it under many more lights.
-    """
-    gain = np.exp(rng.normal(0.0, 0.12 * strength, 3) + rng.normal(0.0, 0.2 * strength))
-    gamma = float(np.exp(rng.normal(0.0, 0.15 * strength)))
-    lut = np.arange(256, dtype=np.float32)[:, None] / 255.0 * gain[None].astype(np.float32)
-    lut = np.clip(np.round(255.0 * np.clip(lut, 0.0, 1.0) ** gamma), 0, 255).astype(np.uint8)  # (256, 3)
-    out = np.empty_like(image)
-    for c in range(3):
-        out[..., c] = lut[image[..., c], c]
-    return out
-
-
 class SynthesisDataset(Dataset):
     """Fresh FFHQH composites every epoch from photos and their person masks.
 
@@ -154,7 +136,7 @@ class SynthesisDataset(Dataset):
 
     def __init__(self, root: Path, size: int = 256, seed: int = 0, split: str | None = None,
                  recipe: RecolorRecipe = DEFAULT_RECIPE, cache_side: int | None = 512,
-                 scale: tuple[float, float] = (0.5, 1.0), recolor_side: int | None = None, relight: float = 0.0):
+                 scale: tuple[float, float] = (0.5, 1.0), recolor_side: int | None = None):
         root = Path(root)
         if not (root / "real_images").is_dir():
             raise FileNotFoundError(f"synthesis source needs {root}/real_images and masks/ (make_dataset output)")
@@ -182,9 +164,6 @@ class SynthesisDataset(Dataset):
             raise ValueError(f"recolor_side must be at least the training size {size}, got {recolor_side}")
         self.size, self.seed, self.recipe, self.scale, self.epoch = size, seed, recipe, scale, 0
         self.recolor_side = recolor_side or size
-        if not 0.0 <= relight <= 1.0:
-            raise ValueError(f"relight must be in [0, 1], got {relight}")
-        self.relight = relight
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -196,8 +175,6 @@ class SynthesisDataset(Dataset):
         stem, real, mask = self.items[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         sample = T.train_transform({"real": real, "mask": mask}, self.recolor_side, rng, scale=self.scale)
-        if self.relight:
-            sample["real"] = relight(sample["real"], rng, self.relight)
         sample["composite"] = composite(sample["real"], sample["mask"], rng, self.recipe)
         if self.recolor_side != self.size:
             # Re-coloured above the training size and then shrunk, as the Harmonizer shrinks a camera frame

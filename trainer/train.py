@@ -150,7 +150,7 @@ def build_train_data(args, rank: int, world: int):
     if args.synth is not None:
         recolor_side = max(args.size, int(round(args.size * args.recolor_scale)))
         dataset = SynthesisDataset(args.synth, size=args.size, seed=args.seed, cache_side=args.cache_side,
-                                   recolor_side=recolor_side, relight=args.relight)
+                                   recolor_side=recolor_side)
     else:
         dataset = IHarmonyDataset(args.data, split="train", size=args.size, train=True, seed=args.seed)
     if len(dataset) < args.batch * world:
@@ -505,9 +505,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     src.add_argument("--recolor-scale", type=float, default=2.0,
                      help="--synth: re-colour crops at this multiple of --size, then shrink them (the recipe's "
                           "sharpening then looks as it does in a shrunk photo or camera frame; default 2)")
-    src.add_argument("--relight", type=float, default=0.0,
-                     help="--synth: strength (0-1) of a random light change of the whole photo before the "
-                          "re-colouring (trainer.datasets.relight; default 0: off)")
     src.add_argument("--workers", type=int, default=0, help="DataLoader workers per process")
     m = p.add_argument_group("model and schedule")
     m.add_argument("--model", default="phnet-xs", help="engine.phnet model name")
