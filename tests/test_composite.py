@@ -9,12 +9,18 @@ from vcam.composite import Compositor, composite, composite_person, edge_points,
 from vcam.frame import Frame
 
 
+def _scene(seed: int, height: int, width: int, band: int):
+    """Random image, background and soft mask; the mask's first `band` rows 0, the next `band` rows 1."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    background = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    mask = rng.random((height, width)).astype(np.float32)
+    mask[:band], mask[band:2 * band] = 0.0, 1.0
+    return image, background, mask
+
+
 def test_composite_matches_the_formula_and_is_exact_at_0_and_1():
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (36, 64, 3), dtype=np.uint8)
-    background = rng.integers(0, 256, (36, 64, 3), dtype=np.uint8)
-    mask = rng.random((36, 64)).astype(np.float32)
-    mask[:10], mask[10:20] = 0.0, 1.0
+    image, background, mask = _scene(0, 36, 64, 10)
     out = composite(image, background, mask)
     assert out.dtype == np.uint8 and out.shape == image.shape
     expected = image * mask[..., None].astype(np.float64) + background * (1 - mask[..., None].astype(np.float64))
@@ -91,11 +97,7 @@ def test_edge_points_sort_the_mask_by_its_uint8_level():
 
 
 def test_composite_person_blends_the_edge_as_blend_linear_rounds():
-    rng = np.random.default_rng(1)
-    image = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
-    background = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
-    mask = rng.random((40, 50)).astype(np.float32)
-    mask[:8], mask[8:16] = 0.0, 1.0
+    image, background, mask = _scene(1, 40, 50, 8)
     foreground = image.copy()
     out = composite_person(image, background, mask, foreground=foreground)
     # The edge is the estimated foreground over the background, within rounding of composite()'s blend.
