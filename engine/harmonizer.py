@@ -48,6 +48,9 @@ NO_PERSON = 0.05
 #: A reference region (by default the background) covering less than this share of the frame leaves
 #: nothing to match the person to: the composite is returned unchanged (a face filling the frame).
 NO_REFERENCE = 0.01
+#: How far a chosen reference region's light moves the person (engine.lift.reference_light_gain): half-way
+#: in log terms, so a region twice as red as the room makes the person sqrt(2) times redder.
+REFERENCE_ADAPTATION = 0.5
 #: Scene-change threshold: the mean colour (0..1 per channel, max over the channels and the 2x2 quadrants)
 #: of the background both estimates share moving by more than this resets the temporal state. A new virtual
 #: background moves it by 0.1-0.5; a person moving cannot move it on a static background (the pixels
@@ -277,7 +280,9 @@ class Harmonizer:
         Args:
             composite: H x W x 3 uint8 RGB.
             mask: H x W float in [0, 1], uint8 0..255 or bool: the person.
-            reference: optional H x W mask of the background region to match (default: 1 - mask).
+            reference: optional H x W mask of the background region to match (default: 1 - mask). With the
+                affine head, the person also takes on the region's light relative to the whole
+                background's (REFERENCE_ADAPTATION); None leaves the network's correction as it is.
 
         Returns:
             A Correction for `apply`.
@@ -309,6 +314,12 @@ class Harmonizer:
         previous = self._params if momentum > 0 else None
         if self._backend.output_names[0] == "coefficients":
             params = self._coefficients(output)
+            if ref_f is not None:
+                # A chosen region: the network matched the person to the scene; add the difference between
+                # the region's light and the whole background's (the network itself, trained to undo
+                # re-colourings, barely follows the reference; docs/notes/runtime.md).
+                gain = lift_mod.reference_light_gain(comp_low, mask_low, ref_low, REFERENCE_ADAPTATION)
+                params = lift_mod.LiftParams("affine-grid", lift_mod.scale_grid_outputs(params.data, gain))
         else:
             params = self._fit_lift(output, comp_low, mask_low, previous)
         if params is None or not np.isfinite(params.data).all():

@@ -300,6 +300,35 @@ def apply_person(params: LiftParams, foreground: np.ndarray, background: np.ndar
 # affine-grid
 
 _IDENTITY12 = np.array([1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0], np.float32)  # [c_r, c_g, c_b, bias]
+REFERENCE_GAIN_LIMITS = (0.5, 2.0)
+
+
+def reference_light_gain(image: np.ndarray, mask: np.ndarray, reference: np.ndarray, adaptation: float,
+                         eps: float = 1 / 255) -> np.ndarray:
+    """(3,) per-channel gain from the light of the whole background to the light of the reference region.
+
+    A von Kries adaptation: the ratio of the region's mean colour to the whole background's, per channel,
+    to the power `adaptation` (0: none, 1: all the way), kept within REFERENCE_GAIN_LIMITS. Both means
+    are taken outside the person (mask < 0.5), so a region drawn over the person does not count them.
+    Ones where either region is empty.
+
+    Args:
+        image: (h, w, 3) float in [0, 1]; mask, reference: (h, w) in [0, 1].
+    """
+    room = (mask < 0.5).astype(np.float32)
+    weights = (reference * room, room)
+    if min(float(w.sum()) for w in weights) < 1e-6:
+        return np.ones(3, np.float32)
+    region, whole = ((image * w[..., None]).sum(axis=(0, 1)) / w.sum() for w in weights)
+    gain = ((region + eps) / (whole + eps)) ** adaptation
+    return np.clip(gain, *REFERENCE_GAIN_LIMITS).astype(np.float32)
+
+
+def scale_grid_outputs(data: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """An affine-grid's coefficients (..., 12) with output channel c multiplied by gain[c]: the grid's
+    transform followed by that diagonal gain."""
+    shape = data.shape
+    return (data.reshape(*shape[:-1], 4, 3) * np.asarray(gain, np.float32)).reshape(shape).astype(np.float32)
 
 
 def _features4(x: np.ndarray) -> np.ndarray:

@@ -163,6 +163,26 @@ def test_reference_region_steers_the_colour(harmonizer):
     assert (to_red[:, 0] - to_red[:, 2]).mean() > (to_blue[:, 0] - to_blue[:, 2]).mean() + 20
 
 
+def test_the_shipped_weights_follow_a_chosen_region_and_leave_the_default_alone():
+    """The affine head: a red region makes the person redder than a blue one; no reference (the whole
+    background) leaves the network's correction untouched, and naming the whole background explicitly
+    changes next to nothing."""
+    comp, mask = _scene(96, 128)
+    comp[:, :30] = (230, 20, 20)
+    comp[:, -30:] = (20, 20, 230)
+    red, blue = np.zeros(mask.shape, np.float32), np.zeros(mask.shape, np.float32)
+    red[:, :30], blue[:, -30:] = 1, 1
+    inside = mask > 0.99
+    with Harmonizer() as h:
+        assert h.backend_name and h.model_description.startswith("default")
+        to_red = h.harmonize(comp, mask, red)[inside].astype(int)
+        to_blue = h.harmonize(comp, mask, blue)[inside].astype(int)
+        plain = h.harmonize(comp, mask)
+        whole = h.harmonize(comp, mask, (mask < 0.5).astype(np.float32))
+    assert (to_red[:, 0] - to_red[:, 2]).mean() > (to_blue[:, 0] - to_blue[:, 2]).mean() + 20
+    assert np.abs(plain.astype(int) - whole).max() <= 3
+
+
 def test_onnxruntime_and_torch_harmonizers_agree():
     comp, mask = _scene(120, 160)
     with Harmonizer(model="stats", backend="torch", device="cpu") as a, \

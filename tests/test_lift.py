@@ -295,3 +295,39 @@ def test_the_camera_rate_affine_path_is_close_to_the_exact_one():
     error = np.abs(affine_corrected_fast(varying, photo, box).astype(int) - exact)
     assert error.mean() < 1.0 and np.percentile(error, 99) <= 4, (error.mean(), np.percentile(error, 99))
     assert np.abs(exact - photo[20:500, 30:370]).mean() > 10  # a real correction, not the identity
+
+
+def test_reference_light_gain_matches_a_per_pixel_reference():
+    rng = np.random.default_rng(3)
+    image = rng.random((12, 16, 3)).astype(np.float32)
+    mask = np.zeros((12, 16), np.float32)
+    mask[3:9, 5:11] = 0.8  # the person (>= 0.5): left out of both means
+    reference = np.zeros((12, 16), np.float32)
+    reference[:, :6] = 1.0  # the region, overlapping the person's left columns
+    gain = lift.reference_light_gain(image, mask, reference, 0.5)
+    region, whole = [], []
+    for y in range(12):
+        for x in range(16):
+            if mask[y, x] < 0.5:
+                whole.append(image[y, x])
+                if reference[y, x] > 0:
+                    region.append(image[y, x])
+    eps = 1 / 255
+    expected = np.clip(((np.mean(region, 0) + eps) / (np.mean(whole, 0) + eps)) ** 0.5, 0.5, 2.0)
+    np.testing.assert_allclose(gain, expected, rtol=1e-5)
+    assert np.array_equal(lift.reference_light_gain(image, mask, reference, 0.0), np.ones(3, np.float32))
+    assert np.array_equal(lift.reference_light_gain(image, mask, np.zeros_like(mask), 0.5), np.ones(3, np.float32))
+    red = np.zeros_like(image)
+    red[..., 0], red[:, 8:, 2] = 1.0, 1.0  # right half magenta, left half red: the red region has no blue
+    assert tuple(lift.reference_light_gain(red, np.zeros_like(mask), reference, 1.0)[[0, 2]]) == (1.0, 0.5)
+
+
+def test_scaled_grid_outputs_equal_the_grid_then_the_gain():
+    rng = np.random.default_rng(4)
+    grid = (lift._IDENTITY12 + rng.normal(0, 0.1, (5, 6, 12))).astype(np.float32)
+    image = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    gain = np.array([1.3, 0.9, 0.6], np.float32)
+    scaled = lift.LiftParams("affine-grid", lift.scale_grid_outputs(grid, gain))
+    plain = lift.LiftParams("affine-grid", grid)
+    np.testing.assert_allclose(lift.apply_affine_grid(scaled, image), lift.apply_affine_grid(plain, image) * gain,
+                               rtol=1e-5, atol=1e-3)

@@ -109,12 +109,10 @@ def session(person_video, tmp_path_factory):
     home = tmp_path_factory.mktemp("ui-browser")
     background = home / "red_blue.png"
     cv2.imwrite(str(background), cv2.cvtColor(_background(), cv2.COLOR_RGB2BGR))
-    # --model stats: the PN statistics transfer (engine/stats_transfer.py), whose response to the reference
-    # is known (it matches the person's colour statistics to the region's). The shipped weights at this
-    # commit move the person *away* from the reference's colour on this red/blue scene (reported to the
-    # lead); the page's job, tested here, is to get the dragged region to the harmonizer.
+    # The shipped weights, as a user gets them: the person takes on the dragged region's light
+    # (engine.lift.reference_light_gain on top of the network's correction).
     args = ["--input", person_video, "--size", f"{SIZE[0]}x{SIZE[1]}", "--output", "null", "--loop",
-            "--background", str(background), "--model", "stats", "--smoothing", "0.5", "--status-interval", "0"]
+            "--background", str(background), "--smoothing", "0.5", "--status-interval", "0"]
     with vcam_ui(args, home) as (process, url):
         driver = _browser(home / "chromium")
         try:

@@ -38,7 +38,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.harmonizer import NO_PERSON, SCENE_CHANGE, net_shape
+from engine.harmonizer import NO_PERSON, REFERENCE_ADAPTATION, SCENE_CHANGE, net_shape
+from engine.lift import REFERENCE_GAIN_LIMITS
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 CHANNELS = ("rgb", "bgr")
@@ -132,6 +133,20 @@ def _check_arguments(model, size, device, precision, net_size: int, channels: st
     if precision != "fp32" and not cuda:
         raise ValueError(f"precision {precision!r} needs a CUDA device; use 'fp32' on a CPU")
     return width, height, precision
+
+
+def _with_reference_light(coefficients: torch.Tensor, comp_low: torch.Tensor, mask_low: torch.Tensor,
+                          ref_low: torch.Tensor, eps: float = 1 / 255) -> torch.Tensor:
+    """engine.lift.reference_light_gain folded into the grid (scale_grid_outputs), on the device and without
+    a branch on a tensor's value (CUDA graphs)."""
+    room = (mask_low < 0.5).float()
+    weights = torch.cat([ref_low * room, room], dim=0)  # (2, 1, h, w)
+    totals = weights.sum(dim=(1, 2, 3))
+    means = (comp_low * weights).sum(dim=(2, 3)) / totals.clamp_min(1e-12)[:, None]  # (2, 3)
+    gain = ((means[0] + eps) / (means[1] + eps)) ** REFERENCE_ADAPTATION
+    gain = torch.where(totals.min() < 1e-6, torch.ones_like(gain), gain.clamp(*REFERENCE_GAIN_LIMITS))
+    b, _, h, w = coefficients.shape
+    return (coefficients.view(b, 4, 3, h, w) * gain.view(1, 1, 3, 1, 1)).view(b, 12, h, w)
 
 
 class GpuFramePath:
@@ -473,6 +488,8 @@ class GpuFramePath:
         output, stats_out = self._model(comp_low.to(mdt), mask_low.to(mdt), ref_low.to(mdt),
                                         self._stats.to(mdt), momentum.reshape(1).to(mdt))
         output, stats_out = output.float(), stats_out.float()
+        if self._reference_low is not None:
+            output = _with_reference_light(output, comp_low, mask_low, ref_low)
         stats_ok = torch.isfinite(stats_out).all()
         m = momentum * had_params.float()  # lift.blend_params: the previous correction only with momentum
         blended = m * self._coefficients + (1 - m) * output
