@@ -313,13 +313,7 @@ class Harmonizer:
         self._stats = stats_out if bool(torch.isfinite(stats_out).all()) else None
         previous = self._params if momentum > 0 else None
         if self._backend.output_names[0] == "coefficients":
-            params = self._coefficients(output)
-            if ref_f is not None:
-                # A chosen region: the network matched the person to the scene; add the difference between
-                # the region's light and the whole background's (the network itself, trained to undo
-                # re-colourings, barely follows the reference; docs/notes/runtime.md).
-                gain = lift_mod.reference_light_gain(comp_low, mask_low, ref_low, REFERENCE_ADAPTATION)
-                params = lift_mod.LiftParams("affine-grid", lift_mod.scale_grid_outputs(params.data, gain))
+            params = self._coefficients(output, (comp_low, mask_low, ref_low) if ref_f is not None else None)
         else:
             params = self._fit_lift(output, comp_low, mask_low, previous)
         if params is None or not np.isfinite(params.data).all():
@@ -350,10 +344,18 @@ class Harmonizer:
         return scene_change
 
     @staticmethod
-    def _coefficients(output: torch.Tensor) -> lift_mod.LiftParams:
+    def _coefficients(output: torch.Tensor, chosen=None) -> lift_mod.LiftParams:
         """The affine head's grid (1, 12, h, w) as an "affine-grid" correction: no fitting, exact at any
-        resolution (the grid is applied to the full-resolution frame)."""
-        return lift_mod.LiftParams("affine-grid", output[0].permute(1, 2, 0).float().cpu().numpy().copy())
+        resolution (the grid is applied to the full-resolution frame).
+
+        With a chosen reference region, `chosen` = (comp_low, mask_low, ref_low): the network matched the
+        person to the scene; the difference between the region's light and the whole background's is
+        added as a gain (the network itself, trained to undo re-colourings, barely follows a region;
+        docs/notes/runtime.md)."""
+        grid = output[0].permute(1, 2, 0).float().cpu().numpy().copy()
+        if chosen is not None:
+            grid = lift_mod.scale_grid_outputs(grid, lift_mod.reference_light_gain(*chosen, REFERENCE_ADAPTATION))
+        return lift_mod.LiftParams("affine-grid", grid)
 
     def _fit_lift(self, output: torch.Tensor, comp_low, mask_low, previous) -> lift_mod.LiftParams:
         """An image head's output -> a correction fitted at network resolution (engine.lift)."""

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from engine.blend import person_over
+
 METHODS = ("affine-grid", "delta", "poly")
 
 # Rows per stripe at full resolution: 128 rows x 3840 px x 12 coefficients x 4 B = 24 MB peak.
@@ -293,7 +295,7 @@ def apply_person(params: LiftParams, foreground: np.ndarray, background: np.ndar
         person = corrected(params, foreground, box)
     if strength < 1.0:
         person = cv2.addWeighted(foreground[y0:y1, x0:x1], 1.0 - strength, person, strength, 0.0)
-    return cv2.blendLinear(person, background[y0:y1, x0:x1], mask, cv2.subtract(1.0, mask))
+    return person_over(person, background[y0:y1, x0:x1], mask)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -527,11 +529,13 @@ def affine_corrected_fast(params: LiftParams, image: np.ndarray, box: tuple[int,
     local = (coef[..., 0:3] * low[..., 0:1] + coef[..., 3:6] * low[..., 1:2] + coef[..., 6:9] * low[..., 2:3]
              + coef[..., 9:12] * np.float32(255))
     residual = local - low @ gain.T.astype(np.float32)
-    matrix = np.concatenate([gain, np.zeros((3, 1))], axis=1).astype(np.float32)
     up = cv2.resize(residual, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
     # In float32 until the one rounding and saturation at the end: a uint8 transform would clip bright
-    # pixels before the residual brings them back.
-    return cv2.add(cv2.transform(part.astype(np.float32), matrix), up, dtype=cv2.CV_8U)
+    # pixels before the residual brings them back. With keep_detail the gain is the identity: no transform.
+    part = part.astype(np.float32)
+    if not keep_detail:
+        part = cv2.transform(part, np.concatenate([gain, np.zeros((3, 1))], axis=1).astype(np.float32))
+    return cv2.add(part, up, dtype=cv2.CV_8U)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vcam.composite import Compositor, composite, composite_person, edge_points, estimate_foreground, mask_box
+from engine.blend import edge_points
+from vcam.composite import Compositor, composite, composite_person, estimate_foreground, mask_box
 from vcam.frame import Frame
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from engine.blend import blend_edge, edge_points, round_u8
 from vcam.frame import Frame
 
 
@@ -58,26 +59,6 @@ def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
         return None
     cols = np.flatnonzero(mask[rows[0]:rows[-1] + 1].any(axis=0))
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-
-
-def edge_points(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The mask's soft pixels, and where it is the person for certain, from one uint8 copy of the mask.
-
-    The mask is quantised to 0..255 (one uint8 pass): 0 is the background and 255 the person within half a
-    level of any blend (|m| or |1-m| below 1/510 moves a uint8 blend by less than 0.5), everything between
-    is the soft edge. OpenCV's point list is 5x cheaper than np.nonzero on a 720p box.
-
-    Returns:
-        (ys, xs, person): int32 coordinates of the soft pixels, and a uint8 h×w plane, 255 where the person is
-        certain.
-    """
-    levels = cv2.convertScaleAbs(mask, alpha=255.0)
-    points = cv2.findNonZero(cv2.inRange(levels, 1, 254))
-    person = cv2.inRange(levels, 255, 255)
-    if points is None:
-        empty = np.empty(0, np.int32)
-        return empty, empty, person
-    return points[:, 0, 1], points[:, 0, 0], person
 
 
 def _edge_foreground(image: np.ndarray, mask: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
@@ -121,12 +102,8 @@ def estimate_foreground(image: np.ndarray, mask: np.ndarray, out: np.ndarray | N
     out = image.copy() if out is None else out
     ys, xs, _ = edge_points(mask)
     if ys.size:
-        out[ys, xs] = _round_u8(_edge_foreground(image, mask, ys, xs))
+        out[ys, xs] = round_u8(_edge_foreground(image, mask, ys, xs))
     return out
-
-
-def _round_u8(values: np.ndarray) -> np.ndarray:
-    return np.clip(values + 0.5, 0, 255).astype(np.uint8)
 
 
 def composite_person(image: np.ndarray, background: np.ndarray, mask: np.ndarray,
@@ -167,14 +144,11 @@ def composite_person(image: np.ndarray, background: np.ndarray, mask: np.ndarray
     if ys.size:
         estimate = _edge_foreground(person, m, ys, xs)
         if foreground is not None:  # it holds the camera picture: the edge's estimates are written into it
-            foreground[y0:y1, x0:x1][ys, xs] = _round_u8(estimate)
+            foreground[y0:y1, x0:x1][ys, xs] = round_u8(estimate)
             estimate = foreground[y0:y1, x0:x1][ys, xs].astype(np.float32)
         else:
-            estimate = _round_u8(estimate).astype(np.float32)
-        weight = m[ys, xs][:, None]
-        # blendLinear's formula: (a·w + b·(1-w)) / (w + (1-w) + 1e-5), rounded.
-        blend = (estimate * weight + region[ys, xs] * (1 - weight)) * np.float32(1 / (1 + 1e-5))
-        region[ys, xs] = _round_u8(blend)
+            estimate = round_u8(estimate).astype(np.float32)
+        blend_edge(region, estimate, m, ys, xs)
     return out
 
 

@@ -1,0 +1,57 @@
+"""A person over a background in uint8, blended only where the mask is soft.
+
+Every camera-rate composite (vcam's, and the Harmonizer's second composite after the correction) has the
+same shape: inside the person's box most pixels are certainly the person or certainly the background, and
+only a thin soft edge (a few percent of the box) needs the float blend. Sorting the pixels once from a
+uint8 copy of the mask and blending the edge alone costs a fraction of a float blend over the whole box.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def round_u8(values: np.ndarray) -> np.ndarray:
+    """Float values in 0..255 rounded half up and saturated to uint8 (what cv2's blends do)."""
+    return np.clip(values + 0.5, 0, 255).astype(np.uint8)
+
+
+def edge_points(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mask's soft pixels, and where it is the person for certain, from one uint8 copy of the mask.
+
+    The mask is quantised to 0..255 (one uint8 pass): 0 is the background and 255 the person within half a
+    level of any blend (|m| or |1-m| below 1/510 moves a uint8 blend by less than 0.5), everything between
+    is the soft edge. OpenCV's point list is 5x cheaper than np.nonzero on a 720p box.
+
+    Returns:
+        (ys, xs, person): int32 coordinates of the soft pixels, and a uint8 h×w plane, 255 where the person is
+        certain.
+    """
+    levels = cv2.convertScaleAbs(mask, alpha=255.0)
+    points = cv2.findNonZero(cv2.inRange(levels, 1, 254))
+    person = cv2.inRange(levels, 255, 255)
+    if points is None:
+        empty = np.empty(0, np.int32)
+        return empty, empty, person
+    return points[:, 0, 1], points[:, 0, 0], person
+
+
+def blend_edge(region: np.ndarray, person_values: np.ndarray, mask: np.ndarray, ys: np.ndarray,
+               xs: np.ndarray) -> None:
+    """region[ys, xs] = person·m + region·(1-m) at the soft points, rounded as `cv2.blendLinear` rounds
+    ((a·w + b·(1-w)) / (w + (1-w) + 1e-5)); `person_values` is float32 n×3, in place."""
+    weight = mask[ys, xs][:, None]
+    blend = (person_values * weight + region[ys, xs] * (1 - weight)) * np.float32(1 / (1 + 1e-5))
+    region[ys, xs] = round_u8(blend)
+
+
+def person_over(person: np.ndarray, background: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """uint8 h×w×3: `person` where the mask is certain, `background` where it is 0, blended at the soft edge;
+    the same as cv2.blendLinear(person, background, m, 1 - m) within one level."""
+    out = background.copy()
+    ys, xs, certain = edge_points(mask)
+    cv2.copyTo(person, certain, out)
+    if ys.size:
+        blend_edge(out, person[ys, xs].astype(np.float32), mask, ys, xs)
+    return out
