@@ -34,6 +34,7 @@ from vcam.capture import Capture, Source, open_source
 from vcam.composite import Compositor
 from vcam.config import LIVE_KEYS, RunConfig, validate
 from vcam.controls import ConfigWatcher, changed_settings, handle_key
+from vcam.errors import first_line
 from vcam.frame import Frame
 from vcam.harmonize import HarmonizeStage, create_harmonizer, parse_reference
 from vcam.metrics import Metrics, write_json
@@ -89,11 +90,6 @@ def _keep_freed_frames() -> bool:
     m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
     return bool(mallopt(m_mmap_threshold, FRAME_HEAP_BYTES)) and bool(mallopt(m_trim_threshold,
                                                                                 2 * FRAME_HEAP_BYTES))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class Pipeline:
@@ -227,7 +223,7 @@ class Pipeline:
             try:
                 self.apply_config(self.config.replace(**merged))
             except Exception as exc:  # a live change must never stop the stream
-                log.error("settings not applied: %s", _first_line(exc))
+                log.error("settings not applied: %s", first_line(exc))
         if cycle:
             self.next_background()
         self._adopt_loaded_harmonizer()
@@ -275,7 +271,7 @@ class Pipeline:
         try:
             backgrounds = Backgrounds(specs)
         except Exception as exc:
-            log.error("background not changed: %s", _first_line(exc))
+            log.error("background not changed: %s", first_line(exc))
             return False
         self.backgrounds.close()
         self.backgrounds = backgrounds
@@ -306,7 +302,7 @@ class Pipeline:
             return
         future, self._loading = self._loading, None
         if future.exception() is not None:
-            log.error("cannot start harmonization: %s", _first_line(future.exception()))
+            log.error("cannot start harmonization: %s", first_line(future.exception()))
             self.config = self.config.replace(harmonize=False)
             return
         self.harmonize = self._stage(future.result(), self.config)
