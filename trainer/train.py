@@ -314,8 +314,8 @@ class WeightAverage:
     statistics), evaluated and shipped in place of the last step's weights.
 
     Why: on a CPU budget the runs are short and the held-out PSNR of single checkpoints swings by
-    +-0.4 dB from one evaluation to the next; the average over the last ~1/(1-decay) steps is steadier
-    and better than the checkpoint the held-out set would otherwise pick.
+    +-0.3 dB from one evaluation to the next; the average over the last ~1/(1-decay) steps is steadier,
+    so the held-out set picks less by chance (docs/model_card.md has the figures).
     """
 
     def __init__(self, model: torch.nn.Module, decay: float):
