@@ -12,6 +12,17 @@ import cv2
 import numpy as np
 
 
+def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1) around the mask's nonzero pixels, or None when it is all 0.
+
+    One pass over the rows, then the rows the person spans only: this runs per camera frame."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask[rows[0]:rows[-1] + 1].any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
 def round_u8(values: np.ndarray) -> np.ndarray:
     """Float values in 0..255 rounded half up and saturated to uint8 (what cv2's blends do)."""
     return np.clip(values + 0.5, 0, 255).astype(np.uint8)

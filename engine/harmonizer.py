@@ -38,6 +38,7 @@ import torch
 
 from engine import lift as lift_mod
 from engine.backends import create_backend
+from engine.blend import mask_box
 from engine.weights import resolve_model
 
 log = logging.getLogger(__name__)
@@ -132,21 +133,12 @@ def _validate_mask(mask, size: tuple[int, int], name: str = "mask") -> np.ndarra
     raise TypeError(f"{name} must be float in [0,1], uint8 0..255 or bool, got dtype {mask.dtype}")
 
 
-
 def _person_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """(y0, y1, x0, x1) around the mask's nonzero pixels, or None when there is no person in it.
-
-    One pass over the rows, then the box only: this runs per camera frame when no box is given.
-    """
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
+    """The mask's box (engine.blend.mask_box), or None when there is no person in it."""
+    box = mask_box(mask)
+    if box is None or float(mask[box[0]:box[1], box[2]:box[3]].max()) < NO_PERSON:
         return None
-    y0, y1 = int(rows[0]), int(rows[-1]) + 1
-    cols = np.flatnonzero(mask[y0:y1].any(axis=0))
-    x0, x1 = int(cols[0]), int(cols[-1]) + 1
-    if float(mask[y0:y1, x0:x1].max()) < NO_PERSON:
-        return None
-    return y0, y1, x0, x1
+    return box
 
 
 class Harmonizer:

@@ -97,11 +97,11 @@ def _resize_box(src: np.ndarray, size: tuple[int, int], box: tuple[int, int, int
     return rows[:, j0] * (1 - wx)[None, :, None] + rows[:, j1] * wx[None, :, None]
 
 
-def _aligned_crop_resize(src: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int]):
+def aligned_crop_resize(src: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int]):
     """The box of `cv2.resize(src, size)` by resizing only the crop of `src` around it (one source pixel
     more on each side), when the scale is a whole number and the box lies on `src`'s pixel edges (the
     app's person box at 720p and 4K): the same sample positions and weights as the whole-frame resize.
-    None otherwise."""
+    None otherwise. The result has `cv2.resize`'s shape (a one-channel plane comes back 2-D)."""
     height, width = size
     y0, y1, x0, x1 = box
     sy, sx = height / src.shape[0], width / src.shape[1]
@@ -112,7 +112,7 @@ def _aligned_crop_resize(src: np.ndarray, size: tuple[int, int], box: tuple[int,
     j0, j1 = max(x0 // sx - 1, 0), min(x1 // sx + 1, src.shape[1])
     up = cv2.resize(np.ascontiguousarray(src[i0:i1, j0:j1]), ((j1 - j0) * sx, (i1 - i0) * sy),
                     interpolation=cv2.INTER_LINEAR)
-    return up.reshape(up.shape[0], up.shape[1], -1)[y0 - i0 * sy:y1 - i0 * sy, x0 - j0 * sx:x1 - j0 * sx]
+    return up[y0 - i0 * sy:y1 - i0 * sy, x0 - j0 * sx:x1 - j0 * sx]
 
 
 def _resize_box_fast(src: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int],
@@ -123,9 +123,9 @@ def _resize_box_fast(src: np.ndarray, size: tuple[int, int], box: tuple[int, int
     `whole=False` never resizes the whole frame (many channels: the box alone is cheaper)."""
     height, width = size
     y0, y1, x0, x1 = box
-    crop = _aligned_crop_resize(src, size, box)
+    crop = aligned_crop_resize(src, size, box)
     if crop is not None:
-        return crop
+        return crop.reshape(crop.shape[0], crop.shape[1], -1)
     if whole and height * width <= _RESIZE_WHOLE_MAX_PIXELS:
         # Up to 1080p, resizing the whole frame (cv2.resize's separable SIMD path) then slicing is ~3x
         # faster than warpAffine on the box; above, the whole float frame costs more memory traffic.
@@ -524,8 +524,8 @@ def affine_corrected_fast(params: LiftParams, image: np.ndarray, box: tuple[int,
     low_w, low_h = max((x1 - x0) // scale, 1), max((y1 - y0) // scale, 1)
     low = cv2.resize(part, (low_w, low_h), interpolation=cv2.INTER_AREA).astype(np.float32)
     coef = _grid_at_low_res(params.data, image.shape[:2], box, (low_h, low_w))
-    mean = params.data.reshape(-1, 12).mean(axis=0)
-    gain = np.eye(3) if keep_detail else mean[:9].reshape(3, 3).T  # out[c] = sum_k A[c, k] x[k]
+    # out[c] = sum_k A[c, k] x[k], A the grid's mean gain (the identity when the detail is kept)
+    gain = np.eye(3) if keep_detail else params.data.reshape(-1, 12)[:, :9].mean(axis=0).reshape(3, 3).T
     local = (coef[..., 0:3] * low[..., 0:1] + coef[..., 3:6] * low[..., 1:2] + coef[..., 6:9] * low[..., 2:3]
              + coef[..., 9:12] * np.float32(255))
     residual = local - low @ gain.T.astype(np.float32)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from engine.blend import blend_edge, edge_points, round_u8
+from engine.blend import blend_edge, edge_points, mask_box, round_u8
 from vcam.frame import Frame
 
 
@@ -50,15 +50,6 @@ def composite(image: np.ndarray, background: np.ndarray, mask: np.ndarray) -> np
 
 FOREGROUND_SCALE = 4  # the blurs of the foreground estimate run at 1/4 of the box's resolution
 FOREGROUND_RADIUS = 1  # their box radius there (3x3: the nearest 12 px; wider radii measured worse)
-
-
-def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """(y0, y1, x0, x1) around the mask's nonzero pixels, or None when it is all 0."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask[rows[0]:rows[-1] + 1].any(axis=0))
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
 def _edge_foreground(image: np.ndarray, mask: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:

@@ -36,6 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine.lift import aligned_crop_resize
 from vcam import mp_tasks
 from vcam.frame import Frame
 
@@ -177,15 +178,12 @@ def resize_box(src: np.ndarray, size: tuple[int, int], box: tuple[int, int, int,
     Otherwise one warpAffine with cv2.resize's inverse map (sample positions quantised to 1/32 px by
     OpenCV: invisible on the smooth planes this upsamples; about 3x slower per pixel).
     """
+    crop = aligned_crop_resize(src, size, box)
+    if crop is not None:
+        return crop
     height, width = size
     y0, y1, x0, x1 = box
     sy, sx = height / src.shape[0], width / src.shape[1]
-    if sy == int(sy) and sx == int(sx) and not (y0 % sy or y1 % sy or x0 % sx or x1 % sx):
-        sy, sx = int(sy), int(sx)
-        i0, i1 = max(y0 // sy - 1, 0), min(y1 // sy + 1, src.shape[0])
-        j0, j1 = max(x0 // sx - 1, 0), min(x1 // sx + 1, src.shape[1])
-        up = cv2.resize(src[i0:i1, j0:j1], ((j1 - j0) * sx, (i1 - i0) * sy), interpolation=cv2.INTER_LINEAR)
-        return up[y0 - i0 * sy:y1 - i0 * sy, x0 - j0 * sx:x1 - j0 * sx]
     warp = np.array([[1 / sx, 0.0, (x0 + 0.5) / sx - 0.5], [0.0, 1 / sy, (y0 + 0.5) / sy - 0.5]])
     return cv2.warpAffine(src, warp, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_REPLICATE)
