@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from vcam.capture import IMAGE_SUFFIXES, cover_crop
-from vcam.config import DEFAULT_BLUR, parse_blur, parse_color
+from vcam.config import DEFAULT_BLUR, background_kind, parse_blur, parse_color
 from vcam.errors import VcamError, first_line
 from vcam.frame import Frame
 
@@ -194,10 +194,10 @@ def open_background(spec: str):
         ValueError: a malformed value.
     """
     spec = str(spec).strip()
-    kind, _, arg = spec.partition(":")
-    if kind.lower() == "blur":
+    kind, arg = background_kind(spec)
+    if kind == "blur":
         return BlurBackground(parse_blur(arg))
-    if kind.lower() in ("color", "colour"):
+    if kind == "color":
         return ColorBackground(parse_color(arg))
     path = Path(spec)
     if not path.exists():

@@ -219,6 +219,17 @@ def parse_blur(arg: str) -> float:
     return sigma
 
 
+def background_kind(spec: str) -> tuple[str, str]:
+    """("blur" | "color" | "file", the argument after the colon) of a --background value."""
+    kind, _, arg = spec.strip().partition(":")
+    kind = kind.lower()
+    if kind == "blur":
+        return "blur", arg
+    if kind in ("color", "colour"):
+        return "color", arg
+    return "file", spec.strip()
+
+
 def check_background(spec: str) -> str:
     """Check a --background value's syntax (blur, colour) without opening files; returns it stripped.
 
@@ -226,10 +237,10 @@ def check_background(spec: str) -> str:
         ValueError: a malformed blur strength or colour, or an empty value.
     """
     spec = spec.strip()
-    kind, _, arg = spec.partition(":")
-    if kind.lower() == "blur":
+    kind, arg = background_kind(spec)
+    if kind == "blur":
         parse_blur(arg)
-    elif kind.lower() in ("color", "colour"):
+    elif kind == "color":
         parse_color(arg)
     elif not spec:
         raise ValueError("an empty background")

@@ -29,6 +29,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict
 
+import cv2
+
 from vcam.background import Backgrounds
 from vcam.capture import Capture, Source, open_source
 from vcam.composite import Compositor
@@ -37,7 +39,7 @@ from vcam.controls import ConfigWatcher, changed_settings, handle_key
 from vcam.errors import first_line
 from vcam.frame import Frame
 from vcam.harmonize import HarmonizeStage, create_harmonizer, parse_reference
-from vcam.metrics import Metrics, write_json
+from vcam.metrics import CORES, Metrics, write_json
 from vcam.output import Outputs, make_placeholder
 from vcam.segment import Segmenter
 
@@ -62,10 +64,6 @@ def _limit_opencv_threads() -> None:
     over a pool saves little wall time there, costs CPU time in hand-offs, and takes the core that the
     harmonizer's worker and the video call need. Larger machines keep OpenCV's default pool.
     """
-    import cv2
-
-    from vcam.metrics import CORES
-
     if CORES <= 4:
         cv2.setNumThreads(1)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from vcam.config import RunConfig, load_toml, resolve
+from vcam.config import RunConfig, background_kind, load_toml, resolve
 from vcam.ui import store
 
 log = logging.getLogger("vcam.ui")
@@ -28,8 +28,7 @@ def resolve_with_saved(args, flags: dict) -> RunConfig:
 
 
 def _is_missing_file(spec: str) -> bool:
-    kind = spec.partition(":")[0].lower()
-    return kind not in ("blur", "color", "colour") and not os.path.exists(os.path.expanduser(spec))
+    return background_kind(spec)[0] == "file" and not os.path.exists(os.path.expanduser(spec))
 
 
 def run_with_page(config: RunConfig, flags: dict) -> dict:
