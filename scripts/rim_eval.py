@@ -129,12 +129,13 @@ def evaluate(data: Path, background_path: Path, limit: int | None = None, harmon
     """Rim errors (and edge-correction ratios with a harmonizer) over the photos with published masks."""
     segmenter = Segmenter(smoothing=False)
     # vcam before this work: a wide edge ramp (0.15..0.9) and the landscape model for every frame.
-    previous = Segmenter(smoothing=False, edge=PREVIOUS_EDGE, match_aspect=False)
+    previous = Segmenter(smoothing=False, edge=PREVIOUS_EDGE, match_aspect=False, zoom=False)
     backdrop = cv2.cvtColor(cv2.imread(str(background_path)), cv2.COLOR_BGR2RGB)
     errors, ratios = {"before": [], "now": []}, {}
     try:
         for name, image, published in load_pairs(data, limit):
             background = cover(backdrop, image.shape[:2])
+            segmenter.reset()  # every photo is a new scene: no smoothing state, no crop kept from the last one
             mask = segmenter.mask_for(image)
             mask_before = previous.mask_for(image)
             for key, value in rim_errors(image, published, background, mask_before, mask).items():

@@ -160,9 +160,9 @@ def parity(shared_data):
     for name, model_selection, frames in record.cases(shared_data):
         net = open_selfie_model(model_selection)
         # The production path (temporal smoothing on, as in vcam run) with the post-processing the reference
-        # was recorded with (edge ramp 0.15..0.9, the chosen model for every aspect): this checks the
-        # network switch; the edge settings are checked against published masks (test_rim_*).
-        segmenter = Segmenter(model_selection, edge=RECORDED_EDGE, match_aspect=False)
+        # was recorded with (edge ramp 0.15..0.9, the chosen model for every aspect, the whole frame): this
+        # checks the network switch; the edge settings are checked against published masks (test_rim_*).
+        segmenter = Segmenter(model_selection, edge=RECORDED_EDGE, match_aspect=False, zoom=False)
         for index, image in enumerate(frames):
             raw = net(record.model_input(image))
             mask = record.shrink(segmenter.mask_for(image), raw.shape)
@@ -230,7 +230,7 @@ def _full_frame_mask(segmenter: Segmenter, image: np.ndarray) -> np.ndarray:
 
 
 def test_only_the_persons_box_is_upsampled_and_nothing_is_lost(portrait):
-    segmenter = Segmenter(1, smoothing=False)
+    segmenter = Segmenter(1, smoothing=False, zoom=False)
     mask = segmenter.mask_for(portrait)
     reference = _full_frame_mask(segmenter, portrait)
     y0, y1, x0, x1 = segmenter.box
@@ -245,8 +245,8 @@ def test_only_the_persons_box_is_upsampled_and_nothing_is_lost(portrait):
 
 def test_frames_narrower_than_3_2_get_the_general_model(portrait):
     tall = portrait if portrait.shape[0] >= portrait.shape[1] else np.ascontiguousarray(portrait.transpose(1, 0, 2))
-    auto, general = Segmenter(1, smoothing=False), Segmenter(0, smoothing=False)
-    fixed = Segmenter(1, smoothing=False, match_aspect=False)
+    auto, general = Segmenter(1, smoothing=False, zoom=False), Segmenter(0, smoothing=False, zoom=False)
+    fixed = Segmenter(1, smoothing=False, match_aspect=False, zoom=False)
     np.testing.assert_array_equal(auto.mask_for(tall), general.mask_for(tall))
     assert np.abs(fixed.mask_for(tall) - general.mask_for(tall)).mean() > 1e-3
     wide = np.ascontiguousarray(cv2.resize(tall, (320, 180)))
