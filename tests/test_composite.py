@@ -86,6 +86,12 @@ def test_the_stage_fills_composite_foreground_and_box():
     y0, y1, x0, x1 = frame.box
     np.testing.assert_array_equal(frame.foreground[y0:y1, x0:x1], expected[y0:y1, x0:x1])
     assert frame.foreground is not image and np.array_equal(image, _edge_scene()[0])  # the camera picture kept
+    # Harmonization off: the same composite, and no copy of the person's colours that nobody reads.
+    stage = Compositor()
+    stage.keep_foreground = False
+    plain = stage(Frame(index=0, captured_at=0.0, image=image, mask=mask, background=background))
+    assert plain.foreground is None
+    np.testing.assert_array_equal(plain.composite, frame.composite)
 
 
 def test_edge_points_sort_the_mask_by_its_uint8_level():

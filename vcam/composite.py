@@ -154,17 +154,23 @@ class Compositor:
     background and mask.
 
     The composite and the foreground are new arrays each frame, since the harmonizer's worker may still
-    hold the last ones.
+    hold the last ones. `keep_foreground` (set by the pipeline: only harmonization reads it) skips the
+    foreground's copy when nothing will read it.
     """
+
+    def __init__(self) -> None:
+        self.keep_foreground = True
 
     def __call__(self, frame: Frame) -> Frame:
         image, background, mask = frame.image, frame.background, frame.mask
         box = frame.box if frame.box is not None else mask_box(mask)
-        # The foreground is only ever read inside the box: only the box is copied (it is edited there).
-        frame.foreground = np.empty_like(image)
-        if box is not None:
-            y0, y1, x0, x1 = box
-            frame.foreground[y0:y1, x0:x1] = image[y0:y1, x0:x1]
+        frame.foreground = None
+        if self.keep_foreground:
+            # The foreground is only ever read inside the box: only the box is copied (it is edited there).
+            frame.foreground = np.empty_like(image)
+            if box is not None:
+                y0, y1, x0, x1 = box
+                frame.foreground[y0:y1, x0:x1] = image[y0:y1, x0:x1]
         frame.composite = composite_person(image, background, mask, box, frame.foreground)
         frame.box = box
         return frame

@@ -316,6 +316,8 @@ class Pipeline:
         try:
             _timed(frame, "segment", self.segmenter)
             _timed(frame, "background", self.backgrounds)
+            # Only harmonization reads the person's own colours: no copy of them while it is off.
+            self.compositor.keep_foreground = self.harmonize is not None and self.harmonize.enabled
             _timed(frame, "composite", self.compositor)
         except Exception as exc:  # never stop the stream for one bad frame; say so once per stage kind
             key = type(exc).__name__
