@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from engine import lift as lift_mod
+from engine import sharpness as sharpness_mod
 from engine.backends import create_backend
 from engine.blend import mask_box
 from engine.weights import resolve_model
@@ -70,6 +71,8 @@ class Correction:
         params: the fitted lift (engine.lift.LiftParams), or None when there was no person (identity).
         momentum: the momentum the network ran with (0 on a first frame or after a reset).
         scene_change: whether this estimate reset the temporal state.
+        unsharpen: how much of a detected sharpening of the person `apply` undoes first (0..1;
+            engine.sharpness).
     """
 
     size: tuple[int, int]
@@ -77,6 +80,19 @@ class Correction:
     params: lift_mod.LiftParams | None
     momentum: float = 0.0
     scene_change: bool = False
+    unsharpen: float = 0.0
+
+
+def _unsharpened(image: np.ndarray, mask_f: np.ndarray, box: tuple[int, int, int, int],
+                 strength: float) -> np.ndarray:
+    """A copy of `image` with the person (mask > 0, inside `box`) un-sharpened (engine.sharpness); every
+    pixel where the mask is 0 is the image's own."""
+    y0, y1, x0, x1 = box
+    out = image.copy()
+    part = image[y0:y1, x0:x1]
+    np.copyto(out[y0:y1, x0:x1], sharpness_mod.unsharpen(part, strength=strength),
+              where=mask_f[y0:y1, x0:x1, None] > 0)
+    return out
 
 
 def net_shape(height: int, width: int, net_size: int) -> tuple[int, int]:
@@ -158,6 +174,9 @@ class Harmonizer:
             unused by the "affine" head, whose colour transforms apply at any resolution as they are.
         threads: CPU threads for ONNX Runtime (None: its default). The app passes 1 so that the network
             leaves the other cores to the camera-rate frame loop.
+        sharpness: undo a sharpening of the person that the background does not have, where one is detected
+            (engine.sharpness; a full-resolution filter of the person's box). The app leaves it off by
+            default: it costs 3-6 ms per 720p frame while it acts.
 
     Raises:
         ValueError, TypeError: invalid arguments (message names expected vs actual).
@@ -167,7 +186,8 @@ class Harmonizer:
 
     def __init__(self, model=None, weights=None, backend: str = "auto", device: str = "auto",
                  precision: str | None = None, net_size: int = 256, smoothing: float = 0.0,
-                 strength: float = 1.0, lift: str = DEFAULT_LIFT, threads: int | None = None):
+                 strength: float = 1.0, lift: str = DEFAULT_LIFT, threads: int | None = None,
+                 sharpness: bool = True):
         if not isinstance(net_size, int) or isinstance(net_size, bool) or net_size < 8 or net_size % 8:
             raise ValueError(f"net_size must be a positive multiple of 8, got {net_size!r}")
         if lift not in lift_mod.METHODS:
@@ -184,6 +204,8 @@ class Harmonizer:
         self.threads = threads  # ONNX Runtime gets it here; the app's CPU worker gives torch the same count
         self._stats: torch.Tensor | None = None
         self._params: lift_mod.LiftParams | None = None  # the last (smoothed) correction
+        self.sharpness = bool(sharpness)
+        self._unsharpen = 0.0  # the last (smoothed) share of a detected sharpening to undo
         self._scene: tuple[tuple[int, int], tuple[np.ndarray, np.ndarray]] | None = None
         log.info("harmonizer: model %s, backend %s, net_size %d, lift %s", self.model_description,
                  self._backend.description, net_size, lift)
@@ -316,8 +338,19 @@ class Harmonizer:
             # follows the frame's content; averaging the corrections keeps it from shimmering with every
             # small movement of the person. Every correction is linear in its parameters.
             params = self._params = lift_mod.blend_params(previous, params, momentum)
+        unsharpen = self._unsharpen_share(composite, mask_f, momentum) if params is not None else 0.0
         return Correction(size=size, net_size=(h, w), params=params, momentum=momentum,
-                          scene_change=scene_change)
+                          scene_change=scene_change, unsharpen=unsharpen)
+
+    def _unsharpen_share(self, composite: np.ndarray, mask_f: np.ndarray, momentum: float) -> float:
+        """How much of a sharpening of the person to undo (0 or UNDO_STRENGTH: engine.sharpness decides from
+        this frame's full-resolution band energies), averaged over time with the statistics' momentum."""
+        if not self.sharpness:
+            return 0.0
+        found = sharpness_mod.oversharpened(sharpness_mod.sharpness_features(composite, mask_f))
+        decided = sharpness_mod.UNDO_STRENGTH if found > 0.5 else 0.0
+        self._unsharpen = momentum * self._unsharpen + (1.0 - momentum) * decided
+        return self._unsharpen
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(a))
@@ -405,6 +438,10 @@ class Harmonizer:
         if box is None:
             return out
         y0, y1, x0, x1 = box
+        if correction.unsharpen > 0.01:  # the person's own pixels, un-sharpened before the colour transform
+            source = composite if person is None else person[0]
+            source = _unsharpened(source, mask_f, box, correction.unsharpen)
+            composite, person = (source, None) if person is None else (composite, (source, person[1]))
         scale = self._detail_scale(size, correction.net_size)
         if person is not None and correction.params.method in ("delta", "affine-grid"):
             out[y0:y1, x0:x1] = lift_mod.apply_person(correction.params, *person, mask_f[y0:y1, x0:x1],

@@ -94,8 +94,10 @@ def create_harmonizer(model: str | None = None, weights: str | None = None, back
 
     if weights is not None and not Path(weights).is_file():
         raise FileNotFoundError(f"--weights file not found: {weights}")
+    # No un-sharpening of the person at camera rate: its full-resolution filter costs 3-6 ms per 720p frame
+    # while it acts, and webcams rarely need it (engine.sharpness).
     return Harmonizer(model=model, weights=weights, backend=backend, device=device, net_size=net_size,
-                      smoothing=smoothing, strength=strength, threads=threads)
+                      smoothing=smoothing, strength=strength, threads=threads, sharpness=False)
 
 
 def device_type(harmonizer) -> str:

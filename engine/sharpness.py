@@ -1,0 +1,113 @@
+"""An over-sharpened person: detect it from the picture's own band energies, and undo it.
+
+A person pasted from another source often carries a sharpening the background does not have: webcams
+sharpen their picture, and the FFHQH composites the model is judged on sharpen the person half the time
+(torchvision's adjust_sharpness, factor 4: a blend with the 3x3 smoothing kernel of PIL,
+``S_f = (1 - f) B + f I``). The colour transform cannot undo that (it is spatial), and at the network's
+256 px it is invisible, so at full resolution it stays as a crisp halo on every edge and an amplified
+grain: on the held-out photos about 1 dB of the full-resolution error (docs/benchmarks.md).
+
+- `inverse_sharpen_kernel(f)`: a small FIR filter with the inverse frequency response of ``S_f``
+  (``S_f`` is invertible: its response runs from 1 at DC to about 3.8 at the Nyquist corners for f = 4).
+- `sharpness_features`: log ratios of band energies of the grey picture, fine (the kernel's own high-pass)
+  to middle to coarse, for the person and for the background; the background of the same picture says
+  what the camera's own sharpness looks like.
+- `oversharpened`: a logistic model on those features (engine/weights/sharpness.json, fitted by
+  scripts/fit_sharpness.py on the training photos' composites), the probability that undoing ``S_4``
+  brings the person closer to the truth; `engine.Harmonizer` undoes UNDO_STRENGTH of it where p > 0.5.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+# PIL's SMOOTH filter, which torchvision's adjust_sharpness blends the image with.
+SMOOTH_KERNEL = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13.0
+DEFAULT_FACTOR = 4.0  # the FFHQH recipe's sharpness
+MODEL_PATH = Path(__file__).resolve().parent / "weights" / "sharpness.json"
+# Half of the inverse where a sharpening is detected: on the held-out photos the full inverse gains 0.25 dB
+# more but takes the person's texture below 0.9x the truth's (docs/model_card.md); half keeps it above.
+UNDO_STRENGTH = 0.5
+FEATURES = ("fg fine/middle", "fg middle/coarse", "bg fine/middle", "bg middle/coarse", "fine fg/bg")
+
+
+def sharpen(image: np.ndarray, factor: float) -> np.ndarray:
+    """``S_f``: (1 - f)·smooth + f·image, float32 (reflected borders; the reference for the inverse)."""
+    image = image.astype(np.float32)
+    smooth = cv2.filter2D(image, -1, SMOOTH_KERNEL, borderType=cv2.BORDER_REFLECT)
+    return (1.0 - factor) * smooth + factor * image
+
+
+@lru_cache(maxsize=8)
+def inverse_sharpen_kernel(factor: float = DEFAULT_FACTOR, radius: int = 3) -> np.ndarray:
+    """(2r+1)² float32 kernel with ``S_f``'s inverse response, from the exact inverse sampled on a 64² grid
+    (its taps fall off by about 4x per pixel for f = 4: a 7x7 kernel leaves under 1 % of the response)."""
+    if factor <= 0:
+        raise ValueError(f"factor must be > 0, got {factor}")
+    n = 64
+    k = np.fft.fftfreq(n) * 2 * np.pi
+    ky, kx = k[:, None], k[None, :]
+    smooth = (5 + 2 * np.cos(kx) + 2 * np.cos(ky) + 4 * np.cos(kx) * np.cos(ky)) / 13.0
+    response = (1.0 - factor) * smooth + factor
+    if np.abs(response).min() < 1e-3:
+        raise ValueError(f"sharpening by {factor} cannot be undone (its response reaches 0)")
+    spatial = np.real(np.fft.fftshift(np.fft.ifft2(1.0 / response)))
+    c = n // 2
+    kernel = spatial[c - radius:c + radius + 1, c - radius:c + radius + 1]
+    return (kernel / kernel.sum()).astype(np.float32)  # DC gain exactly 1: colours are left alone
+
+
+def unsharpen(image: np.ndarray, factor: float = DEFAULT_FACTOR, strength: float = 1.0) -> np.ndarray:
+    """Undo ``S_factor`` on a uint8 image: ``image + strength·(inverse(image) - image)``, uint8."""
+    kernel = inverse_sharpen_kernel(float(factor))
+    if strength != 1.0:
+        identity = np.zeros_like(kernel)
+        identity[kernel.shape[0] // 2, kernel.shape[1] // 2] = 1.0
+        kernel = identity + np.float32(strength) * (kernel - identity)
+    return cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_REFLECT)
+
+
+def _band_energies(grey: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Mean squared fine (x - smooth(x)), middle (G0.8 - G1.6) and coarse (G1.6 - G3.2) bands over region."""
+    fine = grey - cv2.filter2D(grey, -1, SMOOTH_KERNEL, borderType=cv2.BORDER_REFLECT)
+    g1 = cv2.GaussianBlur(grey, (0, 0), 0.8)
+    g2 = cv2.GaussianBlur(grey, (0, 0), 1.6)
+    g3 = cv2.GaussianBlur(grey, (0, 0), 3.2)
+    return np.array([float(np.mean(np.square(band[region]))) for band in (fine, g1 - g2, g2 - g3)]) + 1e-3
+
+
+def sharpness_features(image: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """`FEATURES` of a uint8 RGB picture and its person mask (H×W, 0..1), or None where the person or the
+    background has under 1 % of the picture (nothing to compare)."""
+    person = mask >= 0.5
+    # A few pixels off the edge on both sides: the edge itself mixes both regions' textures.
+    kernel = np.ones((5, 5), np.uint8)
+    inside = cv2.erode(person.astype(np.uint8), kernel) > 0
+    outside = cv2.erode((~person).astype(np.uint8), kernel) > 0
+    if inside.mean() < 0.01 or outside.mean() < 0.01:
+        return None
+    grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    fg, bg = _band_energies(grey, inside), _band_energies(grey, outside)
+    return np.log(np.array([fg[0] / fg[1], fg[1] / fg[2], bg[0] / bg[1], bg[1] / bg[2], fg[0] / bg[0]]))
+
+
+@lru_cache(maxsize=1)
+def _model(path: Path = MODEL_PATH) -> tuple[np.ndarray, float, float]:
+    data = json.loads(Path(path).read_text())
+    if list(data["features"]) != list(FEATURES):
+        raise ValueError(f"{path}: features {data['features']} are not {list(FEATURES)}")
+    return np.asarray(data["mean"], np.float64), np.asarray(data["weights"], np.float64), float(data["bias"])
+
+
+def oversharpened(features: np.ndarray | None, path: Path = MODEL_PATH) -> float:
+    """Probability (0..1) that the person was sharpened; 0 without features."""
+    if features is None or not np.all(np.isfinite(features)):
+        return 0.0
+    mean, weights, bias = _model(path)
+    z = float((features - mean) @ weights + bias)
+    return float(1.0 / (1.0 + np.exp(-np.clip(z, -50, 50))))
