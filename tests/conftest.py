@@ -136,3 +136,21 @@ def read_video(path) -> tuple[list, float]:
         frames.append(image)
     cap.release()
     return frames, fps
+
+
+def photos_with_published_masks(shared_data: Path, per_group: int) -> list:
+    """[(RGB photo, its published person mask: uint8 0/255 at the photo's size)] for the first `per_group`
+    photos of each of portraits_more's two masked groups (ccp, humanseg); skips where they are missing."""
+    import cv2
+
+    folder = shared_data / "portraits_more"
+    masks = [path for group in ("ccp", "humanseg")
+             for path in sorted((folder / "masks").glob(f"{group}_*.png"))[:per_group]]
+    if len(masks) < 2 * per_group:
+        pytest.skip("no portraits_more/masks in the shared data")
+    pairs = []
+    for path in masks:
+        photo = cv2.cvtColor(cv2.imread(str(folder / f"{path.stem}.jpg")), cv2.COLOR_BGR2RGB)
+        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        pairs.append((photo, cv2.resize(mask, photo.shape[1::-1], interpolation=cv2.INTER_NEAREST)))
+    return pairs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from conftest import photos_with_published_masks
 
 from vcam.segment import ZOOM_RECHECK_FRAMES, Segmenter, tight_box, zoom_holds, zoom_region
 
@@ -48,16 +49,7 @@ def _small_person(photo: np.ndarray, mask: np.ndarray, size: tuple[int, int], x0
 
 @pytest.fixture(scope="module")
 def photos_with_masks(shared_data):
-    folder = shared_data / "portraits_more"
-    masks = sorted((folder / "masks").glob("ccp_*.png"))[:6] + sorted((folder / "masks").glob("humanseg_*.png"))[:6]
-    if len(masks) < 12:
-        pytest.skip("no portraits_more/masks in the shared data")
-    pairs = []
-    for path in masks:
-        photo = cv2.cvtColor(cv2.imread(str(folder / f"{path.stem}.jpg")), cv2.COLOR_BGR2RGB)
-        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        pairs.append((photo, cv2.resize(mask, photo.shape[1::-1], interpolation=cv2.INTER_NEAREST)))
-    return pairs
+    return photos_with_published_masks(shared_data, 6)
 
 
 def _edge_error(mask: np.ndarray, published: np.ndarray, band_px: int = 6) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from conftest import photos_with_published_masks
 
 from engine.sharpness import (
     FEATURES,
@@ -80,17 +81,7 @@ def test_features_need_both_regions():
 
 @pytest.fixture(scope="module")
 def photos(shared_data):
-    folder = shared_data / "portraits_more"
-    masks = sorted((folder / "masks").glob("ccp_*.png"))[:5] + sorted((folder / "masks").glob("humanseg_*.png"))[:5]
-    if len(masks) < 10:
-        pytest.skip("no portraits_more/masks in the shared data")
-    pairs = []
-    for path in masks:
-        photo = cv2.cvtColor(cv2.imread(str(folder / f"{path.stem}.jpg")), cv2.COLOR_BGR2RGB)
-        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        mask = cv2.resize(mask, photo.shape[1::-1], interpolation=cv2.INTER_NEAREST).astype(np.float32) / 255
-        pairs.append((photo, mask))
-    return pairs
+    return [(photo, mask.astype(np.float32) / 255) for photo, mask in photos_with_published_masks(shared_data, 5)]
 
 
 def _sharpened_person(photo: np.ndarray, mask: np.ndarray) -> np.ndarray:
