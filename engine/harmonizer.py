@@ -29,6 +29,7 @@ arguments, so the app's main loop can apply the newest Correction while a worker
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -328,6 +329,9 @@ class Harmonizer:
         previous = self._params if momentum > 0 else None
         if self._backend.output_names[0] == "coefficients":
             params = self._coefficients(output, (comp_low, mask_low, ref_low) if ref_f is not None else None)
+            if self._keep_detail > 0:  # the kept texture follows the transforms' stretch of the contrast
+                gain = lift_mod.contrast_gain(params, comp_low, mask_low, max(1, round(self._keep_detail)))
+                params = dataclasses.replace(params, detail_gain=gain)
         else:
             params = self._fit_lift(output, comp_low, mask_low, previous)
         if params is None or not np.isfinite(params.data).all():

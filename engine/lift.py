@@ -53,6 +53,7 @@ class LiftParams:
     data: np.ndarray
     degree: int = 0  # poly only
     centre: np.ndarray | None = None  # poly only: the colour the features are centred on
+    detail_gain: float = 1.0  # affine-grid with keep_detail: the gain of the texture finer than the grid's
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -511,8 +512,9 @@ def affine_corrected_fast(params: LiftParams, image: np.ndarray, box: tuple[int,
     `cv2.transform` (SIMD, 3x3 matrix), one bilinear upsample and one saturating add: about 10x less than
     the per-pixel 3x4 product of 12 upsampled coefficient planes (docs/benchmarks.md).
 
-    With `keep_detail` (PHNetConfig.keep_detail) the detail keeps gain 1 instead of the mean gain: the
-    transforms re-colour the 1/scale image only, and the frame's texture finer than that is kept as it is.
+    With `keep_detail` (PHNetConfig.keep_detail) the detail gets `params.detail_gain` (`contrast_gain`: the
+    transforms' own stretch of the person's contrast; 1 keeps it as it is) instead of the mean gain: the
+    transforms re-colour the 1/scale image only, and the frame's texture finer than that follows.
 
     Returns:
         (y1 - y0, x1 - x0, 3) uint8.
@@ -525,17 +527,50 @@ def affine_corrected_fast(params: LiftParams, image: np.ndarray, box: tuple[int,
     low = cv2.resize(part, (low_w, low_h), interpolation=cv2.INTER_AREA).astype(np.float32)
     coef = _grid_at_low_res(params.data, image.shape[:2], box, (low_h, low_w))
     # out[c] = sum_k A[c, k] x[k], A the grid's mean gain (the identity when the detail is kept)
-    gain = np.eye(3) if keep_detail else params.data.reshape(-1, 12)[:, :9].mean(axis=0).reshape(3, 3).T
+    gain = (np.eye(3) * params.detail_gain if keep_detail
+            else params.data.reshape(-1, 12)[:, :9].mean(axis=0).reshape(3, 3).T)
     local = (coef[..., 0:3] * low[..., 0:1] + coef[..., 3:6] * low[..., 1:2] + coef[..., 6:9] * low[..., 2:3]
              + coef[..., 9:12] * np.float32(255))
     residual = local - low @ gain.T.astype(np.float32)
     up = cv2.resize(residual, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
     # In float32 until the one rounding and saturation at the end: a uint8 transform would clip bright
-    # pixels before the residual brings them back. With keep_detail the gain is the identity: no transform.
+    # pixels before the residual brings them back. With keep_detail the gain is a scalar (often exactly 1).
     part = part.astype(np.float32)
     if not keep_detail:
         part = cv2.transform(part, np.concatenate([gain, np.zeros((3, 1))], axis=1).astype(np.float32))
+    elif params.detail_gain != 1.0:
+        part *= np.float32(params.detail_gain)
     return cv2.add(part, up, dtype=cv2.CV_8U)
+
+
+GREY = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def contrast_gain(params: LiftParams, image_low: np.ndarray, mask_low: np.ndarray, scale: int,
+                  limits: tuple[float, float] = (0.5, 2.0)) -> float:
+    """How much the affine grid stretches the person's grey contrast, measured at 1/scale of `image_low`.
+
+    With `keep_detail` the transforms re-colour the coarse image and the finer texture is kept; but where
+    the re-colouring restores (or lowers) the person's contrast, their texture must follow it, or it stays
+    as faint (or as strong) as in the composite. This is that factor: std of T(x) over std of x over the
+    person, x the image at the detail scale; clipped to `limits`; 1 where there is no person to measure.
+
+    Args:
+        params: an "affine-grid" correction; image_low: (h, w, 3) float in [0, 1] (the network's input);
+        mask_low: (h, w) in [0, 1]; scale: the detail scale in network pixels (keep_detail).
+    """
+    h, w = mask_low.shape
+    size = (max(w // scale, 1), max(h // scale, 1))
+    small = cv2.resize(np.clip(image_low * 255.0 + 0.5, 0, 255).astype(np.uint8), size, interpolation=cv2.INTER_AREA)
+    person = cv2.resize(mask_low.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.5
+    if person.sum() < 16:
+        return 1.0
+    before = (small.astype(np.float32) @ GREY)[person]
+    after = (affine_corrected(params, small, (0, size[1], 0, size[0])).astype(np.float32) @ GREY)[person]
+    spread = float(before.std())
+    if spread < 1.0:  # a flat person: nothing to measure
+        return 1.0
+    return float(np.clip(after.std() / spread, *limits))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -628,7 +663,8 @@ def blend_params(previous: LiftParams | None, current: LiftParams, momentum: flo
         return current
     m = np.float32(momentum)
     return LiftParams(current.method, (m * previous.data + (1 - m) * current.data).astype(np.float32),
-                      current.degree, current.centre)
+                      current.degree, current.centre,
+                      float(m * previous.detail_gain + (1 - m) * current.detail_gain))
 
 
 def apply_lift(params: LiftParams, composite: np.ndarray, box: tuple[int, int, int, int] | None = None

@@ -173,7 +173,7 @@ def main(argv=None) -> dict:
     harmonizer = None
     if args.harmonize:
         from engine import Harmonizer
-        harmonizer = Harmonizer(device="cpu", smoothing=0.0)
+        harmonizer = Harmonizer(device="cpu", smoothing=0.0, sharpness=False)  # as the app builds it
     result = evaluate(args.data, args.background, args.limit, harmonizer, args.crop, args.crop_name)
     print(json.dumps(result, indent=1))
     if args.json:

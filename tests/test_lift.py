@@ -331,3 +331,43 @@ def test_scaled_grid_outputs_equal_the_grid_then_the_gain():
     plain = lift.LiftParams("affine-grid", grid)
     np.testing.assert_allclose(lift.apply_affine_grid(scaled, image), lift.apply_affine_grid(plain, image) * gain,
                                rtol=1e-5, atol=1e-3)
+
+
+def test_contrast_gain_is_the_grids_stretch_of_the_persons_grey_contrast():
+    from engine.lift import LiftParams, contrast_gain
+
+    image = _texture(60, 90, smooth=True)
+    mask = np.zeros((60, 90), np.float32)
+    mask[10:55, 20:70] = 1
+    # A global transform that stretches contrast by 1.4 (nothing clips: the texture spans 0.15..0.85).
+    stretch = np.float32([1.4, 0, 0, 0, 1.4, 0, 0, 0, 1.4, -0.2, -0.2, -0.2])
+    params = LiftParams("affine-grid", np.tile(stretch, (4, 6, 1)))
+    small = cv2.resize(np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8), (30, 20), interpolation=cv2.INTER_AREA)
+    person = cv2.resize(mask, (30, 20), interpolation=cv2.INTER_AREA) > 0.5
+    grey = small.astype(np.float32) @ lift.GREY
+    after = 1.4 * grey - 0.2 * 255  # the NumPy reference of the same stretch
+    expected = np.clip(after[person].std() / grey[person].std(), 0.5, 2.0)
+    assert contrast_gain(params, image, mask, 3) == pytest.approx(expected, rel=0.02)
+    identity = LiftParams("affine-grid", np.tile(np.float32([1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0]), (4, 6, 1)))
+    assert contrast_gain(identity, image, mask, 3) == pytest.approx(1.0, abs=0.01)
+    assert contrast_gain(params, image, np.zeros_like(mask), 3) == 1.0  # nobody: nothing to measure
+
+
+def test_kept_detail_follows_the_detail_gain_and_the_gain_is_averaged_over_time():
+    from engine.lift import LiftParams, affine_corrected_fast, blend_params
+
+    photo = (np.clip(_texture(96, 128), 0, 1) * 255).astype(np.uint8)
+    grid = np.tile(np.float32([0.9, 0, 0, 0, 0.9, 0, 0, 0, 0.9, 0.05, 0.05, 0.05]), (4, 6, 1))
+    kept, boosted = LiftParams("affine-grid", grid), LiftParams("affine-grid", grid, detail_gain=1.5)
+    box, scale = (0, 96, 0, 128), 4
+    base = affine_corrected_fast(kept, photo, box, scale=scale, keep_detail=True).astype(np.float32)
+    more = affine_corrected_fast(boosted, photo, box, scale=scale, keep_detail=True).astype(np.float32)
+    # The coarse part is the same; the texture (the image minus its 1/scale version) is 1.5x as strong.
+    coarse = cv2.resize(cv2.resize(photo, (32, 24), interpolation=cv2.INTER_AREA), (128, 96),
+                        interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    texture = photo.astype(np.float32) - coarse
+    inner = (slice(8, -8), slice(8, -8))
+    unclipped = (more > 2) & (more < 253)
+    np.testing.assert_allclose((more - base)[inner][unclipped[inner]], 0.5 * texture[inner][unclipped[inner]], atol=1.01)
+    mixed = blend_params(kept, boosted, 0.75)
+    assert mixed.detail_gain == pytest.approx(0.75 * 1.0 + 0.25 * 1.5)

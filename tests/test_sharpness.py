@@ -114,4 +114,4 @@ def test_the_harmonizer_undoes_a_sharpened_person_and_keeps_the_background(photo
             harmonizer.reset()
             plain.reset()
     print("PSNR gain", np.round(gains, 2), "unsharpen", kept)
-    assert np.mean(gains) > 0.5 and sum(g > 0 for g in gains) >= 7
+    assert np.mean(gains) > 0.5 and min(gains) > -0.1 and sum(g > 0.1 for g in gains) >= 6
