@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engine.harmonizer import Harmonizer  # noqa: E402
-from engine.sharpness import FEATURES, sharpness_features, unsharpen  # noqa: E402
-from trainer.datasets import IHarmonyDataset  # noqa: E402
-from trainer.metrics import image_metrics  # noqa: E402
+from engine.harmonizer import Harmonizer
+from engine.sharpness import FEATURES, sharpness_features, unsharpen
+from trainer.datasets import IHarmonyDataset
+from trainer.metrics import image_metrics
 
 
 def collect(data: Path, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:

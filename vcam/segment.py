@@ -44,6 +44,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine.blend import mask_box
 from engine.lift import aligned_crop_resize
 from vcam import mp_tasks
 from vcam.frame import Frame
@@ -186,14 +187,12 @@ ZOOM_RECHECK_FRAMES = 30  # while zoomed, the whole frame is looked at this ofte
 
 def tight_box(mask_low: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
     """(y0, y1, x0, x1) in `size` (height, width) around the low-resolution mask's person (values >= 0.5)."""
-    person = mask_low >= 0.5
-    rows = np.flatnonzero(person.any(axis=1))
-    if rows.size == 0:
+    box = mask_box(mask_low >= 0.5)
+    if box is None:
         return None
-    cols = np.flatnonzero(person[rows[0]:rows[-1] + 1].any(axis=0))
+    y0, y1, x0, x1 = box
     sy, sx = size[0] / mask_low.shape[0], size[1] / mask_low.shape[1]
-    return (int(rows[0] * sy), int(np.ceil((rows[-1] + 1) * sy)), int(cols[0] * sx),
-            int(np.ceil((cols[-1] + 1) * sx)))
+    return int(y0 * sy), int(np.ceil(y1 * sy)), int(x0 * sx), int(np.ceil(x1 * sx))
 
 
 def zoom_region(tight: tuple[int, int, int, int], size: tuple[int, int],
