@@ -28,6 +28,7 @@ class SlowHarmonizer:
         self.state_threads: list[tuple[str, str]] = []  # (call, thread name) of every state-touching call
         self.resets = 0
         self.closed = False
+        self.on_smoothing = None  # called with the new value while it is set (inside a settings change)
 
     @property
     def smoothing(self) -> float:
@@ -37,6 +38,8 @@ class SlowHarmonizer:
     def smoothing(self, value: float) -> None:
         self.state_threads.append(("smoothing", threading.current_thread().name))
         self._smoothing = value
+        if self.on_smoothing is not None:
+            self.on_smoothing(value)
 
     @property
     def estimates(self) -> int:

@@ -103,3 +103,14 @@ def test_request_rejects_unknown_settings_and_bad_values(pipeline):
         pipeline.request(smoothing=1.5)  # refused here, never sent to the engine
     pipeline.apply_pending()
     assert pipeline.config.smoothing == 0.6
+
+def test_settings_show_a_change_while_the_frame_loop_applies_it(pipeline):
+    """A reader (the control page's POST answer) in the middle of apply_pending sees the change being
+    applied: it has left the queue but is not in `config` yet (a segmenter swap takes tens of ms)."""
+    pipeline, fake = pipeline
+    seen = []
+    fake.on_smoothing = lambda value: seen.append((pipeline.settings.smoothing, pipeline.config.smoothing))
+    pipeline.request(smoothing=0.3)
+    pipeline.apply_pending()
+    assert seen == [(0.3, 0.6)]  # mid-apply: settings already 0.3 while config still says 0.6
+    assert pipeline.settings.smoothing == pipeline.config.smoothing == 0.3

@@ -123,6 +123,9 @@ class Pipeline:
         self._watcher = ConfigWatcher(config.config, flags or {}) if config.config else None
         self._stage_errors: set[str] = set()
         self._requests: list[dict] = []
+        # The batch the frame loop is applying now: still part of `settings` until it is in `config` (a
+        # segmenter swap takes tens of milliseconds, and a reader then must not see the old value).
+        self._applying: list[dict] = []
         self._requests_lock = threading.Lock()  # held for a list append or swap, nothing else
         self._stop = threading.Event()
         self._loading: Future | None = None  # a harmonizer being built after `harmonize` was turned on
@@ -203,7 +206,7 @@ class Pipeline:
     def settings(self) -> RunConfig:
         """The settings as they will be once the queued requests are applied (what a key toggles from)."""
         with self._requests_lock:
-            pending = list(self._requests)
+            pending = self._applying + self._requests
         merged = {}
         for change in pending:
             merged.update({k: v for k, v in change.items() if k != NEXT_BACKGROUND})
@@ -213,6 +216,7 @@ class Pipeline:
         """Apply the queued requests (the frame loop calls this between frames)."""
         with self._requests_lock:
             pending, self._requests = self._requests, []
+            self._applying = pending
         merged, cycle = {}, False
         for change in pending:
             cycle = cycle or bool(change.get(NEXT_BACKGROUND))
@@ -222,6 +226,8 @@ class Pipeline:
                 self.apply_config(self.config.replace(**merged))
             except Exception as exc:  # a live change must never stop the stream
                 log.error("settings not applied: %s", first_line(exc))
+        with self._requests_lock:
+            self._applying = []
         if cycle:
             self.next_background()
         self._adopt_loaded_harmonizer()
