@@ -66,11 +66,28 @@ def state(url: str) -> dict:
 
 
 def wait_frames(url: str, count: int, process) -> None:
-    """Wait until the stream has sent `count` more frames (the status snapshot's counter)."""
-    target = state(url)["status"].get("frames", 0) + count
+    """Wait until the stream has sent `count` more frames since everything queued so far was applied.
+
+    The status snapshot is taken on a frame every STATUS_EVERY_S, so its counter is stale, and the
+    first fresh snapshot can come from a frame that was already being made when a change was queued
+    (the change is applied between frames, after it). The second fresh snapshot comes from a frame
+    made after that gap, so the count starts there.
+    """
+    frames = state(url)["status"].get("frames", 0)
+    for _ in range(2):
+        frames = _next_snapshot(url, frames, process)
+    target = frames + count
     while state(url)["status"].get("frames", 0) < target:
         assert process.poll() is None, "vcam exited"
-        time.sleep(0.2)
+        time.sleep(0.1)
+
+
+def _next_snapshot(url: str, frames: int, process) -> int:
+    """The frame counter of the first status snapshot newer than the one that read `frames`."""
+    while (now := state(url)["status"].get("frames", 0)) <= frames:
+        assert process.poll() is None, "vcam exited"
+        time.sleep(0.05)
+    return now
 
 
 def preview(url: str) -> np.ndarray:
