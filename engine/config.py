@@ -67,6 +67,10 @@ class PHNetConfig:
     # the FFHQH recipe (which sharpens half the composites x4), the cells learn to flatten texture; this
     # keeps the person's texture whatever they learned.
     keep_detail: float = 0.0
+    # output="affine" only: the colour prior (engine.colour_prior) the network was trained behind, a
+    # .safetensors file name beside the weights file (or an absolute path); "" = none. engine.Harmonizer
+    # re-colours the person by the prior's global transform before the network runs, as in training.
+    colour_prior: str = ""
 
     def __post_init__(self):
         self.widths = _as_int_tuple(self.widths, "widths")
@@ -85,6 +89,8 @@ class PHNetConfig:
             raise ValueError(f"affine_factor must be 1, 2, 4 or 8 (a divisor of 8), got {self.affine_factor}")
         if not self.keep_detail >= 0:
             raise ValueError(f"keep_detail must be >= 0, got {self.keep_detail}")
+        if not isinstance(self.colour_prior, str):
+            raise TypeError(f"colour_prior must be a file name (str), got {type(self.colour_prior).__name__}")
         if self.global_hidden <= 0:
             raise ValueError(f"global_hidden must be positive, got {self.global_hidden}")
         _check_positive(self, ("eps", "var_eps", "patch_tau", "region_tau"))

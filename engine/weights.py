@@ -212,6 +212,7 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") ->
                              f"{str(got.dtype).replace('torch.', '')}, expected "
                              f"{str(ref.dtype).replace('torch.', '')}")
     model.load_state_dict(tensors, strict=True)
+    model.weights_path = tensors_path.resolve()  # files the config names (colour_prior) lie beside it
     return model.eval().to(device)
 
 

@@ -183,3 +183,35 @@ class SynthesisDataset(Dataset):
             # a sharpening that, at full resolution, lives in finer detail than its cells.
             sample = T.resize(sample, self.size, self.size)
         return to_tensors(sample, stem)
+
+
+class PriorCorrected(Dataset):
+    """Another dataset's samples with the person re-coloured by the colour prior (engine.colour_prior),
+    as engine.Harmonizer does before the network runs: a network trained or judged on these learns what
+    is left after the prior. ``real`` and ``mask`` are unchanged."""
+
+    def __init__(self, dataset, prior):
+        self.dataset, self.prior = dataset, prior
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def __getattr__(self, name):  # names, items, ... of the wrapped set
+        if name in ("dataset", "prior"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, index: int) -> dict:
+        from engine.colour_prior import recolour
+
+        sample = dict(self.dataset[index])
+        image = sample["composite"].permute(1, 2, 0).numpy()
+        mask = sample["mask"][0].numpy()
+        corrected = recolour(image, mask, self.prior.matrix(image, mask))
+        sample["original"] = sample["composite"]
+        sample["composite"] = torch.from_numpy(np.ascontiguousarray(corrected.transpose(2, 0, 1)))
+        return sample

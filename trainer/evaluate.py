@@ -70,7 +70,9 @@ def evaluate_model(model: torch.nn.Module | None, dataset: IHarmonyDataset, devi
             comp, mask = batch["composite"].to(device), batch["mask"].to(device)
             out = run_model(model, comp, mask)
             for i in range(comp.shape[0]):
-                pred, real, comp_i = to_uint8(out[i]), to_uint8(batch["real"][i]), to_uint8(comp[i])
+                # The grid shows the composite as it was, before a colour prior re-coloured it.
+                shown = batch["original"][i] if "original" in batch else comp[i]
+                pred, real, comp_i = to_uint8(out[i]), to_uint8(batch["real"][i]), to_uint8(shown)
                 m = batch["mask"][i, 0].numpy()
                 rows.append({"name": batch["name"][i], **image_metrics(pred, real, m)})
                 if len(kept) < keep:
@@ -185,6 +187,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 def evaluate_subject(args, model, numpy_fn, label: str, grid_rows: int = 0) -> dict:
     """One subject's metrics at network resolution (and at full resolution with --full-res)."""
     dataset = IHarmonyDataset(args.data, split=args.split, size=args.size)
+    if model is not None:
+        from engine.colour_prior import prior_for
+        from trainer.datasets import PriorCorrected
+
+        prior = prior_for(model)
+        if prior is not None:  # the network sees what the Harmonizer gives it: the prior's re-colouring
+            dataset = PriorCorrected(dataset, prior)
     if numpy_fn is not None:
         summary, rows = evaluate_images(numpy_fn, dataset, progress=True, label=label)
         kept = []

@@ -41,8 +41,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from engine.colour_prior import ColourPrior, prior_path
 from trainer.cli import run_main
-from trainer.datasets import IHarmonyDataset, SynthesisDataset
+from trainer.datasets import IHarmonyDataset, PriorCorrected, SynthesisDataset
 from trainer.evaluate import evaluate_model, run_model
 from trainer.lion import Lion
 from trainer.losses import harmonization_loss
@@ -153,6 +154,8 @@ def build_train_data(args, rank: int, world: int):
                                    recolor_side=recolor_side)
     else:
         dataset = IHarmonyDataset(args.data, split="train", size=args.size, train=True, seed=args.seed)
+    if args.prior is not None:
+        dataset = PriorCorrected(dataset, ColourPrior.load(args.prior))
     if len(dataset) < args.batch * world:
         raise ValueError(f"training set has {len(dataset)} samples, fewer than one global batch "
                          f"({args.batch} x {world} processes)")
@@ -434,9 +437,17 @@ def train(args) -> torch.nn.Module:
         out.mkdir(parents=True, exist_ok=True)
         (out / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=2) + "\n")
     model = build_model(args).to(device)
+    if args.prior is None and prior_path(model) is not None:  # --init/--resume weights trained behind one
+        args.prior = prior_path(model)
+    if args.prior is not None:  # the weights file says which prior the network was trained behind
+        if getattr(model.config, "output", None) != "affine":
+            raise ValueError("--prior needs an affine-head model (--model-overrides '{\"output\": \"affine\"}')")
+        model.config.colour_prior = str(Path(args.prior).resolve())
     dataset, sampler, loader, steps_per_epoch = build_train_data(args, rank, world)
     eval_size = args.eval_size or args.size
     eval_set = IHarmonyDataset(args.eval_data, "test", size=eval_size) if (args.eval_data and is_main) else None
+    if eval_set is not None and args.prior is not None:
+        eval_set = PriorCorrected(eval_set, ColourPrior.load(args.prior))
     state, wrapped, optimizer = restore(args, model, stages, device, world)
     logger = MetricLogger(out, bool(args.resume), args.lm_weight > 0, args.log_every) if is_main else None
     bar = tqdm(total=end_step, initial=state.step, desc="train", unit="step",
@@ -505,6 +516,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     src.add_argument("--recolor-scale", type=float, default=2.0,
                      help="--synth: re-colour crops at this multiple of --size, then shrink them (the recipe's "
                           "sharpening then looks as it does in a shrunk photo or camera frame; default 2)")
+    src.add_argument("--prior", type=Path, default=None,
+                     help="colour prior (trainer.prior): re-colour every composite by it first, as engine.Harmonizer "
+                          "does at run time; the network learns what is left (default: the one --init's or "
+                          "--resume's weights were trained behind, if any)")
     src.add_argument("--workers", type=int, default=0, help="DataLoader workers per process")
     m = p.add_argument_group("model and schedule")
     m.add_argument("--model", default="phnet-xs", help="engine.phnet model name")
