@@ -26,6 +26,7 @@ import numpy as np
 PRIOR_PATH = Path(__file__).resolve().parent / "weights" / "colour_prior.safetensors"
 FORMAT = "vcam-colour-prior"
 PERCENTILES = (1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0)
+CHROMA_PERCENTILES = (10.0, 50.0, 90.0)
 # Luma (ITU-R 601), red-green and yellow-blue: hue and saturation shifts show as moves of the last two,
 # which per-channel RGB percentiles mix with brightness.
 OPPONENT = np.array([[0.299, 0.587, 0.114], [0.5, -0.5, 0.0], [0.25, 0.25, -0.5]], np.float64).T
@@ -37,11 +38,11 @@ IDENTITY = np.vstack([np.eye(3), np.zeros((1, 3))])  # rows r, g, b, 1; columns:
 LAYERS = ("w1", "b1", "w2", "b2", "w3", "b3")
 
 
-def channel_correlations(values: np.ndarray) -> np.ndarray:
-    """(r-g, r-b, g-b) correlations of (N, 3) colours; 0 where a channel is flat (variance under
-    FLAT_VARIANCE: a colour background is flat, and float rounding must not read as a correlation)."""
-    centred = values - values.mean(0)
-    cov = centred.T @ centred / max(len(values), 1)
+def channel_correlations(rows: np.ndarray) -> np.ndarray:
+    """(r-g, r-b, g-b) correlations of colours given as rows (3, N); 0 where a channel is flat (variance
+    under FLAT_VARIANCE: a colour background is flat, and float rounding must not read as a correlation)."""
+    centred = rows - rows.mean(1, keepdims=True)
+    cov = centred @ centred.T / max(rows.shape[1], 1)
     var = np.diag(cov)
     out = []
     for i, j in ((0, 1), (0, 2), (1, 2)):
@@ -54,14 +55,19 @@ def region_features(values: np.ndarray) -> np.ndarray:
     """(REGION_FEATURES,) statistics of (N, 3) colours in [0, 1]: mean, std and PERCENTILES in RGB and in
     the opponent space, the three channel correlations, the shares at 0 and at 1 per channel (the
     signature of a stretched or clipped range) and the 10/50/90th percentiles of max - min (chroma)."""
-    values = np.asarray(values, np.float64)
-    opponent = values @ OPPONENT
+    rgb = np.ascontiguousarray(np.asarray(values, np.float64).T)  # (3, N): reductions along contiguous rows
+    rows = np.empty((7, rgb.shape[1]))
+    rows[:3] = rgb
+    np.dot(OPPONENT.T, rgb, out=rows[3:6])
+    np.subtract(rgb.max(0), rgb.min(0), out=rows[6])  # chroma
+    levels = np.percentile(rows, PERCENTILES, axis=1)  # (levels, 7); the chroma's are among PERCENTILES
+    mean, std = rows.mean(1), rows.std(1)
     feats = []
-    for v in (values, opponent):
-        feats += [v.mean(0), v.std(0), np.percentile(v, PERCENTILES, axis=0).ravel()]
-    feats.append(channel_correlations(values))
-    feats += [(values <= 1.5 / 255).mean(0), (values >= 253.5 / 255).mean(0)]
-    feats.append(np.percentile(values.max(1) - values.min(1), (10.0, 50.0, 90.0)))
+    for k in (0, 3):
+        feats += [mean[k:k + 3], std[k:k + 3], levels[:, k:k + 3].ravel()]
+    feats.append(channel_correlations(rgb))
+    feats += [(rgb <= 1.5 / 255).mean(1), (rgb >= 253.5 / 255).mean(1)]
+    feats.append(levels[[PERCENTILES.index(q) for q in CHROMA_PERCENTILES], 6])
     return np.concatenate(feats)
 
 
@@ -244,7 +250,7 @@ def torch_constants(device, dtype) -> dict:
     import torch
 
     return {"q": torch.tensor(PERCENTILES, dtype=dtype, device=device),
-            "q_chroma": torch.tensor((10.0, 50.0, 90.0), dtype=dtype, device=device),
+            "q_chroma": torch.tensor(CHROMA_PERCENTILES, dtype=dtype, device=device),
             "opponent": torch.tensor(OPPONENT, dtype=dtype, device=device)}
 
 

@@ -5,13 +5,15 @@
 
 Loads the weights with engine.weights.load_weights (checks names/shapes), then writes them again with
 engine.weights.save_weights so the JSON beside them carries the training recipe (from the run's metadata)
-and the held-out figures (from a trainer.evaluate --json file).
+and the held-out figures (from a trainer.evaluate --json file). A network trained behind a colour prior
+(trainer.train --prior) gets that prior copied beside the installed file, and its config names the copy.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 from engine.weights import load_weights, read_metadata, save_weights
@@ -27,6 +29,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="affine head: PHNetConfig.keep_detail of the installed file (sigma in network pixels)")
     args = p.parse_args(argv)
     model = load_weights(args.weights)
+    prior_name = getattr(model.config, "colour_prior", "")
+    if prior_name:  # the run names it by an absolute path (or beside the run's file): ship a copy beside ours
+        source = Path(prior_name) if Path(prior_name).is_absolute() else args.weights.parent / prior_name
+        target = args.out.parent / "colour_prior.safetensors"
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        if source.resolve() != target.resolve():
+            shutil.copyfile(source, target)
+        target.chmod(0o644)
+        model.config.colour_prior = target.name
     if args.keep_detail is not None:
         model.config.keep_detail = args.keep_detail  # an inference setting: the tensors are unchanged
     meta = read_metadata(args.weights)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Reproduce the shipped default weights end to end: pack -> linear baseline -> train -> linear init ->
-# train on -> evaluate -> plot -> install. See docs/model_card.md for what was run and how it differed.
+# Reproduce the shipped default weights end to end: pack -> linear baseline -> colour prior -> train ->
+# linear init -> train on -> train behind the prior -> evaluate -> plot -> install. See docs/model_card.md for what was run and how it differed.
 #
 #   scripts/train_default.sh                 # CPU (2 cores, about 1.5 h): the recipe of the shipped weights
 #   scripts/train_default.sh --gpu           # one CUDA GPU (an H200): the same recipe, bigger batches, bf16,
@@ -31,11 +31,16 @@ done
 # 2. The linear baseline every evaluation reports (fitted on the training photos only).
 [ -f "$PACK/linear.json" ] || "$PY" -m trainer.linear --data "$PACK/train" --out "$PACK/linear.json"
 
+# 2b. The colour prior (engine.colour_prior): colour statistics -> one global transform, an MLP trained on
+#     22,176 fresh composites of the training photos (about 10 minutes on 2 cores).
+[ -f "$RUN/colour_prior.safetensors" ] || "$PY" -m trainer.prior --data "$PACK/train" \
+    --out "$RUN/colour_prior.safetensors" --eval-data "$PACK/heldout"
+
 COMMON=(--synth "$PACK/train" --eval-data "$PACK/heldout" --eval-size 256 --model phnet-xs --no-progress)
 if [ "$GPU" = 1 ]; then
-  DEV=(--device cuda --amp --workers 12 --threads 4); B128=64; B256=32; A=4000; B=6000; C=2000
+  DEV=(--device cuda --amp --workers 12 --threads 4); B128=64; B256=32; A=4000; B=6000; C=2000; D=2100
 else
-  DEV=(--threads 1); B128=16; B256=8; A=4000; B=3500; C=900
+  DEV=(--threads 1); B128=16; B256=8; A=4000; B=3500; C=900; D=2100
 fi
 # 3. Stage A: the affine head from scratch at 128 px (Lion, lr 3e-4).
 "$PY" -m trainer.train "${COMMON[@]}" "${DEV[@]}" --model-overrides '{"output": "affine"}' --seed 0 \
@@ -51,12 +56,19 @@ STAGES="3:$B:1e-4,3:$C:3e-5"
 "$PY" -m trainer.train "${COMMON[@]}" "${DEV[@]}" --seed 2 --out "$RUN/b" --size 256 --batch "$B256" \
     --stages "$STAGES" --eval-every 250 --ckpt-every 250 --ema 0.998 --resume "$RUN/b/last.pt"
 
-# 6. Evaluate on the held-out set (identity, linear and stats beside it), at 256 and at full resolution.
-mkdir -p "$OUT"
-"$PY" -m trainer.evaluate --data "$PACK/heldout" --weights "$RUN/b/best.safetensors" --json "$OUT/model.json" \
-    --grid "$OUT/grid.png" --full-res
-"$PY" scripts/plot_training.py --run "$RUN/b" --baselines "$OUT/model.json" --out "$OUT/psnr_vs_steps.png"
+# 6. Stage C: behind the colour prior (every composite re-coloured by it first, as engine.Harmonizer does),
+#    from stage B's weights at 256 px: the network learns what the prior leaves (2026-11-30: 55 minutes).
+D1=$((D * 5 / 7)); D2=$((D - D1))
+"$PY" -m trainer.train "${COMMON[@]}" "${DEV[@]}" --init "$RUN/b/best.safetensors" \
+    --prior "$RUN/colour_prior.safetensors" --seed 3 --out "$RUN/c" --size 256 --batch "$B256" \
+    --stages "3:$D1:1e-4,3:$D2:3e-5" --eval-every 250 --ckpt-every 250 --ema 0.998
 
-# 7. Install as the shipped default (metadata: recipe + held-out figures).
-"$PY" scripts/install_weights.py --weights "$RUN/b/best.safetensors" --eval "$OUT/model.json" \
+# 7. Evaluate on the held-out set (identity, linear and stats beside it), at 256 and at full resolution.
+mkdir -p "$OUT"
+"$PY" -m trainer.evaluate --data "$PACK/heldout" --weights "$RUN/c/best.safetensors" --json "$OUT/model.json" \
+    --grid "$OUT/grid.png" --full-res
+"$PY" scripts/plot_training.py --run "$RUN/c" --baselines "$OUT/model.json" --out "$OUT/psnr_vs_steps.png"
+
+# 8. Install as the shipped default (metadata: recipe + held-out figures; the prior copied beside it).
+"$PY" scripts/install_weights.py --weights "$RUN/c/best.safetensors" --eval "$OUT/model.json" \
     --out engine/weights/default.safetensors

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine.colour_prior import PRIOR_PATH
 from engine.harmonizer import Harmonizer
 from engine.phnet import create_model
 from vcam.composite import composite
@@ -24,15 +25,18 @@ MAX_LEVELS = 2
 MAX_DIFFERENT = 0.01
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=["no prior", "shipped prior"])
+def model(request):
     """phnet-xs with the affine head, its zero-initialised head layers drawn at random (seeded): the
-    correction then visibly changes the person, so agreement is not the identity agreeing with itself."""
+    correction then visibly changes the person, so agreement is not the identity agreeing with itself.
+    Once as is, once behind the shipped colour prior (engine.colour_prior), as the shipped weights run."""
     torch.manual_seed(0)
     m = create_model("phnet-xs", output="affine").eval()
     with torch.no_grad():
         for p in list(m.head.parameters()) + list(m.global_transform.fc2.parameters()):
             p.normal_(std=0.05)
+    if request.param == "shipped prior":
+        m.config.colour_prior = str(PRIOR_PATH)
     return m
 
 

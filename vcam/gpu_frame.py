@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine import colour_prior
 from engine.harmonizer import NO_PERSON, REFERENCE_ADAPTATION, SCENE_CHANGE, net_shape
 from engine.lift import REFERENCE_GAIN_LIMITS
 
@@ -169,6 +170,8 @@ class GpuFramePath:
             colour conversions per frame: the swap is free on the GPU).
         cuda_graph: capture the device work as one CUDA graph (CUDA only).
         depth: frames in flight (pinned buffer slots) for `submit`.
+        prior: re-colour the person by the colour prior the weights name before the network runs, and
+            compose the transforms, as engine.Harmonizer does (False: as Harmonizer(prior=False)).
 
     Raises:
         TypeError, ValueError: an unusable model or argument (names expected vs actual).
@@ -178,7 +181,7 @@ class GpuFramePath:
     def __init__(self, model: torch.nn.Module, size: tuple[int, int], *, background: np.ndarray | None = None,
                  device: str | torch.device = "cuda", precision: str | None = None, net_size: int = 256,
                  smoothing: float = 0.0, strength: float = 1.0, reference: np.ndarray | None = None,
-                 channels: str = "rgb", cuda_graph: bool = True, depth: int = 2):
+                 channels: str = "rgb", cuda_graph: bool = True, depth: int = 2, prior: bool = True):
         width, height, precision = _check_arguments(model, size, device, precision, net_size, channels, depth)
         if getattr(model.config, "keep_detail", 0.0) > 0:
             # Not on the device path yet: it applies the transforms to every pixel, as keep_detail 0 does
@@ -198,6 +201,9 @@ class GpuFramePath:
         for p in self._model.parameters():
             p.requires_grad_(False)
         self.stats_size = int(self._model.stats_size)
+        # The colour prior the weights were trained behind (engine.colour_prior), in fp32 on the device.
+        prior = colour_prior.prior_for(model) if prior else None
+        self._prior = colour_prior.TorchPrior(prior, self.device) if prior is not None else None
         self.harmonizing = True  # False: the composite alone (no network), e.g. the harmonize hotkey
         dev, dt = self.device, self._dtype
         ry, rx_t = resize_matrices(self.frame_shape, self.net_shape)
@@ -485,11 +491,18 @@ class GpuFramePath:
         had_params = has["params"] & ~change
         momentum = self._smoothing * had_stats.float()
         mdt = self._model_dtype
-        output, stats_out = self._model(comp_low.to(mdt), mask_low.to(mdt), ref_low.to(mdt),
+        net_in, prior_matrix = comp_low, None
+        if self._prior is not None:  # Harmonizer.estimate: the prior's re-colouring first
+            chosen = None if self._reference_low is None else ref_low
+            prior_matrix = self._prior.matrix(comp_low, mask_low, chosen)
+            net_in = colour_prior.recolour_torch(comp_low, mask_low, prior_matrix)
+        output, stats_out = self._model(net_in.to(mdt), mask_low.to(mdt), ref_low.to(mdt),
                                         self._stats.to(mdt), momentum.reshape(1).to(mdt))
         output, stats_out = output.float(), stats_out.float()
         if self._reference_low is not None:
             output = _with_reference_light(output, comp_low, mask_low, ref_low)
+        if prior_matrix is not None:
+            output = colour_prior.compose_torch(prior_matrix, output)
         stats_ok = torch.isfinite(stats_out).all()
         m = momentum * had_params.float()  # lift.blend_params: the previous correction only with momentum
         blended = m * self._coefficients + (1 - m) * output
