@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 import torch
 
+from engine import colour_prior
 from engine import lift as lift_mod
 from engine import sharpness as sharpness_mod
 from engine.backends import create_backend
@@ -178,6 +179,9 @@ class Harmonizer:
         sharpness: undo a sharpening of the person that the background does not have, where one is detected
             (engine.sharpness; a full-resolution filter of the person's box). The app leaves it off by
             default: it costs 3-6 ms per 720p frame while it acts.
+        prior: re-colour the person by the colour prior the weights were trained behind
+            (PHNetConfig.colour_prior, engine.colour_prior) before the network runs, and compose the two
+            transforms; False runs the network on the composite as it is (to measure what the prior adds).
 
     Raises:
         ValueError, TypeError: invalid arguments (message names expected vs actual).
@@ -188,7 +192,7 @@ class Harmonizer:
     def __init__(self, model=None, weights=None, backend: str = "auto", device: str = "auto",
                  precision: str | None = None, net_size: int = 256, smoothing: float = 0.0,
                  strength: float = 1.0, lift: str = DEFAULT_LIFT, threads: int | None = None,
-                 sharpness: bool = True):
+                 sharpness: bool = True, prior: bool = True):
         if not isinstance(net_size, int) or isinstance(net_size, bool) or net_size < 8 or net_size % 8:
             raise ValueError(f"net_size must be a positive multiple of 8, got {net_size!r}")
         if lift not in lift_mod.METHODS:
@@ -200,6 +204,7 @@ class Harmonizer:
         self._model, self.model_description = resolve_model(model, weights)
         self.model_name = getattr(self._model, "name", type(self._model).__name__)
         self._keep_detail = float(getattr(getattr(self._model, "config", None), "keep_detail", 0.0))
+        self._prior = colour_prior.prior_for(self._model) if prior else None
         self._backend = create_backend(backend, self._model, device, precision, threads)
         self._device = self._backend.device
         self.threads = threads  # ONNX Runtime gets it here; the app's CPU worker gives torch the same count
@@ -320,7 +325,11 @@ class Harmonizer:
         stateful = self._stats is not None and self._stats.shape[1] == self._backend.stats_size
         momentum = self._smoothing if stateful else 0.0
         stats_in = self._stats if stateful else torch.zeros(1, self._backend.stats_size, device=self._device)
-        output, stats_out = self._backend.run(self._tensor(comp_low), self._tensor(mask_low),
+        prior_matrix, net_in = None, comp_low
+        if self._prior is not None:  # the network was trained on composites the prior had re-coloured
+            prior_matrix = self._prior.matrix(comp_low, mask_low, ref_low if ref_f is not None else None)
+            net_in = colour_prior.recolour(comp_low, mask_low, prior_matrix)
+        output, stats_out = self._backend.run(self._tensor(net_in), self._tensor(mask_low),
                                               self._tensor(ref_low), stats_in,
                                               torch.tensor([momentum], dtype=torch.float32))
         stats_out = stats_out.detach().clone()
@@ -329,6 +338,8 @@ class Harmonizer:
         previous = self._params if momentum > 0 else None
         if self._backend.output_names[0] == "coefficients":
             params = self._coefficients(output, (comp_low, mask_low, ref_low) if ref_f is not None else None)
+            if prior_matrix is not None:  # the prior's transform first, then the network's grid
+                params = dataclasses.replace(params, data=colour_prior.compose(prior_matrix, params.data))
             if self._keep_detail > 0:  # the kept texture follows the transforms' stretch of the contrast
                 gain = lift_mod.contrast_gain(params, comp_low, mask_low, max(1, round(self._keep_detail)))
                 params = dataclasses.replace(params, detail_gain=gain)
@@ -347,12 +358,12 @@ class Harmonizer:
                           scene_change=scene_change, unsharpen=unsharpen)
 
     def _unsharpen_share(self, composite: np.ndarray, mask_f: np.ndarray, momentum: float) -> float:
-        """How much of a sharpening of the person to undo (0 or UNDO_STRENGTH: engine.sharpness decides from
-        this frame's full-resolution band energies), averaged over time with the statistics' momentum."""
+        """How much of a sharpening of the person to undo (engine.sharpness.undo_share of the probability
+        from this frame's full-resolution band energies), averaged over time with the statistics' momentum."""
         if not self.sharpness:
             return 0.0
         found = sharpness_mod.oversharpened(sharpness_mod.sharpness_features(composite, mask_f))
-        decided = sharpness_mod.UNDO_STRENGTH if found > 0.5 else 0.0
+        decided = sharpness_mod.undo_share(found)
         self._unsharpen = momentum * self._unsharpen + (1.0 - momentum) * decided
         return self._unsharpen
 

@@ -14,7 +14,8 @@ grain: on the held-out photos about 1 dB of the full-resolution error (docs/benc
   what the camera's own sharpness looks like.
 - `oversharpened`: a logistic model on those features (engine/weights/sharpness.json, fitted by
   scripts/fit_sharpness.py on the training photos' composites), the probability that undoing ``S_4``
-  brings the person closer to the truth; `engine.Harmonizer` undoes UNDO_STRENGTH of it where p > 0.5.
+  brings the person closer to the truth; `engine.Harmonizer` undoes `undo_share(p)` of it: none below
+  p = 0.25, all of it above 0.75, in proportion between (a probability is not a decision).
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ import numpy as np
 SMOOTH_KERNEL = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13.0
 DEFAULT_FACTOR = 4.0  # the FFHQH recipe's sharpness
 MODEL_PATH = Path(__file__).resolve().parent / "weights" / "sharpness.json"
-# Three quarters of the inverse where a sharpening is detected: chosen on the training composites as the
-# most PSNR that keeps the person's texture above 0.92x the truth's (the whole inverse: 0.90; the
-# Harmonizer's kept texture following the transforms' contrast, lift.contrast_gain; docs/model_card.md).
-UNDO_STRENGTH = 0.75
+# How much of the inverse to apply, from the model's probability: UNDO_STRENGTH x a ramp from p = 0.25 to
+# 0.75. Chosen on the training composites (924 at 512 px, the colour prior's weights; docs/model_card.md) as
+# the most PSNR that keeps the person's texture above 0.92x the truth's: the ramp with the whole inverse
+# gives 29.34 dB / detail 0.95 there; a hard p > 0.5 decision 29.28 (whole) or 29.18 (three quarters).
+UNDO_STRENGTH = 1.0
+UNDO_RAMP = (0.25, 0.75)
 FEATURES = ("fg fine/middle", "fg middle/coarse", "bg fine/middle", "bg middle/coarse", "fine fg/bg")
 
 
@@ -103,6 +106,12 @@ def _model(path: Path = MODEL_PATH) -> tuple[np.ndarray, float, float]:
     if list(data["features"]) != list(FEATURES):
         raise ValueError(f"{path}: features {data['features']} are not {list(FEATURES)}")
     return np.asarray(data["mean"], np.float64), np.asarray(data["weights"], np.float64), float(data["bias"])
+
+
+def undo_share(probability: float) -> float:
+    """The share of a sharpening to undo (0..UNDO_STRENGTH) for the model's probability that there is one."""
+    lo, hi = UNDO_RAMP
+    return UNDO_STRENGTH * min(1.0, max(0.0, (float(probability) - lo) / (hi - lo)))
 
 
 def oversharpened(features: np.ndarray | None, path: Path = MODEL_PATH) -> float:

@@ -115,3 +115,14 @@ def test_the_harmonizer_undoes_a_sharpened_person_and_keeps_the_background(photo
             plain.reset()
     print("PSNR gain", np.round(gains, 2), "unsharpen", kept)
     assert np.mean(gains) > 0.5 and min(gains) > -0.1 and sum(g > 0.1 for g in gains) >= 6
+
+
+def test_undo_share_ramps_with_the_probability():
+    from engine.sharpness import UNDO_RAMP, UNDO_STRENGTH, undo_share
+
+    lo, hi = UNDO_RAMP
+    assert undo_share(0.0) == undo_share(lo) == 0.0
+    assert undo_share(hi) == undo_share(1.0) == UNDO_STRENGTH
+    assert undo_share((lo + hi) / 2) == pytest.approx(UNDO_STRENGTH / 2)
+    shares = [undo_share(p) for p in np.linspace(0, 1, 21)]
+    assert shares == sorted(shares)
