@@ -325,10 +325,7 @@ class Harmonizer:
         stateful = self._stats is not None and self._stats.shape[1] == self._backend.stats_size
         momentum = self._smoothing if stateful else 0.0
         stats_in = self._stats if stateful else torch.zeros(1, self._backend.stats_size, device=self._device)
-        prior_matrix, net_in = None, comp_low
-        if self._prior is not None:  # the network was trained on composites the prior had re-coloured
-            prior_matrix = self._prior.matrix(comp_low, mask_low, ref_low if ref_f is not None else None)
-            net_in = colour_prior.recolour(comp_low, mask_low, prior_matrix)
+        net_in, prior_matrix = self._prior_input(comp_low, mask_low, ref_low if ref_f is not None else None)
         output, stats_out = self._backend.run(self._tensor(net_in), self._tensor(mask_low),
                                               self._tensor(ref_low), stats_in,
                                               torch.tensor([momentum], dtype=torch.float32))
@@ -337,12 +334,8 @@ class Harmonizer:
         self._stats = stats_out if bool(torch.isfinite(stats_out).all()) else None
         previous = self._params if momentum > 0 else None
         if self._backend.output_names[0] == "coefficients":
-            params = self._coefficients(output, (comp_low, mask_low, ref_low) if ref_f is not None else None)
-            if prior_matrix is not None:  # the prior's transform first, then the network's grid
-                params = dataclasses.replace(params, data=colour_prior.compose(prior_matrix, params.data))
-            if self._keep_detail > 0:  # the kept texture follows the transforms' stretch of the contrast
-                gain = lift_mod.contrast_gain(params, comp_low, mask_low, max(1, round(self._keep_detail)))
-                params = dataclasses.replace(params, detail_gain=gain)
+            chosen = (comp_low, mask_low, ref_low) if ref_f is not None else None
+            params = self._affine_params(output, prior_matrix, comp_low, mask_low, chosen)
         else:
             params = self._fit_lift(output, comp_low, mask_low, previous)
         if params is None or not np.isfinite(params.data).all():
@@ -356,6 +349,25 @@ class Harmonizer:
         unsharpen = self._unsharpen_share(composite, mask_f, momentum) if params is not None else 0.0
         return Correction(size=size, net_size=(h, w), params=params, momentum=momentum,
                           scene_change=scene_change, unsharpen=unsharpen)
+
+    def _prior_input(self, comp_low: np.ndarray, mask_low: np.ndarray, reference: np.ndarray | None):
+        """(the network's input, the colour prior's (4, 3) transform or None): the person re-coloured by the
+        prior the network was trained behind (engine.colour_prior), or the picture as it is."""
+        if self._prior is None:
+            return comp_low, None
+        matrix = self._prior.matrix(comp_low, mask_low, reference)
+        return colour_prior.recolour(comp_low, mask_low, matrix), matrix
+
+    def _affine_params(self, output: torch.Tensor, prior_matrix, comp_low, mask_low, chosen) -> lift_mod.LiftParams:
+        """The affine head's grid as a correction: after the prior's transform (if any), with the kept
+        texture's gain (keep_detail)."""
+        params = self._coefficients(output, chosen)
+        if prior_matrix is not None:  # the prior's transform first, then the network's grid
+            params = dataclasses.replace(params, data=colour_prior.compose(prior_matrix, params.data))
+        if self._keep_detail > 0:  # the kept texture follows the transforms' stretch of the contrast
+            gain = lift_mod.contrast_gain(params, comp_low, mask_low, max(1, round(self._keep_detail)))
+            params = dataclasses.replace(params, detail_gain=gain)
+        return params
 
     def _unsharpen_share(self, composite: np.ndarray, mask_f: np.ndarray, momentum: float) -> float:
         """How much of a sharpening of the person to undo (engine.sharpness.undo_share of the probability

@@ -14,8 +14,8 @@ grain: on the held-out photos about 1 dB of the full-resolution error (docs/benc
   what the camera's own sharpness looks like.
 - `oversharpened`: a logistic model on those features (engine/weights/sharpness.json, fitted by
   scripts/fit_sharpness.py on the training photos' composites), the probability that undoing ``S_4``
-  brings the person closer to the truth; `engine.Harmonizer` undoes `undo_share(p)` of it: none below
-  p = 0.25, all of it above 0.75, in proportion between (a probability is not a decision).
+  brings the person closer to the truth; `engine.Harmonizer` undoes `undo_share(p)` of it: p of the
+  whole inverse (a probability is not a decision: all-or-nothing at p > 0.5 did worse).
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ import numpy as np
 SMOOTH_KERNEL = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13.0
 DEFAULT_FACTOR = 4.0  # the FFHQH recipe's sharpness
 MODEL_PATH = Path(__file__).resolve().parent / "weights" / "sharpness.json"
-# How much of the inverse to apply, from the model's probability: UNDO_STRENGTH x a ramp from p = 0.25 to
-# 0.75. Chosen on the training composites (924 at 512 px, the colour prior's weights; docs/model_card.md) as
-# the most PSNR that keeps the person's texture above 0.92x the truth's: the ramp with the whole inverse
-# gives 29.34 dB / detail 0.95 there; a hard p > 0.5 decision 29.28 (whole) or 29.18 (three quarters).
+# How much of the inverse to apply, from the model's probability p: UNDO_STRENGTH x a ramp over p (here p
+# itself). Chosen on the training composites (924 at 512 px, the shipped weights behind the colour prior;
+# docs/model_card.md) as the most PSNR that keeps the person's texture above 0.92x the truth's: the whole
+# inverse times p gives 29.50 dB / detail 0.96 there; ramps from p 0.25 to 0.75 29.49, 0.1 to 0.5 29.45;
+# an all-or-nothing p > 0.5 decision 29.28 (whole inverse) or 29.18 (three quarters, the first rule).
 UNDO_STRENGTH = 1.0
-UNDO_RAMP = (0.25, 0.75)
+UNDO_RAMP = (0.0, 1.0)
 FEATURES = ("fg fine/middle", "fg middle/coarse", "bg fine/middle", "bg middle/coarse", "fine fg/bg")
 
 

@@ -188,7 +188,8 @@ class SynthesisDataset(Dataset):
 class PriorCorrected(Dataset):
     """Another dataset's samples with the person re-coloured by the colour prior (engine.colour_prior),
     as engine.Harmonizer does before the network runs: a network trained or judged on these learns what
-    is left after the prior. ``real`` and ``mask`` are unchanged."""
+    is left after the prior. ``real`` and ``mask`` are unchanged; ``original`` is the composite before
+    (what a grid of results shows)."""
 
     def __init__(self, dataset, prior):
         self.dataset, self.prior = dataset, prior

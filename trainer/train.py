@@ -427,6 +427,24 @@ def check_args(args) -> tuple[list[Stage], int]:
     return stages, min(total_steps, args.steps) if args.steps else total_steps
 
 
+def adopt_prior(args, model: torch.nn.Module) -> None:
+    """--prior, or the one --init's or --resume's weights were trained behind: recorded in the model's
+    config (so its weights file names it) and in args (the data is re-coloured by it)."""
+    if args.prior is None and prior_path(model) is not None:
+        args.prior = prior_path(model)
+    if args.prior is not None:
+        if getattr(model.config, "output", None) != "affine":
+            raise ValueError("--prior needs an affine-head model (--model-overrides '{\"output\": \"affine\"}')")
+        model.config.colour_prior = str(Path(args.prior).resolve())
+
+
+def build_eval_set(args):
+    """The held-out set at --eval-size (else --size); behind the prior where the network is trained behind one,
+    so that it is judged on what the Harmonizer gives it."""
+    eval_set = IHarmonyDataset(args.eval_data, "test", size=args.eval_size or args.size)
+    return PriorCorrected(eval_set, ColourPrior.load(args.prior)) if args.prior is not None else eval_set
+
+
 def train(args) -> torch.nn.Module:
     """Run the whole training described by ``args`` (get_args_parser) and return the trained model."""
     stages, end_step = check_args(args)
@@ -437,17 +455,9 @@ def train(args) -> torch.nn.Module:
         out.mkdir(parents=True, exist_ok=True)
         (out / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=2) + "\n")
     model = build_model(args).to(device)
-    if args.prior is None and prior_path(model) is not None:  # --init/--resume weights trained behind one
-        args.prior = prior_path(model)
-    if args.prior is not None:  # the weights file says which prior the network was trained behind
-        if getattr(model.config, "output", None) != "affine":
-            raise ValueError("--prior needs an affine-head model (--model-overrides '{\"output\": \"affine\"}')")
-        model.config.colour_prior = str(Path(args.prior).resolve())
+    adopt_prior(args, model)
     dataset, sampler, loader, steps_per_epoch = build_train_data(args, rank, world)
-    eval_size = args.eval_size or args.size
-    eval_set = IHarmonyDataset(args.eval_data, "test", size=eval_size) if (args.eval_data and is_main) else None
-    if eval_set is not None and args.prior is not None:
-        eval_set = PriorCorrected(eval_set, ColourPrior.load(args.prior))
+    eval_set = build_eval_set(args) if (args.eval_data and is_main) else None
     state, wrapped, optimizer = restore(args, model, stages, device, world)
     logger = MetricLogger(out, bool(args.resume), args.lm_weight > 0, args.log_every) if is_main else None
     bar = tqdm(total=end_step, initial=state.step, desc="train", unit="step",
