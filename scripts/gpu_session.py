@@ -448,11 +448,13 @@ def pipeline_part(args, log: Log, box_s: float, carry: Path) -> dict:
     # the clip's real frames and masks.
     agreement = {}
     try:
-        # The device path does not apply keep_detail yet (vcam/gpu_frame.py): compare like with like.
+        # The device path does not apply keep_detail yet (vcam/gpu_frame.py), nor the stills-only sharpness
+        # step (off in the app, as here): compare like with like.
         reference_model = copy.deepcopy(shipped)
         if hasattr(reference_model.config, "keep_detail"):
             reference_model.config.keep_detail = 0.0
-        harmonizer = Harmonizer(model=reference_model, backend="torch", device="cpu", smoothing=0.8)
+        harmonizer = Harmonizer(model=reference_model, backend="torch", device="cpu", smoothing=0.8,
+                                sharpness=False)
         path = GpuFramePath(shipped, (width, height), background=background_rgb, device=device, smoothing=0.8)
         diffs = []
         for frame, mask in zip(in_memory[:args.agreement_frames], masks):

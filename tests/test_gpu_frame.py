@@ -81,7 +81,7 @@ def test_resize_matrices_are_cv2_resize(size, net):
 def test_a_sequence_matches_the_cpu_path(model, photo):
     """Camera motion, a background change (a scene change both must detect), smoothing 0.8."""
     person, mask, backgrounds = photo
-    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", smoothing=0.8)
+    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", sharpness=False, smoothing=0.8)
     path = GpuFramePath(model, (640, 360), background=backgrounds[0], device="cpu", smoothing=0.8)
     changed = []
     for i, (shift, bg) in enumerate([(0, 0), (4, 0), (8, 0), (8, 1), (12, 1)]):
@@ -109,7 +109,7 @@ def test_background_is_exact_and_harmonize_off_is_the_composite(model, photo):
 
 def test_no_person_returns_the_composite_and_keeps_the_state(model, photo):
     person, mask, backgrounds = photo
-    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", smoothing=0.8)
+    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", sharpness=False, smoothing=0.8)
     path = GpuFramePath(model, (640, 360), background=backgrounds[0], device="cpu", smoothing=0.8)
     empty = np.zeros_like(mask)
     for m in (mask, empty, mask):
@@ -123,7 +123,7 @@ def test_no_person_returns_the_composite_and_keeps_the_state(model, photo):
 def test_strength_uint8_mask_and_bgr_order(model, photo):
     person, mask, backgrounds = photo
     mask_u8 = np.round(mask * 255).astype(np.uint8)
-    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", strength=0.5)
+    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", sharpness=False, strength=0.5)
     ref = harmonizer.harmonize(composite(person, backgrounds[0], mask_u8.astype(np.float32) / 255), mask_u8)
     path = GpuFramePath(model, (640, 360), background=backgrounds[0][..., ::-1].copy(), device="cpu",
                         strength=0.5, channels="bgr")
@@ -147,7 +147,7 @@ def test_reference_region_matches_the_cpu_path(model, photo):
     person, mask, backgrounds = photo
     reference = np.zeros_like(mask)
     reference[:, :160] = 1.0  # the left quarter of the background only
-    harmonizer = Harmonizer(model=model, backend="torch", device="cpu")
+    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", sharpness=False)
     comp = composite(person, backgrounds[1], mask)
     path = GpuFramePath(model, (640, 360), background=backgrounds[1], device="cpu", reference=reference)
     _agree(path.process(person, mask), harmonizer.harmonize(comp, mask, reference))
@@ -199,7 +199,7 @@ def test_a_real_720p_video_matches_the_cpu_path(model, shared_data):
     background = cv2.resize(cv2.imread(str(shared_data / "backgrounds" / "mate_Dune.jpg"))[..., ::-1],
                             (w, h), interpolation=cv2.INTER_AREA)
     segmenter = Segmenter(1)
-    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", smoothing=0.8)
+    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", sharpness=False, smoothing=0.8)
     path = GpuFramePath(model, (w, h), background=background, device="cpu", smoothing=0.8)
     try:
         for frame in frames:
@@ -223,7 +223,7 @@ def test_cuda_half_precision_graph_matches_the_cpu_path(model):
     mask = cv2.GaussianBlur((((yy - 250) / 180.0) ** 2 + ((xx - 320) / 150.0) ** 2 <= 1).astype(np.float32),
                             (0, 0), 3)
     comp = composite(person, backgrounds[0], mask)
-    ref = Harmonizer(model=model, backend="torch", device="cpu").harmonize(comp, mask)
+    ref = Harmonizer(model=model, backend="torch", device="cpu", sharpness=False).harmonize(comp, mask)
     graph = GpuFramePath(model, (640, 360), background=backgrounds[0], device="cuda")
     eager = GpuFramePath(model, (640, 360), background=backgrounds[0], device="cuda", cuda_graph=False)
     out = graph.submit(person, mask).result().copy()
