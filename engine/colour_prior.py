@@ -12,7 +12,8 @@ by 1.5 dB (docs/model_card.md).
 fine-tuned on such inputs, adds what statistics cannot see (light falling differently across the person).
 The two compose into one grid of transforms (`compose`), so the full-resolution apply is unchanged.
 
-Pure NumPy: the prior runs beside whichever backend runs the network, on the network-size picture.
+NumPy on the host (torch twins below for the GPU frame path): the prior runs beside whichever backend runs
+the network, on the network-size picture.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from engine import affine
 
 PRIOR_PATH = Path(__file__).resolve().parent / "weights" / "colour_prior.safetensors"
 FORMAT = "vcam-colour-prior"
@@ -34,7 +37,8 @@ FLAT_VARIANCE = 1e-10  # a channel varying less than this (in [0, 1]² units) is
 MIN_PIXELS = 8  # fewer pixels than this in a region: its statistics are taken from the other region
 REGION_FEATURES = 2 * (3 + 3 + 3 * len(PERCENTILES)) + 3 + 3 + 3 + 3
 FEATURES = 3 * REGION_FEATURES + 1
-IDENTITY = np.vstack([np.eye(3), np.zeros((1, 3))])  # rows r, g, b, 1; columns: output r, g, b
+# engine.affine's identity as a (4, 3) matrix: rows r, g, b, 1; columns: output r, g, b
+IDENTITY = np.array(affine.IDENTITY, np.float64).reshape(4, 3)
 LAYERS = ("w1", "b1", "w2", "b2", "w3", "b3")
 
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from engine.colour_prior import IDENTITY  # rows r, g, b, 1; columns: output channels
 from trainer.cli import run_main
 
 PERCENTILES = (5, 25, 50, 75, 95)
 FEATURES = 2 * 3 * (2 + len(PERCENTILES)) + 1
-IDENTITY = np.vstack([np.eye(3), np.zeros((1, 3))])  # rows r, g, b, 1; columns: output channels
 
 
 def _float(image: np.ndarray) -> np.ndarray:

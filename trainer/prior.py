@@ -162,14 +162,15 @@ def fit(features: np.ndarray, comp: np.ndarray, real: np.ndarray, hidden: int = 
 def heldout_psnr(prior: ColourPrior | None, heldout: list) -> float:
     """Mean PSNR at SIDE of the prior's transform alone (None: the untouched composite) on
     (composite uint8, real uint8, mask) triples."""
+    from trainer.metrics import mse, psnr_from_mse
+
     values = []
     for comp, real, mask in heldout:
-        out = comp.astype(np.float32) / 255.0
+        out = comp
         if prior is not None:
-            out = recolour(out, mask, prior.matrix(comp, mask))
-        out = np.clip(np.round(out * 255.0), 0, 255)
-        mse = float(np.mean((out - real.astype(np.float32)) ** 2))
-        values.append(10.0 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
+            corrected = recolour(comp.astype(np.float32) / 255.0, mask, prior.matrix(comp, mask))
+            out = np.clip(np.round(corrected * 255.0), 0, 255).astype(np.uint8)
+        values.append(psnr_from_mse(mse(out, real)))
     return float(np.mean(values))
 
 

@@ -41,7 +41,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from engine.colour_prior import ColourPrior, prior_path
+from engine.colour_prior import load_prior, prior_path
 from trainer.cli import run_main
 from trainer.datasets import IHarmonyDataset, PriorCorrected, SynthesisDataset
 from trainer.evaluate import evaluate_model, run_model
@@ -155,7 +155,7 @@ def build_train_data(args, rank: int, world: int):
     else:
         dataset = IHarmonyDataset(args.data, split="train", size=args.size, train=True, seed=args.seed)
     if args.prior is not None:
-        dataset = PriorCorrected(dataset, ColourPrior.load(args.prior))
+        dataset = PriorCorrected(dataset, load_prior(str(args.prior)))
     if len(dataset) < args.batch * world:
         raise ValueError(f"training set has {len(dataset)} samples, fewer than one global batch "
                          f"({args.batch} x {world} processes)")
@@ -442,7 +442,7 @@ def build_eval_set(args):
     """The held-out set at --eval-size (else --size); behind the prior where the network is trained behind one,
     so that it is judged on what the Harmonizer gives it."""
     eval_set = IHarmonyDataset(args.eval_data, "test", size=args.eval_size or args.size)
-    return PriorCorrected(eval_set, ColourPrior.load(args.prior)) if args.prior is not None else eval_set
+    return PriorCorrected(eval_set, load_prior(str(args.prior))) if args.prior is not None else eval_set
 
 
 def train(args) -> torch.nn.Module:
