@@ -4,6 +4,7 @@ through its public hooks (`on_frame`, `stop()`, `request`), never by replacing i
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -18,7 +19,7 @@ from vcam.capture import OpenCVSource
 from vcam.config import RunConfig
 from vcam.controls import handle_key
 from vcam.frame import Frame
-from vcam.harmonize import HarmonizeStage
+from vcam.harmonize import WORKER_NICE, HarmonizeStage
 from vcam.output import make_placeholder
 from vcam.pipeline import Pipeline, _keep_freed_frames
 
@@ -222,6 +223,29 @@ def test_settings_sent_to_a_failed_worker_apply_after_the_retry():
     _frames(stage, image, mask, lambda: record and record[-1][1], record)
     stage.close()
     assert fake.smoothing == 0.2 and stage.failures == 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own nice is a Linux feature")
+def test_a_cpu_worker_yields_the_core_to_the_frame_loop():
+    class Records(SlowHarmonizer):
+        nice_seen = None
+
+        def estimate(self, composite, mask, reference=None):
+            self.nice_seen = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            return super().estimate(composite, mask, reference)
+
+    loop_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    image = np.full((36, 64, 3), 100, np.uint8)
+    mask = np.ones((36, 64), np.float32)
+    seen = {}
+    for device in ("cpu", "cuda:0"):  # a GPU worker mostly waits on the device: left as it was
+        fake = Records(delay=0.0, device=device)
+        stage = HarmonizeStage(fake, mode="worker", refresh_hz=0)
+        _frames(stage, image, mask, lambda fake=fake: fake.nice_seen is not None, [])
+        stage.close()
+        seen[device] = fake.nice_seen
+    assert seen == {"cpu": max(WORKER_NICE, loop_nice), "cuda:0": loop_nice}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == loop_nice, "the loop keeps its nice"
 
 
 def test_stage_mode_follows_the_harmonizers_device():

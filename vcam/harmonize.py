@@ -21,6 +21,8 @@ A reset bumps the generation, so an estimate that was running when the scene cha
 Threads: the Harmonizer owns its thread count (`Harmonizer(threads=)`, ONNX Runtime's pool); torch's
 pool is per thread, so the worker gives torch the same count (`_limit_torch_threads`), in this one place,
 leaving the other core to the frame loop. Inline, the network is the frame loop's own work: no limit.
+On a CPU the worker also runs at a lower scheduling priority than the frame loop (`WORKER_NICE`; Linux sets
+nice per thread): when the call's own work takes a core, the network's refresh slows down, not the stream.
 
 Failure policy while streaming: an engine error is logged and the un-harmonized composite is sent (never a
 traceback, never a black or NaN frame); harmonization is retried after a back-off (1 s doubling to 60 s),
@@ -30,6 +32,8 @@ so one transient error does not turn it off for the session. `stats()` says when
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -118,6 +122,25 @@ def _limit_torch_threads(harmonizer) -> None:
     torch.set_num_threads(int(threads))
 
 
+# Nice 10 weighs a runnable thread about 1/10 of a nice-0 one: the frame loop (and MediaPipe's thread) wins
+# a contended core at once, the network takes what is left. Raising one's own nice needs no privilege.
+WORKER_NICE = 10
+
+
+def _yield_to_the_frame_loop(harmonizer) -> int | None:
+    """Lower the calling thread's priority to WORKER_NICE where the network runs on the CPU; returns the
+    thread's nice afterwards (None: not Linux, or a GPU, where the worker mostly waits on the device)."""
+    if not sys.platform.startswith("linux") or device_type(harmonizer) != "cpu":
+        return None
+    tid = threading.get_native_id()  # on Linux a thread is a task of its own: this leaves the others alone
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, max(WORKER_NICE, os.getpriority(os.PRIO_PROCESS, tid)))
+        return os.getpriority(os.PRIO_PROCESS, tid)
+    except OSError as exc:  # a sandbox that forbids it: the stream still runs, only less protected
+        log.debug("could not lower the harmonize worker's priority: %s", exc)
+        return None
+
+
 def _apply_setting(harmonizer, name: str, value) -> None:
     """One estimate-side command on the harmonizer, in the thread that owns its temporal state."""
     if name == "reset":
@@ -148,6 +171,7 @@ class _Worker:
         self.estimate_cpu_ms: list[float] = []  # the worker thread's own CPU time per estimate
         self.started_at = time.perf_counter()
         self.error: BaseException | None = None
+        self.nice: int | None = None  # the worker thread's nice once it runs (None: left as it was)
         self._thread = threading.Thread(target=self._run, name="vcam-harmonize", daemon=True)
         self._thread.start()
 
@@ -173,6 +197,7 @@ class _Worker:
 
     def _run(self) -> None:
         _limit_torch_threads(self._harmonizer)
+        self.nice = _yield_to_the_frame_loop(self._harmonizer)
         next_due = time.perf_counter()
         while (work := self._next_job()) is not None:
             commands, job = work
