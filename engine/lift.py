@@ -35,8 +35,9 @@ METHODS = ("affine-grid", "delta", "poly")
 
 # Rows per stripe at full resolution: 128 rows x 3840 px x 12 coefficients x 4 B = 24 MB peak.
 _STRIPE = 128
-# Frames up to this size are upsampled whole by cv2.resize (see _resize_box_fast).
-_RESIZE_WHOLE_MAX_PIXELS = 1920 * 1080
+# Frames up to this size are upsampled whole by cv2.resize then cut to the box (see _resize_box_fast; also
+# vcam.segment.resize_box): cv2.resize's separable SIMD path beats warpAffine on the box alone up to here.
+RESIZE_WHOLE_MAX_PIXELS = 1920 * 1080
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def _resize_box_fast(src: np.ndarray, size: tuple[int, int], box: tuple[int, int
     crop = aligned_crop_resize(src, size, box)
     if crop is not None:
         return crop.reshape(crop.shape[0], crop.shape[1], -1)
-    if whole and height * width <= _RESIZE_WHOLE_MAX_PIXELS:
+    if whole and height * width <= RESIZE_WHOLE_MAX_PIXELS:
         # Up to 1080p, resizing the whole frame (cv2.resize's separable SIMD path) then slicing is ~3x
         # faster than warpAffine on the box; above, the whole float frame costs more memory traffic.
         whole = cv2.resize(src, (width, height), interpolation=cv2.INTER_LINEAR)
@@ -148,7 +149,7 @@ def _row_stripes(shape, box: tuple[int, int, int, int]):
     """(start, end) rows to process `box` in: the whole box at once up to 1080p (one cv2.resize call, see
     `_resize_box_fast`), stripes of _STRIPE rows above, to bound the float working set at 4K."""
     y0, y1 = box[0], box[1]
-    stripe = y1 - y0 if shape[0] * shape[1] <= _RESIZE_WHOLE_MAX_PIXELS else _STRIPE
+    stripe = y1 - y0 if shape[0] * shape[1] <= RESIZE_WHOLE_MAX_PIXELS else _STRIPE
     for s in range(y0, y1, max(stripe, 1)):
         yield s, min(s + stripe, y1)
 

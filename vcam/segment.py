@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 
 from engine.blend import mask_box
-from engine.lift import aligned_crop_resize
+from engine.lift import RESIZE_WHOLE_MAX_PIXELS, aligned_crop_resize
 from vcam import mp_tasks
 from vcam.frame import Frame
 
@@ -235,14 +235,18 @@ def resize_box(src: np.ndarray, size: tuple[int, int], box: tuple[int, int, int,
     Where the scale is a whole number and the box lies on `src`'s pixel edges (`person_box` makes it so:
     720p and 4K from the 256-px mask), the crop of `src` around the box, one pixel wider on each side, is
     resized: the same sample positions and weights as the whole-frame resize, for the box's pixels only.
-    Otherwise one warpAffine with cv2.resize's inverse map (sample positions quantised to 1/32 px by
-    OpenCV: invisible on the smooth planes this upsamples; about 3x slower per pixel).
+    Otherwise, up to 1080p's pixel count (1080p's scale is 7.5), the whole-frame resize itself, cut: about
+    10x cheaper than a warp of the box (0.3 against 3.1 ms per plane at 1080p). Above it, one warpAffine
+    with cv2.resize's inverse map (sample positions quantised to 1/32 px by OpenCV: invisible on the smooth
+    planes this upsamples).
     """
     crop = aligned_crop_resize(src, size, box)
     if crop is not None:
         return crop
     height, width = size
     y0, y1, x0, x1 = box
+    if height * width <= RESIZE_WHOLE_MAX_PIXELS:
+        return cv2.resize(src, (width, height), interpolation=cv2.INTER_LINEAR)[y0:y1, x0:x1]
     sy, sx = height / src.shape[0], width / src.shape[1]
     warp = np.array([[1 / sx, 0.0, (x0 + 0.5) / sx - 0.5], [0.0, 1 / sy, (y0 + 0.5) / sy - 0.5]])
     return cv2.warpAffine(src, warp, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
