@@ -127,18 +127,16 @@ def _limit_torch_threads(harmonizer) -> None:
 WORKER_NICE = 10
 
 
-def _yield_to_the_frame_loop(harmonizer) -> int | None:
-    """Lower the calling thread's priority to WORKER_NICE where the network runs on the CPU; returns the
-    thread's nice afterwards (None: not Linux, or a GPU, where the worker mostly waits on the device)."""
+def _yield_to_the_frame_loop(harmonizer) -> None:
+    """Lower the calling thread's priority to WORKER_NICE where the network runs on the CPU (Linux only; a
+    GPU worker mostly waits on the device and is left as it is)."""
     if not sys.platform.startswith("linux") or device_type(harmonizer) != "cpu":
-        return None
+        return
     tid = threading.get_native_id()  # on Linux a thread is a task of its own: this leaves the others alone
     try:
         os.setpriority(os.PRIO_PROCESS, tid, max(WORKER_NICE, os.getpriority(os.PRIO_PROCESS, tid)))
-        return os.getpriority(os.PRIO_PROCESS, tid)
     except OSError as exc:  # a sandbox that forbids it: the stream still runs, only less protected
         log.debug("could not lower the harmonize worker's priority: %s", exc)
-        return None
 
 
 def _apply_setting(harmonizer, name: str, value) -> None:
@@ -171,7 +169,6 @@ class _Worker:
         self.estimate_cpu_ms: list[float] = []  # the worker thread's own CPU time per estimate
         self.started_at = time.perf_counter()
         self.error: BaseException | None = None
-        self.nice: int | None = None  # the worker thread's nice once it runs (None: left as it was)
         self._thread = threading.Thread(target=self._run, name="vcam-harmonize", daemon=True)
         self._thread.start()
 
@@ -197,7 +194,7 @@ class _Worker:
 
     def _run(self) -> None:
         _limit_torch_threads(self._harmonizer)
-        self.nice = _yield_to_the_frame_loop(self._harmonizer)
+        _yield_to_the_frame_loop(self._harmonizer)
         next_due = time.perf_counter()
         while (work := self._next_job()) is not None:
             commands, job = work
