@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from engine.lift import resize_box
 from vcam.segment import (
     MODELS_DIR,
     SELFIE_MODELS,
@@ -22,7 +23,6 @@ from vcam.segment import (
     fast_guided_filter,
     guided_coefficients,
     open_selfie_model,
-    resize_box,
     stretch,
 )
 

@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 
 from engine.blend import mask_box
-from engine.lift import RESIZE_WHOLE_MAX_PIXELS, aligned_crop_resize
+from engine.lift import resize_box
 from vcam import mp_tasks
 from vcam.frame import Frame
 
@@ -227,30 +227,6 @@ def zoom_holds(tight: tuple[int, int, int, int] | None, region: tuple[int, int, 
             (rx0 > 0 and x0 < rx0 + gx) or (rx1 < size[1] and x1 > rx1 - gx):
         return False
     return (y1 - y0) * (x1 - x0) >= min_fill * (ry1 - ry0) * (rx1 - rx0)
-
-
-def resize_box(src: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
-    """`cv2.resize(src, size[::-1])[y0:y1, x0:x1]` (bilinear, half-pixel centres), computing only the box.
-
-    Where the scale is a whole number and the box lies on `src`'s pixel edges (`person_box` makes it so:
-    720p and 4K from the 256-px mask), the crop of `src` around the box, one pixel wider on each side, is
-    resized: the same sample positions and weights as the whole-frame resize, for the box's pixels only.
-    Otherwise, up to 1080p's pixel count (1080p's scale is 7.5), the whole-frame resize itself, cut: about
-    10x cheaper than a warp of the box (0.3 against 3.1 ms per plane at 1080p). Above it, one warpAffine
-    with cv2.resize's inverse map (sample positions quantised to 1/32 px by OpenCV: invisible on the smooth
-    planes this upsamples).
-    """
-    crop = aligned_crop_resize(src, size, box)
-    if crop is not None:
-        return crop
-    height, width = size
-    y0, y1, x0, x1 = box
-    if height * width <= RESIZE_WHOLE_MAX_PIXELS:
-        return cv2.resize(src, (width, height), interpolation=cv2.INTER_LINEAR)[y0:y1, x0:x1]
-    sy, sx = height / src.shape[0], width / src.shape[1]
-    warp = np.array([[1 / sx, 0.0, (x0 + 0.5) / sx - 0.5], [0.0, 1 / sy, (y0 + 0.5) / sy - 0.5]])
-    return cv2.warpAffine(src, warp, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REPLICATE)
 
 
 def _flush_c_stdio() -> None:
