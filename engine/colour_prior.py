@@ -254,25 +254,26 @@ def torch_constants(device, dtype) -> dict:
     import torch
 
     return {"q": torch.tensor(PERCENTILES, dtype=dtype, device=device),
-            "q_chroma": torch.tensor(CHROMA_PERCENTILES, dtype=dtype, device=device),
+            "chroma_levels": torch.tensor([PERCENTILES.index(q) for q in CHROMA_PERCENTILES], device=device),
             "opponent": torch.tensor(OPPONENT, dtype=dtype, device=device)}
 
 
 def _region_features_torch(values, weight, constants):
-    """region_features of the rows of `values` (N, 3) where `weight` (N,) is set: (REGION_FEATURES,)."""
+    """region_features of the rows of `values` (N, 3) where `weight` (N,) is set: (REGION_FEATURES,).
+    As there, the seven columns (RGB, opponent, chroma) get one sort for all their percentiles."""
     import torch
 
     n = weight.sum().to(values.dtype)
-    q = constants["q"]
     w = weight.to(values.dtype)[:, None]
-    opponent = values @ constants["opponent"]
+    chroma = (values.amax(1) - values.amin(1))[:, None]
+    columns = torch.cat([values, values @ constants["opponent"], chroma], dim=1)  # (N, 7)
+    levels = _masked_percentiles(columns, weight, n, constants["q"])  # (levels, 7)
+    mean = (columns * w).sum(0) / n
+    std = torch.sqrt(((columns - mean) ** 2 * w).sum(0) / n)
     feats = []
-    for v in (values, opponent):
-        mean = (v * w).sum(0) / n
-        var = ((v - mean) ** 2 * w).sum(0) / n
-        feats += [mean, torch.sqrt(var), _masked_percentiles(v, weight, n, q).reshape(-1)]
-    mean = (values * w).sum(0) / n
-    centred = (values - mean) * w
+    for k in (0, 3):
+        feats += [mean[k:k + 3], std[k:k + 3], levels[:, k:k + 3].reshape(-1)]
+    centred = (values - mean[:3]) * w
     cov = centred.T @ centred / n
     var = torch.diagonal(cov)
     corr = []
@@ -281,8 +282,7 @@ def _region_features_torch(values, weight, constants):
         corr.append(torch.where(ok, cov[i, j] / torch.sqrt(torch.where(ok, var[i] * var[j], 1.0)), 0.0))
     feats.append(torch.stack(corr))
     feats += [((values <= 1.5 / 255) * w).sum(0) / n, ((values >= 253.5 / 255) * w).sum(0) / n]
-    chroma = (values.amax(1) - values.amin(1))[:, None]
-    feats.append(_masked_percentiles(chroma, weight, n, constants["q_chroma"]).reshape(-1))
+    feats.append(levels.index_select(0, constants["chroma_levels"])[:, 6])
     return torch.cat(feats)
 
 

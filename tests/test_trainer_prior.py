@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.colour_prior import FEATURES, ColourPrior
+from engine.colour_prior import FEATURES, IDENTITY, ColourPrior
 from trainer.make_dataset import make_dataset
 from trainer.prior import draw_samples, fit, main
 
@@ -52,7 +52,7 @@ def test_fit_learns_to_undo_the_recolouring(photos):
     assert isinstance(prior, ColourPrior)
     x = comp.astype(np.float64) / 255
     out = np.stack([np.clip(x[i] @ m[:3] + m[3], 0, 1)
-                    for i, m in enumerate(prior.change(features).reshape(-1, 4, 3) + np.vstack([np.eye(3), [[0, 0, 0]]]))])
+                    for i, m in enumerate(prior.change(features).reshape(-1, 4, 3) + IDENTITY)])
     after = np.mean((out * 255 - real) ** 2)
     assert after < 0.5 * before, (before, after)
 

@@ -21,13 +21,13 @@ import os
 from multiprocessing import get_context
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from engine.colour_prior import FEATURES, IDENTITY, ColourPrior, colour_features, recolour
 from trainer.cli import run_main
+from trainer.make_dataset import resize_max_side
 
 SIDE = 256  # where engine.Harmonizer computes the features (the network's longer side)
 CROP_RANGE = (0.6, 1.0)  # a crop keeps this share of each side
@@ -35,12 +35,8 @@ _photos: list | None = None
 
 
 def shrink(image: np.ndarray, side: int = SIDE) -> np.ndarray:
-    """Longest side at most `side`, area interpolation (as engine.Harmonizer does)."""
-    h, w = image.shape[:2]
-    scale = side / max(h, w)
-    if scale >= 1:
-        return image
-    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    """Longest side at most `side`, area interpolation (as engine.Harmonizer shrinks to the network)."""
+    return resize_max_side(image, side)
 
 
 def _load_photos(data: str) -> None:

@@ -430,8 +430,8 @@ def check_args(args) -> tuple[list[Stage], int]:
 def adopt_prior(args, model: torch.nn.Module) -> None:
     """--prior, or the one --init's or --resume's weights were trained behind: recorded in the model's
     config (so its weights file names it) and in args (the data is re-coloured by it)."""
-    if args.prior is None and prior_path(model) is not None:
-        args.prior = prior_path(model)
+    if args.prior is None:
+        args.prior = prior_path(model)  # None where the weights name none
     if args.prior is not None:
         if getattr(model.config, "output", None) != "affine":
             raise ValueError("--prior needs an affine-head model (--model-overrides '{\"output\": \"affine\"}')")
