@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from trainer.cli import run_main
 from trainer.datasets import IHarmonyDataset
+from trainer.distribution import format_distribution, gain_distribution, gain_row
 from trainer.metrics import image_metrics, summarize
 
 
@@ -74,7 +75,8 @@ def evaluate_model(model: torch.nn.Module | None, dataset: IHarmonyDataset, devi
                 shown = batch["original"][i] if "original" in batch else comp[i]
                 pred, real, comp_i = to_uint8(out[i]), to_uint8(batch["real"][i]), to_uint8(shown)
                 m = batch["mask"][i, 0].numpy()
-                rows.append({"name": batch["name"][i], **image_metrics(pred, real, m)})
+                rows.append({"name": batch["name"][i], **image_metrics(pred, real, m),
+                             "psnr_composite": image_metrics(comp_i, real, m)["psnr"]})
                 if len(kept) < keep:
                     kept.append((comp_i, pred, real))
     finally:
@@ -98,7 +100,8 @@ def evaluate_full_res(harmonize, dataset: IHarmonyDataset, progress: bool = Fals
             out = harmonize.harmonize(comp, mask)
         else:
             out = harmonize(comp, mask)
-        rows.append({"name": Path(dataset.names[i]).stem, **image_metrics(out, real, mask)})
+        rows.append({"name": Path(dataset.names[i]).stem, **image_metrics(out, real, mask),
+                     "psnr_composite": image_metrics(comp, real, mask)["psnr"]})
     return summarize(rows), rows
 
 
@@ -110,7 +113,8 @@ def evaluate_images(harmonize, dataset: IHarmonyDataset, progress: bool = False,
         sample = dataset[i]
         comp, real = to_uint8(sample["composite"]), to_uint8(sample["real"])
         mask = sample["mask"][0].numpy()
-        rows.append({"name": sample["name"], **image_metrics(harmonize(comp, mask), real, mask)})
+        rows.append({"name": sample["name"], **image_metrics(harmonize(comp, mask), real, mask),
+                     "psnr_composite": image_metrics(comp, real, mask)["psnr"]})
     return summarize(rows), rows
 
 
@@ -148,6 +152,11 @@ def load_subject(args):
 def linear_path(args) -> Path:
     """--linear, or linear.json beside the held-out set (where scripts/train_default.sh fits it)."""
     return args.linear if args.linear is not None else Path(args.data).parent / "linear.json"
+
+
+def distribution_of(rows: list[dict]) -> dict:
+    """trainer.distribution's tables of per-image rows that carry the composite's own PSNR."""
+    return gain_distribution([gain_row(r["name"], r["psnr"], r["psnr_composite"]) for r in rows])
 
 
 def format_summary(label: str, summary: dict) -> str:
@@ -201,6 +210,8 @@ def evaluate_subject(args, model, numpy_fn, label: str, grid_rows: int = 0) -> d
         summary, rows, kept = evaluate_model(model, dataset, batch_size=args.batch, progress=True, keep=grid_rows)
     print(format_summary(f"{label} @ {args.size}x{args.size} on {args.data} ({args.split})", summary))
     result = {"subject": label, "summary": summary, "per_image": rows, "kept": kept}
+    if rows and "psnr_composite" in rows[0]:
+        result["distribution"] = distribution_of(rows)
     if args.full_res:
         harmonizer = numpy_fn
         if model is not None:
@@ -214,7 +225,9 @@ def evaluate_subject(args, model, numpy_fn, label: str, grid_rows: int = 0) -> d
         if hasattr(harmonizer, "close"):
             harmonizer.close()
         print(format_summary(f"{label} at full resolution (network at {args.size})", full))
-        result["full_res"] = {"summary": full, "per_image": full_rows}
+        dist = distribution_of(full_rows)
+        print(format_distribution(dist, f"{label} at full resolution: gain over the composite"))
+        result["full_res"] = {"summary": full, "distribution": dist, "per_image": full_rows}
     return result
 
 
