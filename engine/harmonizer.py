@@ -12,7 +12,9 @@ What happens to a frame:
    stretches the person and changes what each PN patch covers, and not padding, whose pixels would enter
    the convolutions and need masking out of every statistic; a 16:9 frame is also 44 % fewer pixels.
    Frames smaller than `net_size` are not upsampled (only rounded up to a multiple of 8).
-3. Run the backend with the temporal state: the smoothed PN statistics (`stats`), momentum = `smoothing`,
+3. Run the backend with the temporal state: the smoothed PN statistics (`stats`), momentum =
+   exp(-dt / smoothing) for the time dt since the last estimate (`smoothing` is a time constant in seconds:
+   the same response at 30 estimates a second on a GPU and at the few a CPU worker manages),
    except on the first frame, after `reset()` and after a scene change (momentum 0 there).
 4. Turn the network's output into a colour correction that applies at full resolution: the "affine" head
    (the shipped weights) predicts one directly, a grid of 3x4 colour transforms (engine.affine); an
@@ -31,6 +33,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import time
 from dataclasses import dataclass
 
 import cv2
@@ -38,6 +42,7 @@ import numpy as np
 import torch
 
 from engine import colour_prior
+from engine import gate as gate_mod
 from engine import lift as lift_mod
 from engine import sharpness as sharpness_mod
 from engine.backends import create_backend
@@ -61,6 +66,11 @@ REFERENCE_ADAPTATION = 0.5
 #: compared are background in both frames), a camera's auto-exposure by a few hundredths.
 SCENE_CHANGE = 0.1
 DEFAULT_LIFT = "delta"
+#: The longest time constant `smoothing` takes (seconds): slower than this, a real change of the light
+#: would take many seconds to show.
+MAX_SMOOTHING = 2.0
+#: The time between estimates assumed when a timestamp goes backwards or repeats (a 30 FPS camera's frame).
+MIN_INTERVAL = 1 / 30
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,8 @@ class Correction:
         scene_change: whether this estimate reset the temporal state.
         unsharpen: how much of a detected sharpening of the person `apply` undoes first (0..1;
             engine.sharpness).
+        amount: how much of the estimated correction the harmony gate kept (engine.gate; 1 without one):
+            0 = the person already fits the scene and is left as they are.
     """
 
     size: tuple[int, int]
@@ -83,6 +95,7 @@ class Correction:
     momentum: float = 0.0
     scene_change: bool = False
     unsharpen: float = 0.0
+    amount: float = 1.0
 
 
 def _unsharpened(image: np.ndarray, mask_f: np.ndarray, box: tuple[int, int, int, int],
@@ -170,7 +183,10 @@ class Harmonizer:
         device: "auto", "cpu", "cuda" or "cuda:N".
         precision: "fp32", "fp16" or None (fp16 on CUDA, fp32 on CPU).
         net_size: the network's longer side in pixels (a multiple of 8).
-        smoothing: momentum of the PN statistics' moving average, in [0, 1); 0 = every frame on its own.
+        smoothing: time constant of the temporal smoothing in seconds, in [0, MAX_SMOOTHING]; 0 = every
+            frame on its own. Each estimate averages the PN statistics and the correction with the last
+            ones at momentum exp(-dt / smoothing), dt = the time since the last estimate: a change of the
+            light is followed to 90 % after 2.3 x smoothing, however often the network runs.
         strength: 0 returns the composite, 1 the full harmonization.
         lift: how an image head's low-resolution result is lifted to full resolution (engine.lift.METHODS);
             unused by the "affine" head, whose colour transforms apply at any resolution as they are.
@@ -182,6 +198,10 @@ class Harmonizer:
         prior: re-colour the person by the colour prior the weights were trained behind
             (PHNetConfig.colour_prior, engine.colour_prior) before the network runs, and compose the two
             transforms; False runs the network on the composite as it is (to measure what the prior adds).
+        gate: act in proportion to the mismatch (engine.gate): True uses the gate fitted for the weights
+            (`<weights>.gate.safetensors` beside them; none for other models), False applies every
+            correction whole, or any callable from gate features to an amount (trainer.gate records
+            features that way).
 
     Raises:
         ValueError, TypeError: invalid arguments (message names expected vs actual).
@@ -192,7 +212,7 @@ class Harmonizer:
     def __init__(self, model=None, weights=None, backend: str = "auto", device: str = "auto",
                  precision: str | None = None, net_size: int = 256, smoothing: float = 0.0,
                  strength: float = 1.0, lift: str = DEFAULT_LIFT, threads: int | None = None,
-                 sharpness: bool = True, prior: bool = True):
+                 sharpness: bool = True, prior: bool = True, gate=True):
         if not isinstance(net_size, int) or isinstance(net_size, bool) or net_size < 8 or net_size % 8:
             raise ValueError(f"net_size must be a positive multiple of 8, got {net_size!r}")
         if lift not in lift_mod.METHODS:
@@ -205,6 +225,7 @@ class Harmonizer:
         self.model_name = getattr(self._model, "name", type(self._model).__name__)
         self._keep_detail = float(getattr(getattr(self._model, "config", None), "keep_detail", 0.0))
         self._prior = colour_prior.prior_for(self._model) if prior else None
+        self._gate = gate_mod.gate_for(self._model) if gate is True else (gate or None)
         self._backend = create_backend(backend, self._model, device, precision, threads)
         self._device = self._backend.device
         self.threads = threads  # ONNX Runtime gets it here; the app's CPU worker gives torch the same count
@@ -213,6 +234,7 @@ class Harmonizer:
         self.sharpness = bool(sharpness)
         self._unsharpen = 0.0  # the last (smoothed) share of a detected sharpening to undo
         self._scene: tuple[tuple[int, int], tuple[np.ndarray, np.ndarray]] | None = None
+        self._last_time: float | None = None  # when the last estimate's frame was taken (momentum)
         log.info("harmonizer: model %s, backend %s, net_size %d, lift %s", self.model_description,
                  self._backend.description, net_size, lift)
 
@@ -220,14 +242,14 @@ class Harmonizer:
 
     @property
     def smoothing(self) -> float:
-        """Momentum of the temporal statistics in [0, 1); settable while streaming."""
+        """Time constant of the temporal smoothing in seconds (0 = none); settable while streaming."""
         return self._smoothing
 
     @smoothing.setter
     def smoothing(self, value: float) -> None:
         value = float(value)
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"smoothing must be in [0, 1), got {value}")
+        if not 0.0 <= value <= MAX_SMOOTHING:
+            raise ValueError(f"smoothing must be a time constant in seconds in [0, {MAX_SMOOTHING:g}], got {value}")
         self._smoothing = value
 
     @property
@@ -259,6 +281,17 @@ class Harmonizer:
         self._stats = None
         self._scene = None
         self._params = None
+        self._last_time = None
+
+    def momentum(self, timestamp: float | None = None) -> float:
+        """The momentum an estimate of a frame at `timestamp` (None: now) gets: exp(-dt / smoothing) for
+        the time dt since the last estimate (MIN_INTERVAL where there was none or time went backwards)."""
+        if self._smoothing <= 0:
+            return 0.0
+        now = time.monotonic() if timestamp is None else float(timestamp)
+        last = getattr(self, "_last_time", None)
+        dt = MIN_INTERVAL if last is None or not now > last else now - last
+        return math.exp(-dt / self._smoothing)
 
     def _scene_signature(self, composite_low: np.ndarray, reference_low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The network-size picture and where it is surely reference (background), for the next comparison."""
@@ -291,7 +324,8 @@ class Harmonizer:
 
     # -- estimate / apply ----------------------------------------------------------------------------------
 
-    def estimate(self, composite: np.ndarray, mask: np.ndarray, reference: np.ndarray | None = None) -> Correction:
+    def estimate(self, composite: np.ndarray, mask: np.ndarray, reference: np.ndarray | None = None,
+                 timestamp: float | None = None) -> Correction:
         """Run the network at net_size on this frame and return its colour correction.
 
         Updates the temporal state (smoothed statistics); resets it first on a scene change (a frame size
@@ -303,6 +337,9 @@ class Harmonizer:
             reference: optional H x W mask of the background region to match (default: 1 - mask). With the
                 affine head, the person also takes on the region's light relative to the whole
                 background's (REFERENCE_ADAPTATION); None leaves the network's correction as it is.
+            timestamp: the frame's time in seconds (e.g. its capture time, or index / fps for a file);
+                None: now (time.monotonic()). The smoothing's momentum follows the time since the last
+                estimate.
 
         Returns:
             A Correction for `apply`.
@@ -323,9 +360,11 @@ class Harmonizer:
             return Correction(size=size, net_size=(h, w), params=None)
         scene_change = self._track_scene(size, comp_low, ref_low)
         stateful = self._stats is not None and self._stats.shape[1] == self._backend.stats_size
-        momentum = self._smoothing if stateful else 0.0
+        momentum = self.momentum(timestamp) if stateful else 0.0
+        self._last_time = time.monotonic() if timestamp is None else float(timestamp)
         stats_in = self._stats if stateful else torch.zeros(1, self._backend.stats_size, device=self._device)
-        net_in, prior_matrix = self._prior_input(comp_low, mask_low, ref_low if ref_f is not None else None)
+        features = self._colour_features(comp_low, mask_low, ref_low if ref_f is not None else None)
+        net_in, prior_matrix = self._prior_input(comp_low, mask_low, features)
         output, stats_out = self._backend.run(self._tensor(net_in), self._tensor(mask_low),
                                               self._tensor(ref_low), stats_in,
                                               torch.tensor([momentum], dtype=torch.float32))
@@ -333,9 +372,11 @@ class Harmonizer:
         # A non-finite state is dropped (the next frame starts afresh) rather than poisoning every later one.
         self._stats = stats_out if bool(torch.isfinite(stats_out).all()) else None
         previous = self._params if momentum > 0 else None
+        amount = 1.0
         if self._backend.output_names[0] == "coefficients":
             chosen = (comp_low, mask_low, ref_low) if ref_f is not None else None
             params = self._affine_params(output, prior_matrix, comp_low, mask_low, chosen)
+            params, amount = self._gated(params, features, comp_low, mask_low)
         else:
             params = self._fit_lift(output, comp_low, mask_low, previous)
         if params is None or not np.isfinite(params.data).all():
@@ -346,17 +387,39 @@ class Harmonizer:
             # follows the frame's content; averaging the corrections keeps it from shimmering with every
             # small movement of the person. Every correction is linear in its parameters.
             params = self._params = lift_mod.blend_params(previous, params, momentum)
-        unsharpen = self._unsharpen_share(composite, mask_f, momentum) if params is not None else 0.0
+        # The gate's amount scales the sharpness undo too: amount 0 leaves the person's pixels untouched.
+        unsharpen = min(1.0, amount) * self._unsharpen_share(composite, mask_f, momentum) if params is not None else 0.0
         return Correction(size=size, net_size=(h, w), params=params, momentum=momentum,
-                          scene_change=scene_change, unsharpen=unsharpen)
+                          scene_change=scene_change, unsharpen=unsharpen, amount=amount)
 
-    def _prior_input(self, comp_low: np.ndarray, mask_low: np.ndarray, reference: np.ndarray | None):
+    def _colour_features(self, comp_low: np.ndarray, mask_low: np.ndarray, reference: np.ndarray | None):
+        """The composite's colour statistics (engine.colour_prior.colour_features), computed once for the
+        prior and the gate; None when neither runs."""
+        if self._prior is None and self._gate is None:
+            return None
+        return colour_prior.colour_features(comp_low, mask_low, reference)
+
+    def _prior_input(self, comp_low: np.ndarray, mask_low: np.ndarray, features: np.ndarray | None):
         """(the network's input, the colour prior's (4, 3) transform or None): the person re-coloured by the
         prior the network was trained behind (engine.colour_prior), or the picture as it is."""
         if self._prior is None:
             return comp_low, None
-        matrix = self._prior.matrix(comp_low, mask_low, reference)
+        matrix = colour_prior.IDENTITY + self._prior.change(features).reshape(4, 3)
         return colour_prior.recolour(comp_low, mask_low, matrix), matrix
+
+    def _gated(self, params: lift_mod.LiftParams, features, comp_low, mask_low) -> tuple[lift_mod.LiftParams, float]:
+        """(the correction moved towards the identity by the gate's amount, the amount); as it is without a
+        gate. The gate sees the composite's statistics and the person as the whole correction leaves them."""
+        if self._gate is None or features is None or not np.isfinite(params.data).all():
+            return params, 1.0
+        corrected = lift_mod.apply_lift(params, comp_low)
+        amount = float(self._gate(gate_mod.gate_features(features, corrected, mask_low)))
+        if not np.isfinite(amount):
+            return params, 1.0
+        identity = np.asarray(colour_prior.IDENTITY, np.float32).reshape(12)
+        data = gate_mod.scale_correction(params.data, identity, amount)
+        gain = 1.0 + amount * (params.detail_gain - 1.0)
+        return dataclasses.replace(params, data=data, detail_gain=float(gain)), amount
 
     def _affine_params(self, output: torch.Tensor, prior_matrix, comp_low, mask_low, chosen) -> lift_mod.LiftParams:
         """The affine head's grid as a correction: after the prior's transform (if any), with the kept
