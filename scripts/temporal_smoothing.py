@@ -1,8 +1,10 @@
-"""Does temporal smoothing of the PN statistics remove flicker? (Acceptance 3 of issue 3.)
+"""Does temporal smoothing remove flicker, and does it still follow a real change of the light?
 
     .venv/bin/python scripts/temporal_smoothing.py --data ../shared/data \
         --videos volcomix_Doctor_-_26732.mp4,liveportrait_d6.mp4 --background mate_Aqua.jpg \
-        --frames 120 --smoothing 0.9 --out docs/img/temporal_smoothing
+        --frames 120 --smoothing 0.1 --out docs/img/temporal_smoothing
+
+`--smoothing` is the Harmonizer's time constant in seconds; frames are stamped index / the video's FPS.
 
 Each real video of a person is segmented with MediaPipe selfie segmentation and composited onto a
 background photo. The Harmonizer (model --model; "stats" until trained weights ship, then the default)
@@ -13,6 +15,15 @@ i.e. how much this frame's output changes because the correction changed, the in
 colour jitter a viewer sees, and what the smoothing is there to remove. Acceptance: its mean falls by at
 least half with smoothing on. Also checked: with smoothing 0, streaming results equal single-image results
 (a fresh Harmonizer per frame) bit for bit. Writes <out>.json and <out>.png (per-frame added flicker).
+
+Step response (--step-video): the whole camera frame turns brighter and warmer at --step-at seconds (a
+lamp switched on: exposure x STEP_GAIN, red up and blue down), composited on the same background. The
+correction's effect is read on one fixed frame after the step: the person's mean colour there under
+each frame's correction. Its level before the step and its new level are those of the unsmoothed
+corrections (the means of the last STEP_LEVEL_FRAMES before the step and of the clip's last ones); the
+response is the share of the way covered, and the script reports the time from the step until it first
+reaches 90 %, with the network on every frame (a GPU) and every --every-th frame (the CPU worker's rate;
+the frames between get the latest correction). Acceptance: at most 0.5 s for both.
 
 Also reported, for continuity with earlier figures: the output-vs-input difference measure
     |(out_t - out_{t-1}) - (comp_t - comp_{t-1})|
@@ -39,7 +50,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--background", default="mate_Aqua.jpg", help="file name under <data>/backgrounds")
     p.add_argument("--frames", type=int, default=120, help="frames per video")
     p.add_argument("--max-side", type=int, default=640, help="resize frames so the longer side is at most this")
-    p.add_argument("--smoothing", type=float, default=0.9)
+    p.add_argument("--smoothing", type=float, default=0.1, help="time constant in seconds")
+    p.add_argument("--every", type=int, default=8, help="step response: the CPU worker's estimate every N frames")
+    p.add_argument("--step-video", default="liveportrait_d6.mp4", help="file name under <data>/videos ('' = no "
+                   "step response)")
+    p.add_argument("--step-at", type=float, default=3.0, help="seconds into the clip when the light changes")
+    p.add_argument("--step-frames", type=int, default=180, help="frames of the step-response clip")
     p.add_argument("--model", default=None, help="model name or weights path (default: shipped weights, "
                    "else 'stats')")
     p.add_argument("--backend", default="auto")
@@ -48,6 +64,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("docs/img/temporal_smoothing"),
                    help="output stem: <out>.json and <out>.png")
     return p
+
+
+STEP_GAIN = np.array([1.35, 1.2, 0.95], np.float32)  # brighter and warmer (R, G, B)
+STEP_LEVEL_FRAMES = 10
+
+
+def video_fps(path: Path) -> float:
+    cap = cv2.VideoCapture(str(path))
+    fps = cap.get(cv2.CAP_PROP_FPS) if cap.isOpened() else 0.0
+    cap.release()
+    return float(fps) if fps and 1 <= fps <= 240 else 30.0
 
 
 def read_frames(path: Path, count: int, max_side: int) -> list[np.ndarray]:
@@ -102,12 +129,12 @@ def added_flicker(outputs, composites, masks) -> list[float]:
     return values
 
 
-def run_sequence(harmonizer, composites, masks) -> tuple[list[np.ndarray], list[float]]:
+def run_sequence(harmonizer, composites, masks, fps: float = 30.0) -> tuple[list[np.ndarray], list[float]]:
     """(outputs, correction flicker per frame from the second on; see the module docstring)."""
     harmonizer.reset()
     outputs, flicker, previous = [], [], None
-    for comp, mask in zip(composites, masks):
-        correction = harmonizer.estimate(comp, mask)
+    for t, (comp, mask) in enumerate(zip(composites, masks)):
+        correction = harmonizer.estimate(comp, mask, timestamp=t / fps)
         out = harmonizer.apply(correction, comp, mask)
         if previous is not None:
             inside = mask > 0.5
@@ -117,6 +144,46 @@ def run_sequence(harmonizer, composites, masks) -> tuple[list[np.ndarray], list[
         outputs.append(out)
         previous = correction
     return outputs, flicker
+
+
+def corrections(harmonizer, composites, masks, fps: float, every: int = 1) -> list:
+    """The correction each frame gets: the network on every `every`-th frame, the latest one between."""
+    harmonizer.reset()
+    out, latest = [], None
+    for t, (comp, mask) in enumerate(zip(composites, masks)):
+        if latest is None or t % every == 0:
+            latest = harmonizer.estimate(comp, mask, timestamp=t / fps)
+        out.append(latest)
+    return out
+
+
+def step_response(harmonizer, off, frames, background: Path, fps: float, step_at: float, every: int) -> dict:
+    """Time (s) from the light's step until the correction covers 90 % of its change (module docstring),
+    inline and at the worker's rate; the response curves."""
+    step = int(round(step_at * fps))
+    if not STEP_LEVEL_FRAMES < step < len(frames) - 2 * STEP_LEVEL_FRAMES:
+        raise ValueError(f"--step-at {step_at} s leaves too few frames on one side of the step "
+                         f"({len(frames)} frames at {fps:.1f} FPS)")
+    lit = [f if t < step else np.clip(f * STEP_GAIN + 0.5, 0, 255).astype(np.uint8) for t, f in enumerate(frames)]
+    composites, masks = composite_sequence(lit, background)
+    probe, probe_mask = composites[step], masks[step]
+
+    def level(correction) -> np.ndarray:
+        out = off.apply(correction, probe, probe_mask).astype(np.float64)
+        return out[probe_mask > 0.5].mean(0)
+
+    single = [level(c) for c in corrections(off, composites, masks, fps)]
+    before = np.mean(single[step - STEP_LEVEL_FRAMES:step], 0)
+    after = np.mean(single[-STEP_LEVEL_FRAMES:], 0)
+    change = after - before
+    result = {"fps": fps, "step_frame": step, "level_before": before.tolist(), "level_after": after.tolist()}
+    for label, n in (("inline", 1), (f"every {every}", every)):
+        levels = [level(c) for c in corrections(harmonizer, composites, masks, fps, n)]
+        response = [float((v - before) @ change / (change @ change)) for v in levels]
+        reached = next((t for t in range(step, len(response)) if response[t] >= 0.9), None)
+        result[label] = {"seconds_to_90": None if reached is None else (reached - step) / fps,
+                         "response": response}
+    return result
 
 
 def main(args) -> dict:
@@ -132,8 +199,9 @@ def main(args) -> dict:
         for name in args.videos.split(","):
             frames = read_frames(args.data / "videos" / name, args.frames, args.max_side)
             composites, masks = composite_sequence(frames, args.data / "backgrounds" / args.background)
-            out_off, f_off = run_sequence(off, composites, masks)
-            out_on, f_on = run_sequence(on, composites, masks)
+            fps = video_fps(args.data / "videos" / name)
+            out_off, f_off = run_sequence(off, composites, masks, fps)
+            out_on, f_on = run_sequence(on, composites, masks, fps)
             d_off = added_flicker(out_off, composites, masks)
             d_on = added_flicker(out_on, composites, masks)
             # Momentum 0 is stateless: streaming equals a fresh harmonizer on each frame, bit for bit.
@@ -155,9 +223,18 @@ def main(args) -> dict:
                 "per_frame_off": f_off, "per_frame_on": f_on,
             }
             curves[name] = (f_off, f_on)
+        if args.step_video:
+            path = args.data / "videos" / args.step_video
+            fps = video_fps(path)
+            frames = read_frames(path, args.step_frames, args.max_side)
+            results["step"] = step_response(on, off, frames, args.data / "backgrounds" / args.background, fps,
+                                            args.step_at, args.every)
+            results["step"]["video"] = args.step_video
     ratios = [v["ratio_on_off"] for v in results["videos"].values()]
+    step_times = [v["seconds_to_90"] for k, v in results.get("step", {}).items() if isinstance(v, dict)]
     results["pass"] = bool(all(r <= 0.5 for r in ratios) and all(
-        v["momentum0_identical_to_single_image"] for v in results["videos"].values()))
+        v["momentum0_identical_to_single_image"] for v in results["videos"].values())
+        and all(t is not None and t <= 0.5 for t in step_times))
 
     print(f"model {results['model']}, backend {results['backend']}, smoothing {args.smoothing}")
     print("| video | frames | size | added flicker off | on | on/off | difference measure off / on | |out-comp| "
@@ -168,7 +245,14 @@ def main(args) -> dict:
               f"{v['added_flicker_on']:.3f} | {v['ratio_on_off']:.2f} | {v['difference_measure_off']:.3f} / "
               f"{v['difference_measure_on']:.3f} | {v['mean_abs_change_vs_composite']:.2f} | "
               f"{'yes' if v['momentum0_identical_to_single_image'] else 'NO'} |")
-    print(f"acceptance (on/off <= 0.5 and identical at momentum 0): {'PASS' if results['pass'] else 'FAIL'}")
+    if "step" in results:
+        st = results["step"]
+        for label in ("inline", f"every {args.every}"):
+            t90 = st[label]["seconds_to_90"]
+            print(f"step of the light in {st['video']} at {args.step_at:g} s ({st['fps']:.0f} FPS), network {label}: "
+                  f"90 % of the change after {'never' if t90 is None else f'{t90:.2f} s'}")
+    print("acceptance (on/off <= 0.5, identical at momentum 0, step followed to 90 % within 0.5 s): "
+          f"{'PASS' if results['pass'] else 'FAIL'}")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
@@ -177,14 +261,26 @@ def main(args) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(curves), 1, figsize=(9, 2.8 * len(curves)), squeeze=False)
+    rows = len(curves) + ("step" in results)
+    fig, axes = plt.subplots(rows, 1, figsize=(9, 2.8 * rows), squeeze=False)
+    if "step" in results:
+        st, ax = results["step"], axes[-1, 0]
+        for label in ("inline", f"every {args.every}"):
+            r = st[label]["response"]
+            ax.plot([(t - st["step_frame"]) / st["fps"] for t in range(len(r))], r, label=f"network {label}", lw=1)
+        ax.axhline(0.9, color="grey", lw=0.5, ls="--")
+        ax.axvline(0.5, color="grey", lw=0.5, ls="--")
+        ax.set_title(f"{st['video']}: the light steps at 0 s (smoothing {args.smoothing:g} s)", fontsize=9)
+        ax.set_xlabel("seconds after the step")
+        ax.set_ylabel("share of the change")
+        ax.legend(fontsize=8)
     for ax, (name, (f_off, f_on)) in zip(axes[:, 0], curves.items()):
         ax.plot(range(1, len(f_off) + 1), f_off, label="smoothing off", lw=1)
-        ax.plot(range(1, len(f_on) + 1), f_on, label=f"smoothing {args.smoothing}", lw=1)
+        ax.plot(range(1, len(f_on) + 1), f_on, label=f"smoothing {args.smoothing:g} s", lw=1)
         ax.set_title(name, fontsize=9)
         ax.set_ylabel("correction flicker (0..255)")
         ax.legend(fontsize=8)
-    axes[-1, 0].set_xlabel("frame")
+        ax.set_xlabel("frame")
     fig.tight_layout()
     fig.savefig(args.out.with_suffix(".png"), dpi=110)
     print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.png')}")
