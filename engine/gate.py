@@ -160,7 +160,9 @@ def scale_correction(data: np.ndarray, identity: np.ndarray, amount: float) -> n
     nothing. Every correction vcam applies is linear in its parameters, so this blends the outputs too."""
     data = np.asarray(data, np.float32)
     identity = np.asarray(identity, np.float32)
-    return (identity + np.float32(amount) * (data - identity)).astype(np.float32, copy=False)
+    a = np.float32(amount)
+    # amount * data + (1 - amount) * identity: exact at both ends (0 and 1), where the other form rounds.
+    return (a * data + (np.float32(1) - a) * identity).astype(np.float32, copy=False)
 
 
 __all__ = ["FEATURES", "GATE_PATH", "Gate", "gate_features", "gate_for", "gate_path", "load_gate", "scale_correction"]

@@ -418,7 +418,7 @@ class Harmonizer:
             return params, 1.0
         identity = np.asarray(colour_prior.IDENTITY, np.float32).reshape(12)
         data = gate_mod.scale_correction(params.data, identity, amount)
-        gain = 1.0 + amount * (params.detail_gain - 1.0)
+        gain = amount * params.detail_gain + (1.0 - amount)
         return dataclasses.replace(params, data=data, detail_gain=float(gain)), amount
 
     def _affine_params(self, output: torch.Tensor, prior_matrix, comp_low, mask_low, chosen) -> lift_mod.LiftParams:

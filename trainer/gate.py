@@ -156,8 +156,9 @@ def fit(features: np.ndarray, sums: np.ndarray, hidden: int = 64, epochs: int = 
                               torch.nn.Dropout(dropout), torch.nn.Linear(hidden, hidden), gelu,
                               torch.nn.Dropout(dropout), torch.nn.Linear(hidden, 1))
     torch.nn.init.zeros_(net[-1].weight)
-    # Starts near the whole correction (sigmoid(3) = 0.95 of max_amount): what the Harmonizer did.
-    torch.nn.init.constant_(net[-1].bias, 3.0 if max_amount <= 1 else 1.0)
+    # Starts at most of the correction (sigmoid(1) = 0.73 of max_amount), not saturated: the gradient
+    # through the sigmoid is still large.
+    torch.nn.init.constant_(net[-1].bias, 1.0)
     optimizer = torch.optim.AdamW(net.parameters(), lr / 2, weight_decay=weight_decay)
     batch = min(batch, len(f))
     if batch < 1 or epochs < 1:
