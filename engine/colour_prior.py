@@ -24,8 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import affine
-
 PRIOR_PATH = Path(__file__).resolve().parent / "weights" / "colour_prior.safetensors"
 FORMAT = "vcam-colour-prior"
 PERCENTILES = (1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0)
@@ -37,8 +35,10 @@ FLAT_VARIANCE = 1e-10  # a channel varying less than this (in [0, 1]² units) is
 MIN_PIXELS = 8  # fewer pixels than this in a region: its statistics are taken from the other region
 REGION_FEATURES = 2 * (3 + 3 + 3 * len(PERCENTILES)) + 3 + 3 + 3 + 3
 FEATURES = 3 * REGION_FEATURES + 1
-# engine.affine's identity as a (4, 3) matrix: rows r, g, b, 1; columns: output r, g, b
-IDENTITY = np.array(affine.IDENTITY, np.float64).reshape(4, 3)
+# engine.affine's identity as a (4, 3) matrix: rows r, g, b, 1; columns: output r, g, b. Written out here
+# because engine.affine imports torch and this module runs without it (tests/test_lean_runtime.py holds
+# the two equal).
+IDENTITY = np.eye(4, 3)
 LAYERS = ("w1", "b1", "w2", "b2", "w3", "b3")
 
 

@@ -45,7 +45,8 @@ def _check_export_args(height, width, opset) -> None:
 
 
 def export_onnx(
-    model: nn.Module, path, height: int | None = None, width: int | None = None, opset: int = 17
+    model: nn.Module, path, height: int | None = None, width: int | None = None, opset: int = 17,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Export `model` (in eval mode, on CPU) to ONNX and run onnx.checker on the file.
 
@@ -54,6 +55,8 @@ def export_onnx(
         path: output .onnx file (parent directories are created).
         height, width: fixed input size (multiples of 8), or both None for dynamic H and W.
         opset: ONNX opset, >= 17.
+        metadata: key/value strings recorded in the file's metadata_props (engine.backends.graph reads
+            them with ONNX Runtime: what weights the graph was made from).
 
     Returns:
         The path written.
@@ -93,6 +96,12 @@ def export_onnx(
                 do_constant_folding=True,
                 dynamo=False,
             )
+        if metadata:
+            graph = onnx.load(str(path))
+            for key, value in metadata.items():
+                entry = graph.metadata_props.add()
+                entry.key, entry.value = str(key), str(value)
+            onnx.save(graph, str(path))
         onnx.checker.check_model(str(path))
     except Exception as error:  # noqa: BLE001 - one clear line for the CLI
         raise RuntimeError(
@@ -129,3 +138,45 @@ def check_onnx_parity(model: nn.Module, path, inputs) -> dict[str, float]:
     except Exception as error:  # noqa: BLE001
         raise RuntimeError(f"ONNX Runtime could not run {path}: {error}") from error
     return {name: float(np.abs(e.numpy() - g).max()) for name, e, g in zip(output_names(model), expected, got)}
+
+
+#: The parity the shipped graph keeps with torch (max abs difference of either output, example inputs).
+SHIPPED_TOLERANCE = 1e-4
+PARITY_SIZES = ((64, 96), (144, 256))
+
+
+def export_shipped_graph(weights, out=None, opset: int = 17) -> tuple[Path, dict[str, float]]:
+    """Write the ONNX graph that ships beside a weights file (dynamic size, with the weights' sha256, model
+    name and graph sources hash in its metadata) and check it against torch at PARITY_SIZES.
+
+    Args:
+        weights: the .safetensors file (its .json beside it).
+        out: the .onnx path (default: beside the weights, same stem).
+        opset: ONNX opset.
+
+    Returns:
+        (the path, {output name: worst max abs diff over PARITY_SIZES}).
+
+    Raises:
+        RuntimeError: the export failed or the graph differs from torch by more than SHIPPED_TOLERANCE.
+        ValueError, FileNotFoundError: a bad weights file.
+    """
+    from engine.backends.graph import MODEL_KEY, SOURCES_KEY, WEIGHTS_KEY, sources_hash
+    from engine.weights import load_weights, model_info
+
+    info = model_info(weights)
+    model = load_weights(info.weights_path)
+    out = Path(out) if out is not None else info.graph_path
+    tmp = out.with_name(f".{out.stem}.tmp.onnx")
+    metadata = {WEIGHTS_KEY: info.sha256, MODEL_KEY: info.name, SOURCES_KEY: sources_hash()}
+    export_onnx(model, tmp, opset=opset, metadata=metadata)
+    worst: dict[str, float] = {}
+    for h, w in PARITY_SIZES:
+        for name, diff in check_onnx_parity(model, tmp, example_inputs(model, h, w)).items():
+            worst[name] = max(worst.get(name, 0.0), diff)
+    if max(worst.values()) > SHIPPED_TOLERANCE:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"the exported graph differs from torch by {max(worst.values()):.2e} "
+                           f"(> {SHIPPED_TOLERANCE:g}); nothing written")
+    tmp.replace(out)
+    return out, worst

@@ -39,15 +39,15 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
 
 from engine import colour_prior
 from engine import gate as gate_mod
 from engine import lift as lift_mod
 from engine import sharpness as sharpness_mod
 from engine.backends import create_backend
+from engine.backends.base import host_hwc
 from engine.blend import mask_box
-from engine.weights import resolve_model
+from engine.weights import resolve_runtime_model
 
 log = logging.getLogger(__name__)
 
@@ -221,15 +221,15 @@ class Harmonizer:
         self.lift = lift
         self.smoothing = smoothing
         self.strength = strength
-        self._model, self.model_description = resolve_model(model, weights)
+        self._model, self.model_description = resolve_runtime_model(model, weights)
         self.model_name = getattr(self._model, "name", type(self._model).__name__)
         self._keep_detail = float(getattr(getattr(self._model, "config", None), "keep_detail", 0.0))
         self._prior = colour_prior.prior_for(self._model) if prior else None
         self._gate = gate_mod.gate_for(self._model) if gate is True else (gate or None)
-        self._backend = create_backend(backend, self._model, device, precision, threads)
+        self._backend = create_backend(backend, self._model, device, precision, threads, max_size=net_size)
         self._device = self._backend.device
         self.threads = threads  # ONNX Runtime gets it here; the app's CPU worker gives torch the same count
-        self._stats: torch.Tensor | None = None
+        self._stats = None  # the backend's kind: NumPy on the CPU, torch tensors on a CUDA device
         self._params: lift_mod.LiftParams | None = None  # the last (smoothed) correction
         self.sharpness = bool(sharpness)
         self._unsharpen = 0.0  # the last (smoothed) share of a detected sharpening to undo
@@ -265,7 +265,7 @@ class Harmonizer:
         self._strength = value
 
     @property
-    def device(self) -> torch.device:
+    def device(self):
         """Where the network runs (cpu or cuda:N): the app runs it inline on a GPU, in a worker on a CPU."""
         return self._device
 
@@ -362,15 +362,14 @@ class Harmonizer:
         stateful = self._stats is not None and self._stats.shape[1] == self._backend.stats_size
         momentum = self.momentum(timestamp) if stateful else 0.0
         self._last_time = time.monotonic() if timestamp is None else float(timestamp)
-        stats_in = self._stats if stateful else torch.zeros(1, self._backend.stats_size, device=self._device)
+        stats_in = self._stats if stateful else self._backend.zero_stats()
         features = self._colour_features(comp_low, mask_low, ref_low if ref_f is not None else None)
         net_in, prior_matrix = self._prior_input(comp_low, mask_low, features)
         output, stats_out = self._backend.run(self._tensor(net_in), self._tensor(mask_low),
-                                              self._tensor(ref_low), stats_in,
-                                              torch.tensor([momentum], dtype=torch.float32))
-        stats_out = stats_out.detach().clone()
+                                              self._tensor(ref_low), stats_in, momentum)
+        stats_out = self._backend.copy(stats_out)
         # A non-finite state is dropped (the next frame starts afresh) rather than poisoning every later one.
-        self._stats = stats_out if bool(torch.isfinite(stats_out).all()) else None
+        self._stats = stats_out if self._backend.all_finite(stats_out) else None
         previous = self._params if momentum > 0 else None
         amount = 1.0
         if self._backend.output_names[0] == "coefficients":
@@ -421,7 +420,7 @@ class Harmonizer:
         gain = amount * params.detail_gain + (1.0 - amount)
         return dataclasses.replace(params, data=data, detail_gain=float(gain)), amount
 
-    def _affine_params(self, output: torch.Tensor, prior_matrix, comp_low, mask_low, chosen) -> lift_mod.LiftParams:
+    def _affine_params(self, output, prior_matrix, comp_low, mask_low, chosen) -> lift_mod.LiftParams:
         """The affine head's grid as a correction: after the prior's transform (if any), with the kept
         texture's gain (keep_detail)."""
         params = self._coefficients(output, chosen)
@@ -442,10 +441,9 @@ class Harmonizer:
         self._unsharpen = momentum * self._unsharpen + (1.0 - momentum) * decided
         return self._unsharpen
 
-    def _tensor(self, a: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(a))
-        t = t.permute(2, 0, 1) if t.ndim == 3 else t[None]
-        return t[None].contiguous().to(self._device, non_blocking=True)
+    def _tensor(self, a: np.ndarray):
+        """(H, W, C) or (H, W) -> (1, C, H, W) in the backend's kind (NumPy on the CPU, torch on a GPU)."""
+        return self._backend.from_host(a)
 
     def _track_scene(self, size, comp_low: np.ndarray, ref_low: np.ndarray) -> bool:
         """Reset the temporal state on a scene change; returns whether there was one."""
@@ -459,7 +457,7 @@ class Harmonizer:
         return scene_change
 
     @staticmethod
-    def _coefficients(output: torch.Tensor, chosen=None) -> lift_mod.LiftParams:
+    def _coefficients(output, chosen=None) -> lift_mod.LiftParams:
         """The affine head's grid (1, 12, h, w) as an "affine-grid" correction: no fitting, exact at any
         resolution (the grid is applied to the full-resolution frame).
 
@@ -467,14 +465,14 @@ class Harmonizer:
         person to the scene; the difference between the region's light and the whole background's is
         added as a gain (the network itself, trained to undo re-colourings, barely follows a region;
         docs/notes/runtime.md)."""
-        grid = output[0].permute(1, 2, 0).float().cpu().numpy().copy()
+        grid = host_hwc(output)
         if chosen is not None:
             grid = lift_mod.scale_grid_outputs(grid, lift_mod.reference_light_gain(*chosen, REFERENCE_ADAPTATION))
         return lift_mod.LiftParams("affine-grid", grid)
 
-    def _fit_lift(self, output: torch.Tensor, comp_low, mask_low, previous) -> lift_mod.LiftParams:
+    def _fit_lift(self, output, comp_low, mask_low, previous) -> lift_mod.LiftParams:
         """An image head's output -> a correction fitted at network resolution (engine.lift)."""
-        harm_low = output[0].permute(1, 2, 0).float().cpu().numpy()
+        harm_low = host_hwc(output)
         if not np.isfinite(harm_low).all():
             log.warning("backend returned non-finite values; replaced (frame kept as composite there)")
             harm_low = np.where(np.isfinite(harm_low), harm_low, comp_low)

@@ -1,5 +1,9 @@
 """Model weights on disk: a `.safetensors` file of tensors beside a `.json` file that says how to rebuild
-the model (its name and config) plus free metadata (training recipe, metrics).
+the model (its name and config) plus free metadata (training recipe, metrics), and (for shipped weights)
+the model's ONNX graph beside them (engine.backends.graph).
+
+Imports no torch: `ModelInfo` describes a weights file from its JSON alone, which is all the ONNX Runtime
+runtime needs; `load_weights` (torch) rebuilds the nn.Module for training, export and the torch backends.
 
 Never unpickles: safetensors holds raw tensors only, the JSON is parsed as JSON, and the model is rebuilt
 with `engine.phnet.create_model(name, **config)` before the tensors are checked (names, shapes, finite)
@@ -13,10 +17,9 @@ import hashlib
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from engine.errors import first_line
 
@@ -39,7 +42,7 @@ def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return path, path.with_suffix(".json")
 
 
-def _config_dict(model: torch.nn.Module) -> dict[str, Any]:
+def _config_dict(model) -> dict[str, Any]:
     config = getattr(model, "config", None)
     if config is None:
         return {}
@@ -68,13 +71,15 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def _tensors(model) -> dict:
     # clone(): safetensors refuses tensors that share storage (tied weights, views).
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
 
 
-def model_fingerprint(model: torch.nn.Module) -> str:
+def model_fingerprint(model) -> str:
     """A short hash of a model's name, config and every tensor's bytes (cache keys for exports/engines)."""
+    import torch
+
     digest = hashlib.sha256()
     digest.update(str(getattr(model, "name", type(model).__name__)).encode())
     digest.update(json.dumps(_config_dict(model), sort_keys=True, default=str).encode())
@@ -86,7 +91,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def save_weights(model: torch.nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
+def save_weights(model, path: str | os.PathLike, extra: dict | None = None) -> Path:
     """Write `path` (.safetensors) and `path.with_suffix(".json")` (model name, config, `extra`).
 
     Both files are written to a temporary name first and renamed, so a crash never leaves a half file.
@@ -102,6 +107,7 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike, extra: dict | 
     Raises:
         TypeError: `model` is not an nn.Module with a `.name`, or `extra` is not JSON-serialisable.
     """
+    import torch
     from safetensors.torch import save_file
 
     if not isinstance(model, torch.nn.Module):
@@ -154,7 +160,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+def load_weights(path: str | os.PathLike, device="cpu"):
     """Rebuild the model described by the JSON beside `path` and load the tensors into it.
 
     Args:
@@ -168,6 +174,7 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         FileNotFoundError: either file is missing.
         ValueError: a corrupt, truncated or mismatched file (one line saying which and why).
     """
+    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -216,9 +223,78 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     return model.eval().to(device)
 
 
-def resolve_model(model=None, weights=None) -> tuple[torch.nn.Module, str]:
-    """The one model resolver (the Harmonizer, `vcam export`, the trainer's evaluation): (model in eval
-    mode, a description for logs) from a model argument and a weights path.
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model known from its weights files alone, without torch: what the ONNX Runtime runtime needs.
+
+    `config` is the model's config dataclass (engine.config), so `config.keep_detail` and
+    `config.colour_prior` read as on the nn.Module; `module()` builds that (torch) for the torch backends
+    and exports; `graph_path` is where its ONNX graph ships (engine.backends.graph checks it was made from these
+    weights).
+    """
+
+    name: str
+    config: Any
+    weights_path: Path
+    sha256: str
+
+    @property
+    def graph_path(self) -> Path:
+        return self.weights_path.with_suffix(".onnx")
+
+    def module(self):
+        """The nn.Module these weights describe (needs torch).
+
+        Raises:
+            RuntimeError: torch is not installed.
+            ValueError: the weights file is corrupt or does not match its config.
+        """
+        _require_torch(f"building {self.name} from {self.weights_path.name}")
+        return load_weights(self.weights_path)
+
+
+def _require_torch(what: str) -> None:
+    from engine.backends.base import torch_available
+
+    if not torch_available():
+        raise RuntimeError(f"{what} needs torch, which is not installed (pip install 'vcam[train]')")
+
+
+def model_info(path: str | os.PathLike) -> ModelInfo:
+    """Describe a weights file from its JSON without building the model (no torch).
+
+    The tensors file's checksum is verified against the JSON's, as load_weights does.
+
+    Raises:
+        FileNotFoundError: either file is missing.
+        ValueError: a corrupt file, or a config that does not describe a model.
+    """
+    from engine.config import VARIANTS, PHNetConfig, StatsConfig
+
+    tensors_path, config_path = _paths(path)
+    if not tensors_path.is_file():
+        raise FileNotFoundError(f"weights file not found: {tensors_path}")
+    meta = read_metadata(tensors_path)
+    sha = file_sha256(tensors_path)
+    if isinstance(meta.get("sha256"), str) and sha != meta["sha256"]:
+        raise ValueError(f"corrupt weights {tensors_path}: contents do not match the sha256 in {config_path.name}")
+    name, overrides = meta["model"], _tuples(meta.get("config", {}))
+    try:
+        if name == "stats":
+            config = StatsConfig(**overrides)
+        elif name in VARIANTS:
+            config = PHNetConfig(**{**VARIANTS[name], **overrides})
+        else:
+            raise ValueError(f"unknown model {name!r}; valid names: {', '.join((*VARIANTS, 'stats'))}")
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"weights config {config_path} does not describe a buildable model: "
+                         f"{first_line(exc)}") from None
+    return ModelInfo(name, config, tensors_path.resolve(), sha)
+
+
+def resolve_runtime_model(model=None, weights=None) -> tuple[Any, str]:
+    """(model, description) for engine.Harmonizer: a ModelInfo wherever weights files say what runs (no
+    torch needed: the ONNX Runtime backend runs the graph shipped beside them), else an nn.Module.
 
     model: None (the shipped default weights, or the "stats" model with a warning where none ship), a
     model name (its shipped weights when the default file holds that model, else random initial weights
@@ -228,35 +304,51 @@ def resolve_model(model=None, weights=None) -> tuple[torch.nn.Module, str]:
         ValueError: weights that hold another model than `model` names, an unknown name, a bad file.
         FileNotFoundError: a weights file that does not exist.
         TypeError: a model argument of another type.
+        RuntimeError: a model without weights files (built by torch) where torch is not installed.
     """
     if weights is not None:
-        loaded = load_weights(weights)
-        if isinstance(model, str) and model != loaded.name and not _looks_like_path(model):
-            raise ValueError(f"weights {weights} hold model {loaded.name!r}, but model={model!r} was asked for")
-        return loaded, f"{loaded.name} from {weights}"
+        info = model_info(weights)
+        if isinstance(model, str) and model != info.name and not _looks_like_path(model):
+            raise ValueError(f"weights {weights} hold model {info.name!r}, but model={model!r} was asked for")
+        return info, f"{info.name} from {weights}"
     if model is None:
         if DEFAULT_WEIGHTS.is_file():
-            return load_weights(DEFAULT_WEIGHTS), f"default weights {DEFAULT_WEIGHTS.name}"
+            return model_info(DEFAULT_WEIGHTS), f"default weights {DEFAULT_WEIGHTS.name}"
         log.warning("no trained weights ship yet (%s is missing): using the statistics-only 'stats' model, "
                     "which has no learned weights", DEFAULT_WEIGHTS)
-        from engine.phnet import create_model
-
-        return create_model("stats").eval(), "stats (no trained weights found)"
-    if isinstance(model, torch.nn.Module):
-        return model.eval(), getattr(model, "name", type(model).__name__)
+        return _built("stats"), "stats (no trained weights found)"
     if isinstance(model, (str, os.PathLike)):
         if _looks_like_path(model):
-            return load_weights(model), f"weights {model}"
-        from engine.phnet import create_model
-
+            return model_info(model), f"weights {model}"
         if model != "stats" and DEFAULT_WEIGHTS.is_file():
             if read_metadata(DEFAULT_WEIGHTS).get("model") == model:
-                return load_weights(DEFAULT_WEIGHTS), f"{model} (default weights)"
-        built = create_model(str(model)).eval()
+                return model_info(DEFAULT_WEIGHTS), f"{model} (default weights)"
+        built = _built(str(model))
         if model != "stats":
             log.warning("model %r has no weights given: running it with random initial weights", model)
         return built, str(model)
+    if hasattr(model, "state_dict") and hasattr(model, "eval"):  # an nn.Module (torch is imported already)
+        return model.eval(), getattr(model, "name", type(model).__name__)
     raise TypeError(f"model must be None, a model name, a weights path or an nn.Module, got {type(model).__name__}")
+
+
+def _built(name: str):
+    _require_torch(f"model {name!r} (no weights files, so no shipped ONNX graph)")
+    from engine.phnet import create_model
+
+    return create_model(name).eval()
+
+
+def resolve_model(model=None, weights=None):
+    """The nn.Module resolver (`vcam export`, the trainer's evaluation): resolve_runtime_model's choice,
+    built (needs torch). Returns (model in eval mode, a description for logs).
+
+    Raises:
+        ValueError, FileNotFoundError, TypeError: as resolve_runtime_model.
+        RuntimeError: torch is not installed.
+    """
+    resolved, description = resolve_runtime_model(model, weights)
+    return (resolved.module() if isinstance(resolved, ModelInfo) else resolved), description
 
 
 def _looks_like_path(value) -> bool:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +18,15 @@ from engine.phnet import create_model
 from vcam.cli import main
 
 PARITY_SIZES = [(64, 96), (144, 256)]
+
+
+def _np(x) -> np.ndarray:
+    """A backend's output as NumPy (the CPU backend returns NumPy, the torch one tensors)."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _diff(a, b) -> float:
+    return float(np.abs(_np(a) - _np(b)).max())
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +48,10 @@ def test_torch_vs_onnxruntime_parity_cpu(cpu_pair, model, size):
     torch_backend, ort_backend = cpu_pair
     inputs = example_inputs(model, *size, seed=size[0])
     h_t, s_t = (t.clone() for t in torch_backend.run(*inputs))
-    h_o, s_o = ort_backend.run(*inputs)
-    assert h_o.shape == h_t.shape and s_o.shape == s_t.shape == (1, model.stats_size)
-    assert (h_t - h_o).abs().max().item() <= 1e-4
-    assert (s_t - s_o).abs().max().item() <= 1e-4
+    h_o, s_o = ort_backend.run(*(t.numpy() for t in inputs))
+    assert isinstance(h_o, np.ndarray) and isinstance(s_o, np.ndarray)  # the CPU backend: NumPy in and out
+    assert h_o.shape == tuple(h_t.shape) and s_o.shape == tuple(s_t.shape) == (1, model.stats_size)
+    assert _diff(h_t, h_o) <= 1e-4 and _diff(s_t, s_o) <= 1e-4
 
 
 def test_affine_head_parity_cpu():
@@ -54,9 +65,9 @@ def test_affine_head_parity_cpu():
         assert tb.output_names == ob.output_names == ("coefficients", "stats_out")
         inputs = example_inputs(affine_model, 64, 96, seed=3)
         c_t, s_t = (t.clone() for t in tb.run(*inputs))
-        c_o, s_o = ob.run(*inputs)
-    assert c_t.shape == c_o.shape == (1, 12, 16, 24)
-    assert (c_t - c_o).abs().max().item() <= 1e-4 and (s_t - s_o).abs().max().item() <= 1e-4
+        c_o, s_o = ob.run(*(t.numpy() for t in inputs))
+    assert tuple(c_t.shape) == c_o.shape == (1, 12, 16, 24)
+    assert _diff(c_t, c_o) <= 1e-4 and _diff(s_t, s_o) <= 1e-4
 
 
 def test_stats_model_parity_and_state_feedback(tmp_path):
@@ -64,12 +75,12 @@ def test_stats_model_parity_and_state_feedback(tmp_path):
     stats = create_model("stats").eval()
     with create_backend("torch", stats, "cpu") as tb, create_backend("ort", stats, "cpu") as ob:
         comp, mask, ref, stats_in, _ = example_inputs(stats, 64, 64)
-        st_t = st_o = stats_in
+        st_t, st_o = stats_in, stats_in.numpy()
         for momentum in (0.0, 0.9, 0.9):
             h_t, st_t = tb.run(comp, mask, ref, st_t, momentum)
-            h_o, st_o = ob.run(comp, mask, ref, st_o, momentum)
-            st_t, st_o = st_t.clone(), st_o.clone()
-            assert (h_t - h_o).abs().max().item() <= 1e-4 and (st_t - st_o).abs().max().item() <= 1e-4
+            h_o, st_o = ob.run(comp.numpy(), mask.numpy(), ref.numpy(), st_o, momentum)
+            st_t, st_o = tb.copy(st_t), ob.copy(st_o)
+            assert _diff(h_t, h_o) <= 1e-4 and _diff(st_t, st_o) <= 1e-4
 
 
 def test_onnx_export_is_cached_and_a_corrupt_file_is_replaced(model):
@@ -79,8 +90,8 @@ def test_onnx_export_is_cached_and_a_corrupt_file_is_replaced(model):
     assert cached_onnx(model).stat().st_mtime_ns == mtime  # reused, not exported again
     path.write_bytes(b"truncated")
     with create_backend("onnxruntime", model, "cpu") as backend:  # notices, exports again, runs
-        harmonized, _ = backend.run(*example_inputs(model, 32, 32))
-    assert torch.isfinite(harmonized).all() and path.stat().st_size > 1000
+        harmonized, _ = backend.run(*(t.numpy() for t in example_inputs(model, 32, 32)))
+    assert np.isfinite(harmonized).all() and path.stat().st_size > 1000
 
 
 def test_auto_on_cpu_picks_onnxruntime_and_says_why(model, caplog):
@@ -99,6 +110,45 @@ def test_requested_tensorrt_without_it_is_one_runtime_error(model):
         create_backend("tensorrt", model, "cuda" if torch.cuda.is_available() else "cpu",
                        "fp16" if torch.cuda.is_available() else "fp32")
     assert "\n" not in str(info.value)
+
+
+def test_auto_goes_on_when_tensorrt_does_not_import(model, monkeypatch, caplog):
+    """TensorRT made unimportable (as on any machine without it): the real TensorRTBackend constructor fails,
+    `auto` takes the next candidate and says why in its one line."""
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    caplog.set_level(logging.INFO, logger="engine.backends")
+    order = (("tensorrt", "cpu"), ("onnxruntime", "cpu"))
+    with create_backend("auto", model, "cpu", order=order) as backend:
+        assert backend.name == "onnxruntime" and backend.array_kind == "numpy"
+    assert "chosen by auto (tensorrt (cpu): TensorRT is not installed" in caplog.text
+    with pytest.raises(RuntimeError, match="no backend could start: tensorrt \\(cpu\\): TensorRT is not"):
+        create_backend("auto", model, "cpu", order=order[:1])
+
+
+def test_tensorrt_construction_failure_is_one_reason_not_an_escape(model):
+    """Whatever stops a candidate's constructor (here the real TensorRTBackend on a device it cannot use, or
+    without TensorRT) is a reason in `auto`'s message, never an exception out of it."""
+    with pytest.raises(RuntimeError) as info:
+        create_backend("auto", model, "cpu", order=(("tensorrt", "cpu"),))
+    assert "\n" not in str(info.value) and "tensorrt (cpu): " in str(info.value)
+    if importlib.util.find_spec("tensorrt") is not None:
+        assert "needs a CUDA device" in str(info.value)
+
+
+@pytest.mark.tensorrt
+def test_tensorrt_build_failure_falls_back_in_auto(model, caplog):
+    """A graph TensorRT cannot parse fails the build in the constructor (not in the first run), and `auto`
+    goes on to the next CUDA candidate."""
+    path = cached_onnx(model)
+    good = path.read_bytes()
+    path.write_bytes(b"not an onnx graph")
+    caplog.set_level(logging.INFO, logger="engine.backends")
+    try:
+        with create_backend("auto", model, "cuda", order=(("tensorrt", "cuda"), ("torch", "cuda"))) as backend:
+            assert backend.name == "torch"
+        assert "tensorrt (cuda): TensorRT" in caplog.text
+    finally:
+        path.write_bytes(good)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -154,11 +204,13 @@ def test_tensorrt_parity_and_engine_cache(model, size):
     inputs = [t.cuda() for t in example_inputs(model, *size)]
     with create_backend("torch", model, "cuda", "fp32") as tb:
         h_t, s_t = (t.clone() for t in tb.run(*inputs))
-    with create_backend("tensorrt", model, "cuda", "fp32") as trt_backend:
+    with create_backend("tensorrt", model, "cuda", "fp32", max_size=256) as trt_backend:
+        path = trt_backend.engine_path  # built in the constructor, before any run
+        assert path.is_file()
         h, s = trt_backend.run(*inputs)
         torch.cuda.synchronize()
         assert (h - h_t).abs().max().item() <= 1e-3 and (s - s_t).abs().max().item() <= 1e-3
-        path = trt_backend.build(1, *size)
+        assert trt_backend.build(1, *size).is_file()  # a fixed-shape engine (vcam export tensorrt)
     path.write_bytes(b"corrupt")  # a corrupt cached engine is rebuilt, not fatal
     with create_backend("tensorrt", model, "cuda", "fp32") as trt_backend:
         h, _ = trt_backend.run(*inputs)

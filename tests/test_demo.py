@@ -1,22 +1,24 @@
-"""`vcam demo`: the built-in clip (a real person from scikit-image's bundled photo) end to end."""
+"""`vcam demo`: the built-in clip (a real person from the package's own public-domain photo) end to end."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
-import pytest
 from conftest import read_video
 
 from vcam.cli import main
+from vcam.commands.demo import DEMO_DIR, load_bundled
 
 
-def test_bundled_photos_load_offline():
-    data = pytest.importorskip("skimage.data")
-    assert data.astronaut().shape == (512, 512, 3) and data.rocket().shape[2] == 3
+def test_bundled_photos_ship_in_the_package_and_stay_small():
+    assert load_bundled("astronaut").shape == (512, 512, 3) and load_bundled("rocket").shape == (427, 640, 3)
+    sizes = {p.name: p.stat().st_size for p in DEMO_DIR.glob("*.jpg")}
+    assert set(sizes) == {"astronaut.jpg", "rocket.jpg"} and max(sizes.values()) < 100_000, sizes
+    notice = (DEMO_DIR.parent / "NOTICE").read_text()
+    assert all(name in notice for name in sizes) and "public domain" in notice
 
 
 def test_demo_writes_video_and_before_after(tmp_path, capsys):
-    pytest.importorskip("skimage")
     assert main(["demo", "--out-dir", str(tmp_path), "--frames", "12"]) == 0
     out = capsys.readouterr().out
     assert str(tmp_path / "demo.mp4") in out and str(tmp_path / "before_after.png") in out

@@ -128,9 +128,9 @@ def test_harmonize_equals_apply_of_estimate(harmonizer):
 def test_smoothing_state_reset_and_scene_change(caplog):
     with Harmonizer(model="stats", backend="torch", device="cpu", smoothing=0.9) as h:
         comp, mask = _scene(96, 128)
-        first = h.harmonize(comp, mask)
-        c = h.estimate(comp, mask)
-        assert c.momentum == pytest.approx(0.9) and not c.scene_change
+        first = h.apply(h.estimate(comp, mask, timestamp=0.0), comp, mask)
+        c = h.estimate(comp, mask, timestamp=1 / 30)
+        assert c.momentum == pytest.approx(np.exp(-1 / 30 / 0.9)) and not c.scene_change
         # same frame again at momentum 0.9: the smoothed statistics equal this frame's, same output
         assert np.abs(h.apply(c, comp, mask).astype(int) - first).max() <= 1
         h.reset()
@@ -251,7 +251,7 @@ def test_bad_inputs_raise_clear_errors(harmonizer):
     with pytest.raises(ValueError, match="strength"):
         harmonizer.strength = 1.5
     with pytest.raises(ValueError, match="smoothing"):
-        harmonizer.smoothing = 1.0
+        harmonizer.smoothing = 5.0
     with pytest.raises(ValueError, match="net_size"):
         Harmonizer(model="stats", backend="torch", device="cpu", net_size=250)
     with pytest.raises(ValueError, match="lift"):

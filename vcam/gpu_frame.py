@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 from dataclasses import dataclass, field
 
 import cv2
@@ -39,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from engine import colour_prior
-from engine.harmonizer import NO_PERSON, REFERENCE_ADAPTATION, SCENE_CHANGE, net_shape
+from engine.harmonizer import MAX_SMOOTHING, NO_PERSON, REFERENCE_ADAPTATION, SCENE_CHANGE, net_shape
 from engine.lift import REFERENCE_GAIN_LIMITS
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -162,7 +163,9 @@ class GpuFramePath:
         precision: the network's "fp32", "fp16" or "bf16"; None: fp16 on CUDA, fp32 on a CPU. The image
             maths runs in fp16 on CUDA unless precision is fp32 (0..255 integers are exact in fp16).
         net_size: the network's longer side (engine.harmonizer.net_shape).
-        smoothing: momentum of the statistics and the correction in [0, 1), as the Harmonizer's.
+        smoothing: time constant of the temporal smoothing in seconds, as the Harmonizer's; the path runs
+            on every frame, so each frame's momentum is exp(-1 / (fps * smoothing)).
+        fps: the camera's frame rate (the time between two frames the smoothing assumes).
         strength: 0 = the composite, 1 = the full harmonization.
         reference: optional float32 (height, width) mask of the background region the person is matched
             to (fixed for the stream); None: 1 - mask.
@@ -181,7 +184,8 @@ class GpuFramePath:
     def __init__(self, model: torch.nn.Module, size: tuple[int, int], *, background: np.ndarray | None = None,
                  device: str | torch.device = "cuda", precision: str | None = None, net_size: int = 256,
                  smoothing: float = 0.0, strength: float = 1.0, reference: np.ndarray | None = None,
-                 channels: str = "rgb", cuda_graph: bool = True, depth: int = 2, prior: bool = True):
+                 channels: str = "rgb", cuda_graph: bool = True, depth: int = 2, prior: bool = True,
+                 fps: float = 30.0):
         width, height, precision = _check_arguments(model, size, device, precision, net_size, channels, depth)
         if getattr(model.config, "keep_detail", 0.0) > 0:
             # Not on the device path yet: it applies the transforms to every pixel, as keep_detail 0 does
@@ -224,6 +228,9 @@ class GpuFramePath:
             ref_t = torch.from_numpy(np.clip(ref, 0, 1)).to(dev, torch.float32)
             self._reference_low = (torch.from_numpy(ry).to(dev) @ ref_t @ torch.from_numpy(rx_t).to(dev)).clamp(0, 1)
         self._allocate_state(dev)
+        if not 0 < float(fps) <= 1000:
+            raise ValueError(f"fps must be in (0, 1000], got {fps}")
+        self.fps = float(fps)
         self.smoothing, self.strength = smoothing, strength
         if background is not None:
             self.set_background(background)
@@ -270,11 +277,12 @@ class GpuFramePath:
     @smoothing.setter
     def smoothing(self, value: float) -> None:
         value = float(value)
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"smoothing must be in [0, 1), got {value}")
+        if not 0.0 <= value <= MAX_SMOOTHING:
+            raise ValueError(f"smoothing must be a time constant in seconds in [0, {MAX_SMOOTHING:g}], got {value}")
         self._smoothing_value = value
+        momentum = math.exp(-1.0 / (self.fps * value)) if value > 0 else 0.0  # one frame's, as the Harmonizer's
         with self._ordered():
-            self._smoothing.fill_(value)  # a kernel with the value as argument: no wait for the GPU
+            self._smoothing.fill_(momentum)  # a kernel with the value as argument: no wait for the GPU
 
     @property
     def strength(self) -> float:

@@ -2,8 +2,12 @@
 
 `create_backend(name, model, device, precision)` is the registry: a dict of names to classes, and for
 "auto" an ordered list of (backend, device) candidates tried in turn, like pyvirtualcam's backends: the
-first that starts wins, the choice and the reasons for skipping the others are logged, and if none starts
-ONE RuntimeError lists every reason.
+first that starts wins, the choice and the reasons for skipping the others are logged in one line, and if
+none starts ONE RuntimeError lists every reason.
+
+Imports no torch: ONNX Runtime on the CPU runs without it (the lean install). The backends that need torch
+(torch, ONNX Runtime and TensorRT on CUDA: their data stays in torch CUDA tensors) are only tried where it
+imports, and `auto` says so ("torch not installed").
 """
 
 from __future__ import annotations
@@ -11,9 +15,7 @@ from __future__ import annotations
 import importlib
 import logging
 
-import torch
-
-from engine.backends.base import Backend, resolve_device, resolve_precision
+from engine.backends.base import Backend, cuda_available, resolve_device, resolve_precision, torch_available
 from engine.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,8 @@ BACKENDS = {
     "onnxruntime": "engine.backends.onnxruntime_backend:OnnxRuntimeBackend",
     "tensorrt": "engine.backends.tensorrt_backend:TensorRTBackend",
 }
+# Where the device changes the class: ONNX Runtime on CUDA binds torch tensors (the CPU one takes NumPy).
+_CUDA_CLASSES = {"onnxruntime": "engine.backends.onnxruntime_backend:OnnxRuntimeCudaBackend"}
 _ALIASES = {"ort": "onnxruntime", "trt": "tensorrt", "pytorch": "torch"}
 NAMES = ("auto", *BACKENDS)
 
@@ -36,9 +40,15 @@ AUTO_ORDER = (("tensorrt", "cuda"), ("onnxruntime", "cuda"), ("torch", "cuda"), 
               ("torch", "cpu"))
 
 
-def _backend_class(name: str) -> type[Backend]:
-    module_name, cls = BACKENDS[name].split(":")
+def _backend_class(name: str, device_type: str = "cpu") -> type[Backend]:
+    target = _CUDA_CLASSES.get(name, BACKENDS[name]) if device_type == "cuda" else BACKENDS[name]
+    module_name, cls = target.split(":")
     return getattr(importlib.import_module(module_name), cls)
+
+
+def needs_torch(name: str, device_type: str) -> bool:
+    """Whether a (backend, device) candidate needs torch: every one but ONNX Runtime on the CPU."""
+    return not (name == "onnxruntime" and device_type == "cpu")
 
 
 def canonical_name(name: str) -> str:
@@ -55,23 +65,33 @@ def canonical_name(name: str) -> str:
     return key
 
 
-def _options(name: str, threads: int | None) -> dict:
-    """Backend-specific keyword arguments: only ONNX Runtime owns a per-session thread pool."""
-    return {"threads": threads} if name == "onnxruntime" and threads else {}
+def _options(name: str, threads: int | None, max_size: int | None) -> dict:
+    """Backend-specific keyword arguments: ONNX Runtime owns a per-session thread pool; TensorRT builds
+    its engine for inputs up to max_size."""
+    if name == "onnxruntime" and threads:
+        return {"threads": threads}
+    if name == "tensorrt" and max_size:
+        return {"max_size": max_size}
+    return {}
 
 
-def create_backend(name: str, model: torch.nn.Module, device: str | torch.device = "auto",
-                   precision: str | None = None, threads: int | None = None) -> Backend:
+def create_backend(name: str, model, device="auto", precision: str | None = None, threads: int | None = None,
+                   max_size: int | None = None, order: tuple[tuple[str, str], ...] = AUTO_ORDER) -> Backend:
     """Start a backend for `model`.
 
     Args:
         name: "auto", "torch", "onnxruntime" ("ort") or "tensorrt" ("trt").
-        model: the nn.Module to run (create_model / load_weights); backends copy or export it.
+        model: what to run: an engine.weights.ModelInfo (a weights file; ONNX Runtime and TensorRT run the
+            graph shipped beside it, without torch) or an nn.Module (create_model / load_weights; backends
+            copy or export it).
         device: "auto", "cpu", "cuda" or "cuda:N". With "auto" and name "auto", every candidate of
-            AUTO_ORDER is tried; with a named backend, "auto" means CUDA where available.
+            `order` is tried; with a named backend, "auto" means CUDA where available.
         precision: "fp32", "fp16" or None (fp16 on CUDA, fp32 on CPU; ONNX Runtime always fp32).
         threads: ONNX Runtime's intra-op threads on a CPU (None: its default_threads()). torch's thread
             pool is process-wide: set it with torch.set_num_threads in the thread that runs the model.
+        max_size: the longest input side the backend will see (engine.Harmonizer's net_size): TensorRT
+            builds its engine for sizes up to it when it starts, never in the frame loop.
+        order: the (backend, device type) candidates "auto" tries, first to last (AUTO_ORDER).
 
     Returns:
         A started Backend.
@@ -85,40 +105,58 @@ def create_backend(name: str, model: torch.nn.Module, device: str | torch.device
     if precision not in (None, "fp32", "fp16"):
         raise ValueError(f"precision must be 'fp32', 'fp16' or None, got {precision!r}")
     if name != "auto":
-        dev = resolve_device(device)
-        prec = resolve_precision(precision, dev)
-        if name == "onnxruntime" and precision is None:
-            prec = "fp32"
-        try:
-            backend = _backend_class(name)(model, dev, prec, **_options(name, threads))
-        except (RuntimeError, ImportError, OSError) as exc:
-            raise RuntimeError(f"backend {name!r} cannot start on {dev.type} ({prec}): {first_line(exc)}") from exc
-        log.info("backend: %s (requested)", backend.description)
-        return backend
-
+        return _create_named(name, model, device, precision, threads, max_size)
     wanted = None if device in (None, "auto") else resolve_device(device)
+    has_torch = torch_available()
+    has_cuda = has_torch and cuda_available()
     reasons = []
-    no_cuda = []  # said once, not once per CUDA candidate
-    for cand, dev_type in AUTO_ORDER:
+    skipped = {"torch not installed": [], "no CUDA device": []}  # said once, not once per candidate
+    for cand, dev_type in order:
         if wanted is not None and wanted.type != dev_type:
             continue
         label = f"{cand} ({dev_type})"
-        if dev_type == "cuda" and not torch.cuda.is_available():
-            no_cuda.append(label)
+        if needs_torch(cand, dev_type) and not has_torch:
+            skipped["torch not installed"].append(label)
             continue
-        dev = wanted or resolve_device(dev_type)
+        if dev_type == "cuda" and not has_cuda:
+            skipped["no CUDA device"].append(label)
+            continue
         try:
+            dev = wanted or resolve_device(dev_type)
             prec = "fp32" if cand == "onnxruntime" and precision is None else resolve_precision(precision, dev)
-            backend = _backend_class(cand)(model, dev, prec, **_options(cand, threads))
-        except (RuntimeError, ImportError, OSError, ValueError) as exc:
+            backend = _backend_class(cand, dev.type)(model, dev, prec, **_options(cand, threads, max_size))
+        except Exception as exc:  # noqa: BLE001 - whatever stops a candidate, `auto` goes on to the next
             reasons.append(f"{label}: {first_line(exc)}")
             continue
-        skipped = [f"no CUDA device for {', '.join(no_cuda)}"] if no_cuda else []
-        why = "; ".join(skipped + reasons) if skipped or reasons else "first choice"
-        log.info("backend: %s (auto: %s)", backend.description, why)
+        why = _why(skipped, reasons)
+        log.info("backend: %s, chosen by auto (%s)", backend.description, why or "its first choice")
         return backend
-    skipped = [f"no CUDA device for {', '.join(no_cuda)}"] if no_cuda else []
-    raise RuntimeError("no backend could start: " + "; ".join(skipped + reasons))
+    raise RuntimeError("no backend could start: " + _why(skipped, reasons))
 
 
-__all__ = ["AUTO_ORDER", "BACKENDS", "Backend", "NAMES", "canonical_name", "create_backend"]
+def _why(skipped: dict[str, list[str]], reasons: list[str]) -> str:
+    said = [f"{why}: skipped {', '.join(labels)}" for why, labels in skipped.items() if labels]
+    return "; ".join(said + reasons)
+
+
+def _create_named(name, model, device, precision, threads, max_size) -> Backend:
+    """A backend asked for by name: it starts or ONE RuntimeError says why."""
+    try:
+        dev = resolve_device(device)
+    except RuntimeError as exc:
+        raise RuntimeError(f"backend {name!r} cannot start: {first_line(exc)}") from exc
+    prec = resolve_precision(precision, dev)
+    if name == "onnxruntime" and precision is None:
+        prec = "fp32"
+    if needs_torch(name, dev.type) and not torch_available():
+        raise RuntimeError(f"backend {name!r} cannot start on {dev.type}: torch is not installed (the lean "
+                           "install runs ONNX Runtime on the CPU; pip install 'vcam[gpu]' for the others)")
+    try:
+        backend = _backend_class(name, dev.type)(model, dev, prec, **_options(name, threads, max_size))
+    except (RuntimeError, ImportError, OSError) as exc:
+        raise RuntimeError(f"backend {name!r} cannot start on {dev.type} ({prec}): {first_line(exc)}") from exc
+    log.info("backend: %s (requested)", backend.description)
+    return backend
+
+
+__all__ = ["AUTO_ORDER", "BACKENDS", "Backend", "NAMES", "canonical_name", "create_backend", "needs_torch"]

@@ -1,4 +1,5 @@
-"""ONNX exports cached in the user cache dir, shared by the ONNX Runtime and TensorRT backends.
+"""ONNX exports cached in the user cache dir, shared by the ONNX Runtime and TensorRT backends, for models
+that have no current shipped graph (engine.backends.graph); making one needs torch.
 
 The key is a hash of the model (name, config, every weight) and of the engine's source files (a code
 change can change the graph without changing a weight), plus the opset. Exports are written to a temporary
@@ -18,18 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from engine import paths
+from engine.backends.graph import ENGINE_DIR as _ENGINE_DIR
+from engine.backends.graph import GRAPH_SOURCES as _GRAPH_SOURCES
 from engine.errors import first_line
 from engine.weights import model_fingerprint
 
 log = logging.getLogger(__name__)
-
-_ENGINE_DIR = Path(__file__).resolve().parents[1]
-# The files that define the exported graph (the model, its statistics, the exporter). Others (harmonizer,
-# lift, backends) do not change the ONNX file, so editing them keeps the cache.
-_GRAPH_SOURCES = ("config.py", "phnet.py", "pn.py", "stats_transfer.py", "export.py")
 
 
 DEFAULT_MAX_MB = 1024
@@ -93,7 +89,7 @@ def prune_cache(directory: Path, max_bytes: int, keep: tuple[Path, ...] = ()) ->
     return removed
 
 
-def _source_hash(model: torch.nn.Module) -> str:
+def _source_hash(model) -> str:
     files = {_ENGINE_DIR / name for name in _GRAPH_SOURCES}
     try:
         files.add(Path(inspect.getsourcefile(type(model))).resolve())
@@ -106,13 +102,13 @@ def _source_hash(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:8]
 
 
-def onnx_cache_path(model: torch.nn.Module, opset: int = 17) -> Path:
+def onnx_cache_path(model, opset: int = 17) -> Path:
     """Where `cached_onnx` keeps this model's dynamic-shape export (the file may not exist yet)."""
     name = str(getattr(model, "name", "model")).replace("/", "_")
     return paths.user_cache_dir() / "onnx" / f"{name}-{model_fingerprint(model)}-{_source_hash(model)}-op{opset}.onnx"
 
 
-def cached_onnx(model: torch.nn.Module, opset: int = 17, refresh: bool = False) -> Path:
+def cached_onnx(model, opset: int = 17, refresh: bool = False) -> Path:
     """A dynamic height/width ONNX export of `model`, made once and reused.
 
     Args:

@@ -6,10 +6,17 @@ import copy
 
 import torch
 
-from engine.backends.base import Backend
+from engine.backends.base import Backend, TorchArrays, module_description
 
 
-class TorchBackend(Backend):
+def module_of(model) -> torch.nn.Module:
+    """The nn.Module to run: `model` itself, or built from a weights file (engine.weights.ModelInfo)."""
+    from engine.weights import ModelInfo
+
+    return model.module() if isinstance(model, ModelInfo) else model
+
+
+class TorchBackend(TorchArrays, Backend):
     """Runs the nn.Module itself under `torch.inference_mode()`.
 
     fp16 casts the model's weights once (a private copy, so the caller's model is left as it was) and
@@ -18,12 +25,14 @@ class TorchBackend(Backend):
 
     name = "torch"
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "fp32"):
-        super().__init__(model, device, precision)
+    def __init__(self, model, device, precision: str = "fp32"):
+        super().__init__(torch.device(str(device)), precision)
+        model = module_of(model)
+        self.model_name, self.stats_size, self.output_names, self._output_shape = module_description(model)
         self._dtype = torch.float16 if precision == "fp16" else torch.float32
         # A private copy: moving/casting the caller's module in place would surprise them (and other
         # backends built from the same model).
-        self._model = copy.deepcopy(model).eval().to(device=device, dtype=self._dtype)
+        self._model = copy.deepcopy(model).eval().to(device=self.device, dtype=self._dtype)
         for p in self._model.parameters():
             p.requires_grad_(False)
 

@@ -80,7 +80,7 @@ def _time_one(backend, size: int, settings: EngineBenchSettings) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     timing = time_calls(call, warmup=settings.warmup, runs=settings.runs, sync=sync,
                         max_seconds=settings.max_seconds)
-    finite = all(bool(torch.isfinite(t).all()) for t in outputs)
+    finite = all(backend.all_finite(t) for t in outputs)  # NumPy (the CPU backend) or torch
     return {"status": "ok", **timing.summary(), "finite": finite}
 
 

@@ -3,10 +3,11 @@
     vcam demo                      # writes out/demo/demo.mp4 and out/demo/before_after.png
     vcam demo --out-dir /tmp/d --frames 50
 
-Input: scikit-image's bundled astronaut photo (NASA, public domain; `skimage.data.astronaut()`, shipped
-in the wheel, no network), animated into a short clip with a slow pan and zoom so that it is video.
-Background: scikit-image's bundled "rocket" photo (a launch pad at dusk: dark and blue, far from the
-studio light on the astronaut, so harmonization has something to do). The clip runs through the same
+Input: NASA's public-domain portrait of the astronaut Eileen Collins (vcam/assets/demo/astronaut.jpg,
+shipped in the package, no network; the copy scikit-image bundles as `skimage.data.astronaut()`), animated
+into a short clip with a slow pan and zoom so that it is video. Background: SpaceX's public-domain photo
+of a launch pad at dusk (vcam/assets/demo/rocket.jpg, scikit-image's `rocket()`: dark and blue, far from
+the studio light on the astronaut, so harmonization has something to do). Provenance: vcam/assets/NOTICE. The clip runs through the same
 `Pipeline` as `vcam run` (MediaPipe segmentation, composite, the engine's Harmonizer on every frame),
 into an mp4 and a before/after picture.
 """
@@ -35,13 +36,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-harmonize", action="store_true", help="composite only (for comparison)")
 
 
-def _load_bundled(name: str) -> np.ndarray:
-    try:
-        from skimage import data
-    except ImportError:
-        raise VcamError("vcam demo needs scikit-image for its bundled photos: pip install scikit-image") from None
-    image = getattr(data, name)()
-    return np.ascontiguousarray(image[..., :3])
+DEMO_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo"
+
+
+def load_bundled(name: str) -> np.ndarray:
+    """One of the demo's photos ("astronaut" or "rocket") as RGB uint8.
+
+    Raises:
+        VcamError: the file is missing or does not decode (a broken install).
+    """
+    path = DEMO_DIR / f"{name}.jpg"
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise VcamError(f"the demo's photo {path} is missing or unreadable: reinstall vcam")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def animate(photo: np.ndarray, frames: int, size: tuple[int, int] = SIZE) -> list[np.ndarray]:
@@ -84,10 +92,10 @@ def run(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     video_path, picture_path = out_dir / "demo.mp4", out_dir / "before_after.png"
     background_path = out_dir / "background.png"
-    cv2.imwrite(str(background_path), cv2.cvtColor(_load_bundled("rocket"), cv2.COLOR_RGB2BGR))
-    clip = animate(_load_bundled("astronaut"), args.frames)
+    cv2.imwrite(str(background_path), cv2.cvtColor(load_bundled("rocket"), cv2.COLOR_RGB2BGR))
+    clip = animate(load_bundled("astronaut"), args.frames)
 
-    config = RunConfig(input="astronaut (scikit-image)", background=[str(background_path)],
+    config = RunConfig(input="astronaut (vcam/assets/demo)", background=[str(background_path)],
                        output=[f"file:{video_path}"], harmonize=not args.no_harmonize,
                        harmonize_mode="inline", max_frames=len(clip), loop=False, status_interval=0)
     keep = len(clip) * 2 // 3  # the before/after frame: well into the clip, after smoothing settled

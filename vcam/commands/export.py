@@ -90,18 +90,28 @@ def _run_tensorrt(args) -> int:
     height, width = _size(args)
     if height is None:
         raise ValueError("a TensorRT engine is built for one size: give --height and --width")
+    import torch
+
     from engine.backends.base import resolve_device
-    from engine.backends.tensorrt_backend import TensorRTBackend
+    from engine.backends.graph import onnx_for
+    from engine.backends.tensorrt_backend import (
+        cached_engine,
+        graph_stats_size,
+        import_tensorrt,
+        profile_shapes,
+    )
+    from engine.weights import resolve_runtime_model
 
     device = resolve_device(args.device)
     if device.type != "cuda":
         raise RuntimeError(f"TensorRT builds engines on a CUDA device, got --device {args.device}")
-    model = _load_model(args)
-    backend = TensorRTBackend(model, device, args.precision)
-    try:
-        cached = backend.build(1, height, width)
-    finally:
-        backend.close()
+    trt = import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    model = resolve_runtime_model(args.model, args.weights)[0]  # the shipped graph where there is one
+    onnx_path = onnx_for(model)
+    hw = (height, width)
+    shapes = profile_shapes(graph_stats_size(trt, logger, onnx_path), hw, hw, hw)
+    cached = cached_engine(trt, logger, onnx_path, torch.device(str(device)), args.precision, shapes)
     out = args.out or Path(f"{model.name}-{height}x{width}-{args.precision}.engine")
     shutil.copyfile(cached, out)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB; cached as {cached})")
