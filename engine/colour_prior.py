@@ -258,7 +258,7 @@ def torch_constants(device, dtype) -> dict:
             "opponent": torch.tensor(OPPONENT, dtype=dtype, device=device)}
 
 
-def _region_features_torch(values, weight, constants):
+def region_features_torch(values, weight, constants):
     """region_features of the rows of `values` (N, 3) where `weight` (N,) is set: (REGION_FEATURES,).
     As there, the seven columns (RGB, opponent, chroma) get one sort for all their percentiles."""
     import torch
@@ -300,7 +300,7 @@ def colour_features_torch(image, mask, reference=None, constants=None):
     enough_a, enough_b = person.sum() >= MIN_PIXELS, ref.sum() >= MIN_PIXELS
     a = torch.where(enough_a, person, torch.where(enough_b, ref, everything))
     b = torch.where(enough_b, ref, a)
-    fa, fb = _region_features_torch(values, a, constants), _region_features_torch(values, b, constants)
+    fa, fb = region_features_torch(values, a, constants), region_features_torch(values, b, constants)
     share = person.to(values.dtype).mean().reshape(1)
     return torch.cat([fa, fb, fa - fb, share])
 
@@ -316,11 +316,17 @@ class TorchPrior:
         self.identity = torch.as_tensor(IDENTITY, dtype=dtype).to(device)
         self.constants = torch_constants(device, dtype)
 
-    def matrix(self, image, mask, reference=None):
+    def features(self, image, mask, reference=None):
+        """colour_features_torch with this prior's constants: (FEATURES,) on the device."""
+        return colour_features_torch(image, mask, reference, self.constants)
+
+    def matrix(self, image, mask, reference=None, features=None):
+        """(4, 3) on the device; `features` (from `features`) saves computing them again."""
         import torch.nn.functional as F
 
         t = self.tensors
-        h = (colour_features_torch(image, mask, reference, self.constants) - t["mean"]) / t["scale"]
+        features = self.features(image, mask, reference) if features is None else features
+        h = (features - t["mean"]) / t["scale"]
         h = F.gelu(h @ t["w1"].T + t["b1"], approximate="tanh")
         h = F.gelu(h @ t["w2"].T + t["b2"], approximate="tanh")
         return self.identity + (h @ t["w3"].T + t["b3"]).reshape(4, 3)

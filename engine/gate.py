@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.colour_prior import FEATURES as PRIOR_FEATURES
-from engine.colour_prior import REGION_FEATURES, gelu, region_features
+from engine.colour_prior import REGION_FEATURES, gelu, region_features, region_features_torch
 
 #: The shipped gate, fitted for the shipped weights: a gate lies beside the weights it was fitted for as
 #: `<weights stem>.gate.safetensors` (gate_path).
@@ -165,4 +165,43 @@ def scale_correction(data: np.ndarray, identity: np.ndarray, amount: float) -> n
     return (a * data + (np.float32(1) - a) * identity).astype(np.float32, copy=False)
 
 
-__all__ = ["FEATURES", "GATE_PATH", "Gate", "gate_features", "gate_for", "gate_path", "load_gate", "scale_correction"]
+# -- the same on a torch device (vcam.gpu_frame): static shapes, no host round trip, CUDA-graph safe -----
+
+class TorchGate:
+    """A Gate's MLP as device tensors: `amount(features, corrected, mask)` -> a 0-d tensor on the device."""
+
+    def __init__(self, gate: Gate, device, dtype=None):
+        import torch
+
+        from engine.colour_prior import torch_constants
+
+        dtype = dtype or torch.float32
+        self.tensors = {k: torch.as_tensor(v, dtype=dtype).to(device) for k, v in gate.tensors.items()}
+        self.max_amount = gate.max_amount
+        self.constants = torch_constants(device, dtype)
+
+    def features(self, features, corrected, mask):
+        """gate_features on a device: features (PRIOR_FEATURES,) from colour_features_torch, corrected
+        (1, 3, h, w) in [0, 1], mask (1, 1, h, w)."""
+        import torch
+
+        person = mask[0, 0].flatten() >= 0.5
+        values = corrected[0].flatten(1).T
+        before = features[:REGION_FEATURES]
+        reference = features[REGION_FEATURES:2 * REGION_FEATURES]
+        after = torch.where(person.sum() >= 8, region_features_torch(values, person, self.constants), before)
+        return torch.cat([features, after - reference, after - before])
+
+    def amount(self, features, corrected, mask):
+        import torch
+        import torch.nn.functional as F
+
+        t = self.tensors
+        h = (self.features(features, corrected, mask) - t["mean"]) / t["scale"]
+        h = F.gelu(h @ t["w1"].T + t["b1"], approximate="tanh")
+        h = F.gelu(h @ t["w2"].T + t["b2"], approximate="tanh")
+        logit = (h @ t["w3"].T + t["b3"])[0].clamp(-30, 30)
+        return self.max_amount * torch.sigmoid(logit)
+
+
+__all__ = ["FEATURES", "GATE_PATH", "Gate", "gate_features", "gate_for", "gate_path", "load_gate", "scale_correction", "TorchGate"]

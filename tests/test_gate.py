@@ -174,3 +174,23 @@ def test_the_fit_learns_to_act_where_the_correction_helps_and_not_where_it_harms
                   progress=False)
     amount = gate(features)
     assert amount[helps].mean() > 0.8 and amount[~helps].mean() < 0.2
+
+
+def test_torch_gate_equals_the_numpy_gate():
+    """The GPU frame path's twin (engine.gate.TorchGate), on the CPU torch device, float64 and float32."""
+    rng = np.random.default_rng(7)
+    gate = _random_gate(rng, max_amount=1.0)
+    image, mask = _scene(rng)
+    x = image.astype(np.float64) / 255
+    corrected = np.clip(x * np.array([1.1, 0.95, 0.9]) + 0.02, 0, 1)
+    features = cp.colour_features(x, mask)
+    expected = gate(gm.gate_features(features, corrected, mask))
+    for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 1e-4)):
+        twin = gm.TorchGate(gate, "cpu", dtype)
+        img_t = torch.from_numpy(x).permute(2, 0, 1)[None].to(dtype)
+        mask_t = torch.from_numpy(mask)[None, None].to(dtype)
+        corr_t = torch.from_numpy(corrected).permute(2, 0, 1)[None].to(dtype)
+        features_t = cp.colour_features_torch(img_t, mask_t, constants=twin.constants)
+        np.testing.assert_allclose(twin.features(features_t, corr_t, mask_t).double().numpy(),
+                                   gm.gate_features(features, corrected, mask), atol=tol * 10)
+        assert float(twin.amount(features_t, corr_t, mask_t)) == pytest.approx(expected, abs=tol)

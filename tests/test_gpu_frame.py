@@ -3,8 +3,7 @@
 Run on the CPU torch device here (fp32), on real photos with MediaPipe masks. Tolerance, fp32: at most
 2 levels of 255 anywhere and under 1 % of the values different: the two paths round at the same places,
 and what is left is float summation order and OpenCV's warpAffine sampling the coefficient grid at
-1/32-pixel positions where the torch path interpolates exactly. The CPU path runs without the harmony
-gate (engine.gate, `gate=False`): the device path has none yet.
+1/32-pixel positions where the torch path interpolates exactly.
 """
 
 from __future__ import annotations
@@ -82,7 +81,7 @@ def test_resize_matrices_are_cv2_resize(size, net):
 def test_a_sequence_matches_the_cpu_path(model, photo):
     """Camera motion, a background change (a scene change both must detect), smoothing 0.8."""
     person, mask, backgrounds = photo
-    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", sharpness=False, gate=False, smoothing=0.8)
+    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", sharpness=False, smoothing=0.8)
     path = GpuFramePath(model, (640, 360), background=backgrounds[0], device="cpu", smoothing=0.8)
     changed = []
     for i, (shift, bg) in enumerate([(0, 0), (4, 0), (8, 0), (8, 1), (12, 1)]):
@@ -110,7 +109,7 @@ def test_background_is_exact_and_harmonize_off_is_the_composite(model, photo):
 
 def test_no_person_returns_the_composite_and_keeps_the_state(model, photo):
     person, mask, backgrounds = photo
-    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", sharpness=False, gate=False, smoothing=0.8)
+    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", sharpness=False, smoothing=0.8)
     path = GpuFramePath(model, (640, 360), background=backgrounds[0], device="cpu", smoothing=0.8)
     empty = np.zeros_like(mask)
     for i, m in enumerate((mask, empty, mask)):
@@ -124,7 +123,7 @@ def test_no_person_returns_the_composite_and_keeps_the_state(model, photo):
 def test_strength_uint8_mask_and_bgr_order(model, photo):
     person, mask, backgrounds = photo
     mask_u8 = np.round(mask * 255).astype(np.uint8)
-    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", sharpness=False, gate=False, strength=0.5)
+    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", sharpness=False, strength=0.5)
     ref = harmonizer.harmonize(composite(person, backgrounds[0], mask_u8.astype(np.float32) / 255), mask_u8)
     path = GpuFramePath(model, (640, 360), background=backgrounds[0][..., ::-1].copy(), device="cpu",
                         strength=0.5, channels="bgr")
@@ -148,7 +147,7 @@ def test_reference_region_matches_the_cpu_path(model, photo):
     person, mask, backgrounds = photo
     reference = np.zeros_like(mask)
     reference[:, :160] = 1.0  # the left quarter of the background only
-    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", sharpness=False, gate=False)
+    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", sharpness=False)
     comp = composite(person, backgrounds[1], mask)
     path = GpuFramePath(model, (640, 360), background=backgrounds[1], device="cpu", reference=reference)
     _agree(path.process(person, mask), harmonizer.harmonize(comp, mask, reference))
@@ -200,7 +199,7 @@ def test_a_real_720p_video_matches_the_cpu_path(model, shared_data):
     background = cv2.resize(cv2.imread(str(shared_data / "backgrounds" / "mate_Dune.jpg"))[..., ::-1],
                             (w, h), interpolation=cv2.INTER_AREA)
     segmenter = Segmenter(1)
-    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", sharpness=False, gate=False, smoothing=0.8)
+    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", sharpness=False, smoothing=0.8)
     path = GpuFramePath(model, (w, h), background=background, device="cpu", smoothing=0.8)
     try:
         for i, frame in enumerate(frames):
@@ -225,7 +224,7 @@ def test_cuda_half_precision_graph_matches_the_cpu_path(model):
     mask = cv2.GaussianBlur((((yy - 250) / 180.0) ** 2 + ((xx - 320) / 150.0) ** 2 <= 1).astype(np.float32),
                             (0, 0), 3)
     comp = composite(person, backgrounds[0], mask)
-    ref = Harmonizer(model=model, backend="torch", device="cpu", sharpness=False, gate=False).harmonize(comp, mask)
+    ref = Harmonizer(model=model, backend="torch", device="cpu", sharpness=False).harmonize(comp, mask)
     graph = GpuFramePath(model, (640, 360), background=backgrounds[0], device="cuda")
     eager = GpuFramePath(model, (640, 360), background=backgrounds[0], device="cuda", cuda_graph=False)
     out = graph.submit(person, mask).result().copy()

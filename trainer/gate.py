@@ -3,14 +3,8 @@
     python -m trainer.gate --data .pack/train --out engine/weights/default.gate.safetensors \
         --per-image 8                                   # about 15 minutes on 2 cores
 
-Samples: every training photo (longest side 512), ``--per-image`` times:
-- a random crop half the time (other proportions of person and background), and a camera-like frame
-  (trainer.camera: small, noisy, compressed, the whole frame's exposure and white balance off) a third
-  of the time: that frame is then the ground truth;
-- the FFHQH re-colouring (trainer.recolor) at a random strength t: t = 0 (the photo itself: the right
-  answer is to change nothing) for EASY_SHARE of the draws, t uniform in (0, 1) for a quarter, the full
-  re-colouring otherwise; composite = photo + t * (re-coloured - photo).
-Each runs through the real `engine.Harmonizer` (the weights the gate is for, no gate): its gate features
+Samples: every training photo (longest side 512), ``--per-image`` times, drawn from trainer.mixture
+(every strength of re-colouring including none, crops, camera-like frames). Each runs through the real `engine.Harmonizer` (the weights the gate is for, no gate): its gate features
 are recorded, and its output at the photo's size gives three sums over the picture, r.r, r.d and d.d with
 r = truth - composite and d = output - composite. The output blended by an amount a is
 composite + a * d (to first order: the gate scales the correction's parameters), whose squared error is
@@ -34,10 +28,8 @@ from tqdm import tqdm
 
 from engine.gate import FEATURES, Gate
 from trainer.cli import run_main
+from trainer.mixture import draw_composite
 
-EASY_SHARE = 0.15  # composites that need nothing (the photo itself)
-PARTIAL_SHARE = 0.25  # composites re-coloured part of the way
-CAMERA_SHARE = 1 / 3  # camera-like frames
 HARM_WEIGHT = 4.0  # a dB lost counts this many times a dB gained
 MSE_FLOOR = 0.25  # squared error (0..255) below which a picture counts as perfect (uint8 rounding)
 _photos: list | None = None
@@ -65,30 +57,12 @@ def _init(data: str, weights: str | None) -> None:
     _harmonizer = (Harmonizer(model=weights, backend="onnxruntime", threads=1, gate=recorder), recorder)
 
 
-def draw_composite(photo: tuple, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """(composite, truth, mask, strength t) of one fresh draw (see the module docstring)."""
-    from trainer.camera import camera_like
-    from trainer.prior import crop
-    from trainer.recolor import composite as make_composite
-
-    _, real, mask = photo
-    if rng.random() < 0.5:
-        real, mask = crop(real, mask, rng)
-    if rng.random() < CAMERA_SHARE:
-        real, mask = camera_like(np.ascontiguousarray(real), np.ascontiguousarray(mask), rng)
-    u = rng.random()
-    t = 0.0 if u < EASY_SHARE else float(rng.uniform(0.0, 1.0)) if u < EASY_SHARE + PARTIAL_SHARE else 1.0
-    full = make_composite(real, mask, rng)
-    comp = np.clip(np.round(real + t * (full.astype(np.float32) - real)), 0, 255).astype(np.uint8)
-    return comp, np.ascontiguousarray(real), np.ascontiguousarray(mask), t
-
-
 def draw_sample(photo: tuple, seed: int, index: int, draw: int):
     """(gate features (FEATURES,), [r.r, r.d, d.d] per pixel value, strength t) of one draw, or None when
     the Harmonizer left the picture alone (no person)."""
     harmonizer, recorder = _harmonizer
     rng = np.random.default_rng((seed, index, draw))
-    comp, real, mask, t = draw_composite(photo, rng)
+    comp, real, mask, t = draw_composite(photo[1], photo[2], rng)
     harmonizer.reset()
     recorder.features = None
     out = harmonizer.apply(harmonizer.estimate(comp, mask), comp, mask)

@@ -57,15 +57,21 @@ def crop(real: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[
     return (r, m) if 0.03 <= share <= 0.97 else (real, mask)
 
 
-def draw_sample(photo: tuple, seed: int, index: int, draw: int, pixels: int):
-    """(features, composite pixels, true pixels) of one fresh composite of `photo` = (stem, real, mask)."""
+def draw_sample(photo: tuple, seed: int, index: int, draw: int, pixels: int, mixture: bool = True):
+    """(features, composite pixels, true pixels) of one fresh composite of `photo` = (stem, real, mask):
+    from trainer.mixture (every strength including none, crops, camera-like frames), or with `mixture`
+    False the FFHQH recipe at full strength, on a crop every other draw (the first prior's samples)."""
+    from trainer.mixture import draw_composite
     from trainer.recolor import composite as make_composite
 
     _, real, mask = photo
     rng = np.random.default_rng((seed, index, draw))
-    if draw % 2 == 1:
-        real, mask = crop(real, mask, rng)
-    comp = make_composite(real, mask, rng)
+    if mixture:
+        comp, real, mask, _ = draw_composite(real, mask, rng)
+    else:
+        if draw % 2 == 1:
+            real, mask = crop(real, mask, rng)
+        comp = make_composite(real, mask, rng)
     comp, real, mask = shrink(comp), shrink(real), shrink(mask.astype(np.float32))
     features = colour_features(comp, mask)
     person = np.flatnonzero(mask.reshape(-1) >= 0.5)
@@ -76,16 +82,16 @@ def draw_sample(photo: tuple, seed: int, index: int, draw: int, pixels: int):
 
 
 def _work(job):
-    index, draw, seed, pixels = job
-    return draw_sample(_photos[index], seed, index, draw, pixels)
+    index, draw, seed, pixels, mixture = job
+    return draw_sample(_photos[index], seed, index, draw, pixels, mixture)
 
 
 def draw_samples(data: Path, per_image: int, seed: int = 0, pixels: int = 2048, workers: int | None = None,
-                 progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 progress: bool = True, mixture: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features (N, FEATURES), composite pixels (N, P, 3) uint8, true pixels (N, P, 3) uint8) for
     N = photos x per_image fresh composites; the same for any number of workers."""
     _load_photos(str(data))
-    jobs = [(i, k, seed, pixels) for k in range(per_image) for i in range(len(_photos))]
+    jobs = [(i, k, seed, pixels, mixture) for k in range(per_image) for i in range(len(_photos))]
     if not jobs:
         raise ValueError(f"no photos in {data}")
     workers = workers or min(len(os.sched_getaffinity(0)), 8)
@@ -195,13 +201,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None, help="processes drawing samples (default: all cores)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for the fit")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-mixture", action="store_true", help="the FFHQH recipe at full strength only (the "
+                   "first prior), not trainer.mixture's every strength, unchanged photos and camera frames")
+    p.add_argument("--samples", type=Path, default=None, help="cache of drawn samples (.npz): read if it "
+                   "exists, else written")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.per_image < 1:
         raise ValueError(f"--per-image must be >= 1, got {args.per_image}")
     heldout = load_heldout(args.eval_data) if args.eval_data is not None else None
-    features, comp, real = draw_samples(args.data, args.per_image, args.seed, args.pixels, args.workers)
+    if args.samples is not None and args.samples.is_file():
+        cached = np.load(args.samples)
+        features, comp, real = cached["features"], cached["comp"], cached["real"]
+    else:
+        features, comp, real = draw_samples(args.data, args.per_image, args.seed, args.pixels, args.workers,
+                                            mixture=not args.no_mixture)
+        if args.samples is not None:
+            args.samples.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(args.samples, features=features, comp=comp, real=real)
 
     def report(epoch: int, prior: ColourPrior) -> None:
         if heldout is not None:
@@ -210,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     prior = fit(features, comp, real, args.hidden, args.epochs, args.dropout, args.weight_decay, seed=args.seed,
                 on_epoch=report)
     metadata = {"samples": str(len(features)), "per_image": str(args.per_image), "data": str(args.data),
-                "hidden": str(args.hidden), "epochs": str(args.epochs), "seed": str(args.seed)}
+                "hidden": str(args.hidden), "epochs": str(args.epochs), "seed": str(args.seed),
+                "mixture": str(not args.no_mixture)}
     if heldout is not None:
         metadata["heldout_psnr"] = f"{heldout_psnr(prior, heldout):.3f}"
         metadata["heldout_identity_psnr"] = f"{heldout_psnr(None, heldout):.3f}"

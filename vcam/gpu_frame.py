@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from engine import colour_prior
+from engine import gate as gate_mod
 from engine.harmonizer import MAX_SMOOTHING, NO_PERSON, REFERENCE_ADAPTATION, SCENE_CHANGE, net_shape
 from engine.lift import REFERENCE_GAIN_LIMITS
 
@@ -175,6 +176,8 @@ class GpuFramePath:
         depth: frames in flight (pinned buffer slots) for `submit`.
         prior: re-colour the person by the colour prior the weights name before the network runs, and
             compose the transforms, as engine.Harmonizer does (False: as Harmonizer(prior=False)).
+        gate: scale the correction by the harmony gate fitted for the weights (engine.gate), as
+            engine.Harmonizer does (False: as Harmonizer(gate=False)).
 
     Raises:
         TypeError, ValueError: an unusable model or argument (names expected vs actual).
@@ -185,7 +188,7 @@ class GpuFramePath:
                  device: str | torch.device = "cuda", precision: str | None = None, net_size: int = 256,
                  smoothing: float = 0.0, strength: float = 1.0, reference: np.ndarray | None = None,
                  channels: str = "rgb", cuda_graph: bool = True, depth: int = 2, prior: bool = True,
-                 fps: float = 30.0):
+                 fps: float = 30.0, gate: bool = True):
         width, height, precision = _check_arguments(model, size, device, precision, net_size, channels, depth)
         if getattr(model.config, "keep_detail", 0.0) > 0:
             # Not on the device path yet: it applies the transforms to every pixel, as keep_detail 0 does
@@ -208,6 +211,10 @@ class GpuFramePath:
         # The colour prior the weights were trained behind (engine.colour_prior), in fp32 on the device.
         prior = colour_prior.prior_for(model) if prior else None
         self._prior = colour_prior.TorchPrior(prior, self.device) if prior is not None else None
+        gate = gate_mod.gate_for(model) if gate else None
+        self._gate = gate_mod.TorchGate(gate, self.device) if gate is not None else None
+        self._gate_constants = colour_prior.torch_constants(self.device, torch.float32)
+        self._identity = torch.tensor(colour_prior.IDENTITY, dtype=torch.float32).reshape(1, 12, 1, 1).to(self.device)
         self.harmonizing = True  # False: the composite alone (no network), e.g. the harmonize hotkey
         dev, dt = self.device, self._dtype
         ry, rx_t = resize_matrices(self.frame_shape, self.net_shape)
@@ -499,10 +506,11 @@ class GpuFramePath:
         had_params = has["params"] & ~change
         momentum = self._smoothing * had_stats.float()
         mdt = self._model_dtype
-        net_in, prior_matrix = comp_low, None
+        net_in, prior_matrix, features = comp_low, None, None
+        chosen = None if self._reference_low is None else ref_low
         if self._prior is not None:  # Harmonizer.estimate: the prior's re-colouring first
-            chosen = None if self._reference_low is None else ref_low
-            prior_matrix = self._prior.matrix(comp_low, mask_low, chosen)
+            features = self._prior.features(comp_low, mask_low, chosen)
+            prior_matrix = self._prior.matrix(comp_low, mask_low, chosen, features)
             net_in = colour_prior.recolour_torch(comp_low, mask_low, prior_matrix)
         output, stats_out = self._model(net_in.to(mdt), mask_low.to(mdt), ref_low.to(mdt),
                                         self._stats.to(mdt), momentum.reshape(1).to(mdt))
@@ -511,6 +519,8 @@ class GpuFramePath:
             output = _with_reference_light(output, comp_low, mask_low, ref_low)
         if prior_matrix is not None:
             output = colour_prior.compose_torch(prior_matrix, output)
+        if self._gate is not None:
+            output = self._gated(output, comp_low, mask_low, chosen, features)
         stats_ok = torch.isfinite(stats_out).all()
         m = momentum * had_params.float()  # lift.blend_params: the previous correction only with momentum
         blended = m * self._coefficients + (1 - m) * output
@@ -525,6 +535,18 @@ class GpuFramePath:
         has["scene"].copy_(has["scene"] | person)
         use = person & params_ok
         return torch.where(use, blended, self._coefficients), use
+
+    def _gated(self, coefficients, comp_low, mask_low, chosen, features):
+        """Harmonizer._gated on the device: the coefficients moved towards the identity by the gate's
+        amount, judged on the person as the whole correction leaves them at network size."""
+        if features is None:
+            features = colour_prior.colour_features_torch(comp_low, mask_low, chosen, self._gate_constants)
+        c = F.interpolate(coefficients, size=comp_low.shape[-2:], mode="bilinear", align_corners=False)
+        corrected = (c[:, 0:3] * comp_low[:, 0:1] + c[:, 3:6] * comp_low[:, 1:2] + c[:, 6:9] * comp_low[:, 2:3]
+                     + c[:, 9:12]).clamp(0, 1)
+        amount = self._gate.amount(features, corrected, mask_low)
+        amount = torch.where(torch.isfinite(amount), amount, 1.0)
+        return amount * coefficients + (1 - amount) * self._identity
 
     def _scene_change(self, comp_low: torch.Tensor, ref_low: torch.Tensor):
         """Harmonizer._scene_signature / _is_scene_change: (changed, signature (4, 3), valid (4,))."""
