@@ -76,3 +76,14 @@ def test_the_cpu_state_is_numpy_and_the_colour_prior_identity_is_engine_affines(
         h.estimate(image, mask)
         assert isinstance(h._stats, np.ndarray) and h._stats.dtype == np.float32
         assert h.device.type == "cpu"
+
+
+def test_vcam_devices_lists_the_backends_with_and_without_torch(tmp_path, capsys):
+    from vcam.cli import main
+
+    assert main(["devices"]) == 0
+    out = capsys.readouterr().out
+    assert "harmonization backends:" in out and "CPUExecutionProvider" in out and "torch 2" in out
+    assert "--backend auto tries first: " in out
+    done = _run(["-c", BLOCK + "from vcam.cli import main; main(['devices'])"], tmp_path)
+    assert "torch: not installed" in done.stdout and "auto tries first: onnxruntime (cpu)" in done.stdout, done.stderr
