@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vcam.reference import check_reference
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - 3.10 uses the backport named in pyproject
@@ -244,24 +246,6 @@ def check_background(spec: str) -> str:
         parse_color(arg)
     elif not spec:
         raise ValueError("an empty background")
-    return spec
-
-
-def check_reference(spec: str) -> str:
-    """An x,y,w,h --reference must be four finite numbers >= 0 (a mask image path is checked on open).
-
-    Raises:
-        ValueError: a rectangle with a non-number, a negative, an infinity or a NaN.
-    """
-    parts = spec.split(",")
-    if len(parts) != 4 or Path(spec).exists():
-        return spec
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        raise ValueError(f"--reference must be x,y,w,h (numbers) or a mask image, got {spec!r}") from None
-    if not all(math.isfinite(v) and v >= 0 for v in values):
-        raise ValueError(f"--reference x,y,w,h must be finite numbers >= 0, got {spec!r}")
     return spec
 
 
