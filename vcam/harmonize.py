@@ -41,49 +41,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vcam.errors import VcamError
 from vcam.frame import Frame
-from vcam.metrics import percentiles
+from vcam.metrics import Window, percentiles
 
 log = logging.getLogger("vcam.harmonize")
 
-
-def parse_reference(spec: str | None, size: tuple[int, int]) -> np.ndarray | None:
-    """The optional reference region (background area the person is matched to) as a float32 H×W mask.
-
-    Args:
-        spec: None; "x,y,w,h" in pixels, or in fractions of the frame when all four are <= 1; or the
-            path of a mask image (white = reference), resized to the frame.
-        size: (width, height) of the frame.
-
-    Raises:
-        ValueError: a malformed rectangle or one outside the frame.
-        FileNotFoundError / VcamError: a mask image that is missing or unreadable.
-    """
-    if spec is None:
-        return None
-    width, height = size
-    parts = [p.strip() for p in str(spec).split(",")]
-    if len(parts) == 4 and not Path(spec).exists():
-        try:
-            values = [float(p) for p in parts]
-        except ValueError:
-            raise ValueError(f"--reference must be x,y,w,h or a mask image, got {spec!r}") from None
-        if all(0 <= v <= 1 for v in values) and any("." in p for p in parts):
-            values = [values[0] * width, values[1] * height, values[2] * width, values[3] * height]
-        x, y, w, h = (round(v) for v in values)
-        if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > width or y + h > height:
-            raise ValueError(f"--reference {spec!r} is not a rectangle inside the {width}x{height} frame")
-        reference = np.zeros((height, width), np.float32)
-        reference[y:y + h, x:x + w] = 1.0
-        return reference
-    path = Path(spec)
-    if not path.is_file():
-        raise FileNotFoundError(f"--reference mask image not found: {spec}")
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise VcamError(f"cannot read --reference mask image {spec!r}")
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+TIMING_WINDOW = 1024  # estimates whose times the stats summarise (bounded: a GPU call runs 30 a second for hours)
+WORKER_JOIN_S = 5.0  # how long closing waits for a running estimate before leaving the close to the worker
 
 
 def create_harmonizer(model: str | None = None, weights: str | None = None, backend: str = "auto",
@@ -139,6 +103,13 @@ def _yield_to_the_frame_loop(harmonizer) -> None:
         log.debug("could not lower the harmonize worker's priority: %s", exc)
 
 
+def _close_harmonizer(harmonizer) -> None:
+    try:
+        harmonizer.close()
+    except Exception as exc:  # shutting down: one line in the debug log, the rest still closes
+        log.debug("harmonizer close: %s", exc)
+
+
 def _apply_setting(harmonizer, name: str, value) -> None:
     """One estimate-side command on the harmonizer, in the thread that owns its temporal state."""
     if name == "reset":
@@ -153,7 +124,9 @@ class _Worker:
     """The thread that owns the harmonizer's temporal state in worker mode.
 
     `submit` hands it the newest frame (latest wins); `send` queues a command (reset, smoothing) that it
-    applies before its next estimate. Neither waits for a running estimate.
+    applies before its next estimate. Neither waits for a running estimate. Its timings are windows of the
+    last TIMING_WINDOW estimates, written here and summarised by the frame loop (a value being written
+    while they are read shifts a percentile by one sample at most).
     """
 
     def __init__(self, harmonizer, refresh_hz: float, generation: int = 0):
@@ -163,10 +136,12 @@ class _Worker:
         self._pending = None  # (composite, mask, reference), latest wins
         self._commands: list[tuple[str, object, int]] = []
         self._stop = False
+        self._finished = False  # the thread has made its last call on the harmonizer
+        self._close_on_exit = False  # the thread closes the harmonizer after its last estimate
         self._generation = generation  # of the last reset applied here
         self.published: tuple[int, tuple[int, ...], object] | None = None  # written here, read by the loop
-        self.estimate_ms: list[float] = []
-        self.estimate_cpu_ms: list[float] = []  # the worker thread's own CPU time per estimate
+        self.estimate_ms = Window(TIMING_WINDOW)
+        self.estimate_cpu_ms = Window(TIMING_WINDOW)  # the worker thread's own CPU time per estimate
         self.started_at = time.perf_counter()
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="vcam-harmonize", daemon=True)
@@ -193,6 +168,16 @@ class _Worker:
         return commands, job
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            with self._cond:
+                self._finished = True
+                close = self._close_on_exit
+            if close:  # the stage was closed during an estimate: closed here, after it
+                _close_harmonizer(self._harmonizer)
+
+    def _serve(self) -> None:
         _limit_torch_threads(self._harmonizer)
         _yield_to_the_frame_loop(self._harmonizer)
         next_due = time.perf_counter()
@@ -225,14 +210,25 @@ class _Worker:
                 self._cond.wait_for(lambda: self._stop, timeout=delay)
         return next_due
 
-    def close(self) -> list[tuple[str, object, int]]:
-        """Stop the thread; returns the commands it had not applied yet (the caller now owns the state)."""
+    def close(self, *, close_harmonizer: bool = False) -> list[tuple[str, object, int]]:
+        """Stop the thread; returns the commands it had not applied yet (the caller now owns the state).
+
+        With `close_harmonizer`, the harmonizer is closed after its last estimate, never under a running
+        one: here when the thread has ended, else by the thread itself when the estimate it is in returns
+        (waited for up to WORKER_JOIN_S). Exactly one of the two closes it.
+        """
         with self._cond:
             self._stop = True
+            hand_over = close_harmonizer and not self._finished
+            self._close_on_exit = hand_over
             self._cond.notify_all()
-        self._thread.join(timeout=5.0)
+        self._thread.join(timeout=WORKER_JOIN_S)
+        if self._thread.is_alive():
+            log.info("the harmonizer is still estimating; it is closed when that estimate ends")
         with self._cond:
             left, self._commands = self._commands, []
+        if close_harmonizer and not hand_over:
+            _close_harmonizer(self._harmonizer)
         return left
 
 
@@ -315,6 +311,7 @@ class HarmonizeStage:
         if mode not in ("auto", "inline", "worker"):
             raise ValueError(f"mode must be auto, inline or worker, got {mode!r}")
         self.harmonizer = harmonizer
+        self._backend_name = str(getattr(harmonizer, "backend_name", "unknown"))
         self.mode = ("inline" if device_type(harmonizer) == "cuda" else "worker") if mode == "auto" else mode
         self.enabled = enabled
         self.reference = reference
@@ -327,7 +324,7 @@ class HarmonizeStage:
         self.governor = RefreshGovernor(self.refresh_hz)
         self._generation = 0  # bumped by reset(): corrections from before it are not applied
         self._worker: _Worker | None = None
-        self._inline_ms: list[float] = []
+        self._inline_ms = Window(TIMING_WINDOW)
         self._started = time.perf_counter()
 
     # -- live settings (queued to the owner of the temporal state) ----------------------------------
@@ -406,7 +403,7 @@ class HarmonizeStage:
         started = time.perf_counter()
         correction = self.harmonizer.estimate(frame.composite, frame.mask, self._reference_for(frame))
         output = self._apply(correction, frame)
-        self._inline_ms.append((time.perf_counter() - started) * 1000.0)
+        self._inline_ms.append((time.perf_counter() - started) * 1000.0)  # a window: bounded for hours
         return output
 
     def _worker_step(self, frame: Frame) -> np.ndarray | None:
@@ -434,36 +431,40 @@ class HarmonizeStage:
                                      background=frame.background, box=frame.box)
 
     # -- reporting and shutdown -------------------------------------------------------------------
-    def stats(self) -> dict:
-        """Mode, backend and refresh rate (network runs per second) so far."""
-        started, times, cpu = self._started, self._inline_ms, []
+    def status(self) -> dict:
+        """Mode, backend and refresh rate (network runs per second) so far: a few numbers, cheap enough for
+        a per-frame hook (the control page's, the status line)."""
+        started, count = self._started, self._inline_ms.count
         if self._worker is not None:
-            started, times = self._worker.started_at, self._worker.estimate_ms
-            cpu = self._worker.estimate_cpu_ms
-        count = len(times)
+            started, count = self._worker.started_at, self._worker.estimate_ms.count
         elapsed = max(time.perf_counter() - started, 1e-9)
         return {
             "enabled": self.enabled,
             "mode": self.mode,
-            "backend": str(getattr(self.harmonizer, "backend_name", "unknown")),
+            "backend": self._backend_name,
             "estimates": count,
             "refresh_hz": round(count / elapsed, 3),
-            "estimate_ms": percentiles(times),
-            "estimate_cpu_ms": percentiles(cpu),
             "refresh_target_hz": round(self.governor.rate, 2),
             "failed": self.failed,
             "failures": self.failures,
             "retry_in_s": round(max(self._retry_at - time.perf_counter(), 0.0), 1) if self.failed else None,
         }
 
-    def close(self) -> None:
-        """Stop the worker and close the engine; idempotent."""
+    def stats(self) -> dict:
+        """`status()` and the estimate's time percentiles over the last TIMING_WINDOW estimates (the run's
+        summary, `--stats-json`)."""
+        times, cpu = self._inline_ms, None
         if self._worker is not None:
-            self._worker.close()
-            self._worker = None
-        if self.harmonizer is not None:
-            try:
-                self.harmonizer.close()
-            except Exception as exc:
-                log.debug("harmonizer close: %s", exc)
-            self.harmonizer = None
+            times, cpu = self._worker.estimate_ms, self._worker.estimate_cpu_ms
+        return {**self.status(), "estimate_ms": percentiles(times.values()),
+                "estimate_cpu_ms": percentiles(cpu.values() if cpu is not None else ())}
+
+    def close(self) -> None:
+        """Stop the worker and close the engine after its last use (by the worker when an estimate is still
+        running); idempotent."""
+        worker, self._worker = self._worker, None
+        harmonizer, self.harmonizer = self.harmonizer, None
+        if worker is not None:
+            worker.close(close_harmonizer=harmonizer is not None)
+        elif harmonizer is not None:
+            _close_harmonizer(harmonizer)
