@@ -79,9 +79,8 @@ def _limit_torch_threads(harmonizer) -> None:
     threads = getattr(harmonizer, "threads", None)
     if not threads or device_type(harmonizer) != "cpu":
         return
-    try:
-        import torch
-    except ImportError:  # a backend without torch: nothing to limit
+    torch = sys.modules.get("torch")
+    if torch is None:  # ONNX Runtime runs the network and torch never loaded: nothing to limit or import
         return
     torch.set_num_threads(int(threads))
 
