@@ -77,8 +77,9 @@ def install(python: str, venv: Path) -> float:
 
 def measure(venv: Path) -> dict:
     """The environment's site-packages size and distributions (_MEASURE, run by its own python)."""
+    # cwd: the venv, not the checkout (whose vcam.egg-info would read as a second vcam distribution).
     done = subprocess.run([str(venv / "bin" / "python"), "-c", _MEASURE], capture_output=True, text=True,
-                          check=True, env=pip_environment())
+                          check=True, env=pip_environment(), cwd=venv)
     return json.loads(done.stdout)
 
 
