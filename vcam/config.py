@@ -2,13 +2,16 @@
 
 The command line keeps every option's default at `None` so that an option the user did not type can be
 told apart from one typed with the default value; `resolve()` then layers defaults, the TOML file and the
-typed flags. The same layering runs again when the file changes on disk (`vcam.controls.ConfigWatcher`),
-and the settings in `LIVE_KEYS` are applied to the running pipeline without a restart.
+typed flags. When the file changes on disk, only the settings whose value in it changed are sent to the
+running pipeline (`vcam.controls.ConfigWatcher`: what the control page or a hotkey set stays), and those in
+`LIVE_KEYS` apply without a restart.
 
 Every value, however it arrives (a flag, the TOML file, a live edit, `RunConfig.replace` from a control
 page), passes one validation layer: `RunConfig` runs `validate` on construction, so a RunConfig that exists
 is valid. Numbers are real, finite and in a sane range, booleans real booleans, strings strings, and no
-output overwrites an input; a bad value is a `SettingError` naming the setting.
+output overwrites an input; a bad value is a `SettingError` naming the setting. One parser per value: the
+background's (`background_kind`, `parse_blur`, `parse_color`, read by vcam.background and the control page
+alike) here; the reference region's in `vcam.reference`, beside the mask it builds.
 """
 
 from __future__ import annotations
