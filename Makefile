@@ -13,7 +13,7 @@ PIN ?=
 STAMP := $(VENV)/.installed
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint onnx lean clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,15 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# The ONNX graph shipped beside the weights (engine/weights/default.onnx): regenerate after replacing
+# engine/weights/default.safetensors (tests/test_shipped_graph.py fails on a stale graph until then).
+onnx: $(STAMP)
+	$(PY) scripts/export_onnx.py
+
+# What a user's `pip install .` gets: a fresh venv from PyPI only, its size, no torch; vcam demo in it.
+lean:
+	python3 scripts/check_install.py --python $$(sh scripts/pick_python.sh $(PYTHON)) --smoke
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -97,17 +97,24 @@ def export_onnx(
                 dynamo=False,
             )
         if metadata:
-            graph = onnx.load(str(path))
-            for key, value in metadata.items():
-                entry = graph.metadata_props.add()
-                entry.key, entry.value = str(key), str(value)
-            onnx.save(graph, str(path))
+            _record_metadata(path, metadata)
         onnx.checker.check_model(str(path))
     except Exception as error:  # noqa: BLE001 - one clear line for the CLI
         raise RuntimeError(
             f"ONNX export of {getattr(model, 'name', type(model).__name__)} failed: {error}"
         ) from error
     return path
+
+
+def _record_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Add key/value strings to an ONNX file's metadata_props, in place."""
+    import onnx
+
+    graph = onnx.load(str(path))
+    for key, value in metadata.items():
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = str(key), str(value)
+    onnx.save(graph, str(path))
 
 
 def check_onnx_parity(model: nn.Module, path, inputs) -> dict[str, float]:

@@ -174,7 +174,6 @@ def load_weights(path: str | os.PathLike, device="cpu"):
         FileNotFoundError: either file is missing.
         ValueError: a corrupt, truncated or mismatched file (one line saying which and why).
     """
-    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -197,27 +196,7 @@ def load_weights(path: str | os.PathLike, device="cpu"):
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ValueError(f"corrupt or truncated weights file {tensors_path}: {first_line(exc)}") from None
 
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        raise ValueError(f"weights {tensors_path} do not match model {meta['model']!r}: " + ", ".join(parts))
-    for key, ref in expected.items():
-        got = tensors[key]
-        if tuple(got.shape) != tuple(ref.shape):
-            raise ValueError(f"weights {tensors_path} do not match model {meta['model']!r}: {key} has shape "
-                             f"{tuple(got.shape)}, expected {tuple(ref.shape)}")
-        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
-            raise ValueError(f"corrupt weights {tensors_path}: {key} contains NaN or infinity")
-        if got.dtype != ref.dtype:  # an int tensor where a float belongs is a wrong file, not a cast
-            raise ValueError(f"weights {tensors_path} do not match model {meta['model']!r}: {key} is "
-                             f"{str(got.dtype).replace('torch.', '')}, expected "
-                             f"{str(ref.dtype).replace('torch.', '')}")
+    _check_tensors(tensors, model.state_dict(), tensors_path, meta["model"])
     model.load_state_dict(tensors, strict=True)
     model.weights_path = tensors_path.resolve()  # files the config names (colour_prior) lie beside it
     return model.eval().to(device)
@@ -290,6 +269,36 @@ def model_info(path: str | os.PathLike) -> ModelInfo:
         raise ValueError(f"weights config {config_path} does not describe a buildable model: "
                          f"{first_line(exc)}") from None
     return ModelInfo(name, config, tensors_path.resolve(), sha)
+
+
+def _check_tensors(tensors: dict, expected: dict, tensors_path: Path, name: str) -> None:
+    """The file's tensors against the model's state dict: names, shapes, dtypes, finite.
+
+    Raises:
+        ValueError: the first mismatch, naming the tensor.
+    """
+    import torch
+
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        raise ValueError(f"weights {tensors_path} do not match model {name!r}: " + ", ".join(parts))
+    for key, ref in expected.items():
+        got = tensors[key]
+        if tuple(got.shape) != tuple(ref.shape):
+            raise ValueError(f"weights {tensors_path} do not match model {name!r}: {key} has shape "
+                             f"{tuple(got.shape)}, expected {tuple(ref.shape)}")
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise ValueError(f"corrupt weights {tensors_path}: {key} contains NaN or infinity")
+        if got.dtype != ref.dtype:  # an int tensor where a float belongs is a wrong file, not a cast
+            raise ValueError(f"weights {tensors_path} do not match model {name!r}: {key} is "
+                             f"{str(got.dtype).replace('torch.', '')}, expected "
+                             f"{str(ref.dtype).replace('torch.', '')}")
 
 
 def resolve_runtime_model(model=None, weights=None) -> tuple[Any, str]:

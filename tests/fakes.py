@@ -67,3 +67,27 @@ class SlowHarmonizer:
 
     def close(self):
         self.closed = True
+
+
+class GatedHarmonizer(SlowHarmonizer):
+    """A harmonizer whose estimate runs until the test opens `gate`; `close` records the thread that closed it
+    and whether an estimate was still running then (closing a backend under a running network is the bug)."""
+
+    def __init__(self, device: str = "cpu"):
+        super().__init__(delay=0.0, device=device)
+        self.gate = threading.Event()
+        self.closed_event = threading.Event()
+        self.closed_by: str | None = None
+        self.closed_while_estimating: bool | None = None
+
+    def estimate(self, composite, mask, reference=None):
+        self.estimating.set()
+        self.gate.wait(timeout=600)  # a hang guard only: every test opens the gate
+        self.estimating.clear()
+        return super().estimate(composite, mask, reference)
+
+    def close(self):
+        self.closed_while_estimating = self.estimating.is_set()
+        self.closed_by = threading.current_thread().name
+        super().close()
+        self.closed_event.set()

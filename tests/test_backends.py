@@ -188,13 +188,37 @@ def test_input_validation_and_idempotent_close(model):
 @pytest.mark.gpu
 @pytest.mark.parametrize("size", PARITY_SIZES)
 def test_cuda_backends_match_cpu_torch(model, size):
+    import onnxruntime as ort
+
     inputs = example_inputs(model, *size)
     with create_backend("torch", model, "cpu") as ref:
         h_ref, s_ref = (t.clone() for t in ref.run(*inputs))
     cuda_inputs = [t.cuda() for t in inputs]
-    with create_backend("torch", model, "cuda", "fp32") as b:
-        h, s = b.run(*cuda_inputs)
-        assert (h.cpu() - h_ref).abs().max() <= 1e-3 and (s.cpu() - s_ref).abs().max() <= 1e-3
+    names = ["torch"] + (["onnxruntime"] if "CUDAExecutionProvider" in ort.get_available_providers() else [])
+    for name in names:  # ONNX Runtime's CUDA provider binds the same torch CUDA tensors
+        with create_backend(name, model, "cuda", "fp32") as b:
+            assert b.array_kind == "torch"
+            for _ in range(2):  # the second run writes into the buffers the first allocated
+                h, s = b.run(*cuda_inputs)
+                assert (h.cpu() - h_ref).abs().max() <= 1e-3 and (s.cpu() - s_ref).abs().max() <= 1e-3
+
+
+def test_onnxruntime_on_cuda_is_its_own_class_and_says_what_is_missing(model):
+    """The CUDA flavour binds torch tensors (OnnxRuntimeCudaBackend); without the CUDA provider (the CPU
+    onnxruntime wheel) it refuses in one line, before any session starts."""
+    import onnxruntime as ort
+
+    from engine.backends import _backend_class
+    from engine.backends.base import Device
+    from engine.backends.onnxruntime_backend import OnnxRuntimeBackend, OnnxRuntimeCudaBackend
+
+    assert _backend_class("onnxruntime", "cuda") is OnnxRuntimeCudaBackend
+    assert _backend_class("onnxruntime", "cpu") is OnnxRuntimeBackend
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(RuntimeError, match="no CUDAExecutionProvider .*pip install 'vcam\\[gpu\\]'"):
+            OnnxRuntimeCudaBackend(model, Device("cuda", 0), "fp32")
+    with pytest.raises(RuntimeError, match="runs on the CPU"):
+        OnnxRuntimeBackend(model, Device("cuda", 0), "fp32")
 
 
 @pytest.mark.tensorrt

@@ -9,8 +9,9 @@ import numpy as np
 from fakes import SlowHarmonizer
 
 from vcam.frame import Frame
-from vcam.harmonize import HarmonizeStage, RefreshGovernor
+from vcam.harmonize import HarmonizeStage
 from vcam.metrics import CORES, Metrics
+from vcam.refresh import RefreshGovernor
 
 
 def _frames(governor: RefreshGovernor, busy_ms: float, count: int, start: float = 0.0,

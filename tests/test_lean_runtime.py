@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 BLOCK = ("import importlib.abc, sys\n"
          "class B(importlib.abc.MetaPathFinder):\n"
          "    def find_spec(self, name, path, target=None):\n"
-         "        if name.split('.')[0] == 'torch': raise ImportError('blocked')\n"
+         "        if name.split('.')[0] == 'torch': raise ModuleNotFoundError('blocked', name=name)\n"
          "sys.meta_path.insert(0, B())\n")
 
 
@@ -76,3 +76,23 @@ def test_the_cpu_state_is_numpy_and_the_colour_prior_identity_is_engine_affines(
         h.estimate(image, mask)
         assert isinstance(h._stats, np.ndarray) and h._stats.dtype == np.float32
         assert h.device.type == "cpu"
+
+
+def test_vcam_devices_lists_the_backends_with_and_without_torch(tmp_path, capsys):
+    from vcam.cli import main
+
+    assert main(["devices"]) == 0
+    out = capsys.readouterr().out
+    assert "harmonization backends:" in out and "CPUExecutionProvider" in out and "torch 2" in out
+    assert "--backend auto tries first: " in out
+    done = _run(["-c", BLOCK + "from vcam.cli import main; main(['devices'])"], tmp_path)
+    assert "torch: not installed" in done.stdout and "auto tries first: onnxruntime (cpu)" in done.stdout, done.stderr
+
+
+def test_a_command_that_needs_torch_names_the_extra_in_one_line(tmp_path):
+    code = BLOCK + "from vcam.cli import main; sys.exit(main(['bench', 'engine', '--sizes', '32']))"
+    done = _run(["-c", code], tmp_path)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip().splitlines()[-1] == ("vcam: error: bench needs torch, which is not installed "
+                                                     "(pip install 'vcam[train]')"), done.stderr
+

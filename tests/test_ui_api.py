@@ -30,7 +30,7 @@ def page(person_video, tmp_path_factory):
         yield process, url, home
 
 
-BAD_WRITES = [
+BAD_SETTINGS = [
     ({"colour": "red"}, "unknown setting 'colour'"),
     ({"strength": "high"}, "--strength must be a number"),
     ({"strength": 1.5}, "--strength must be in [0, 1]"),
@@ -40,11 +40,15 @@ BAD_WRITES = [
     ({"background": "color:#12345"}, "colour must look like #RRGGBB"),
     ({"background": "/etc/passwd"}, "is not in the gallery"),
     ({"background": []}, "background must be a string or a list"),
-    ({"reference": "0.5,0.5,0.9,0.9"}, "not a rectangle inside the 320x180 frame"),
+    ({"reference": "0.5,0.5,0.9,0.9"}, "reaches past the frame's edge"),
+    ({"reference": "0,0,400,200"}, "not a rectangle inside the 320x180 frame"),
     ({"reference": 7}, "--reference must be a non-empty string"),
     ({"strength": 0.5, "net_size": 64}, "unknown setting 'net_size'"),  # one bad key: nothing applies
-    ([1, 2], "expected a JSON object"),
-    ({}, "expected a JSON object"),
+]
+SHAPE = 'expected {"settings": {...}}'
+BAD_WRITES = [({"settings": changes}, reason) for changes, reason in BAD_SETTINGS] + [
+    ([1, 2], SHAPE), ({}, SHAPE), ({"settings": {}}, SHAPE), ({"strength": 0.5}, SHAPE),  # flat: GET's shape only
+    ({"settings": {"strength": 0.5}, "gallery": []}, SHAPE),
 ]
 
 
@@ -67,15 +71,16 @@ def test_a_huge_or_malformed_body_is_refused(page):
     assert request(url + "/api/state", huge)[0] == 400
     status, data = request(url + "/api/state", b"{not json")
     assert status == 400 and "not JSON" in data["error"]
-    status, data = request(url + "/api/state", b'{"strength": 0.5}', headers={"Content-Type": "text/plain"})
+    status, data = request(url + "/api/state", b'{"settings": {"strength": 0.5}}',
+                           headers={"Content-Type": "text/plain"})
     assert status == 400 and "application/json" in data["error"]
     assert state(url)["settings"] == before
 
 
 def test_a_good_write_applies_and_is_saved(page):
     process, url, home = page
-    status, data = request(url + "/api/state", {"strength": 0.35, "reference": "0.1,0.2,0.3,0.4",
-                                                "segmentation_model": 0})
+    status, data = request(url + "/api/state", {"settings": {"strength": 0.35, "reference": "0.1,0.2,0.3,0.4",
+                                                             "segmentation_model": 0}})
     assert status == 200 and data["settings"]["strength"] == 0.35
     wait_frames(url, 10, process)  # the new segmenter runs (a broken swap would stop the frames)
     assert state(url)["settings"]["reference"] == "0.1,0.2,0.3,0.4"
@@ -91,14 +96,14 @@ def test_a_cross_origin_write_is_refused(page, headers):
     before = state(url)["settings"]
     port = url.rsplit(":", 1)[1]
     headers = {k: v.replace("evil.example", f"evil.example:{port}") if k == "Host" else v for k, v in headers.items()}
-    status, data = request(url + "/api/state", {"strength": 0.1}, headers=headers)
+    status, data = request(url + "/api/state", {"settings": {"strength": 0.1}}, headers=headers)
     assert status == 403 and "refused" in data["error"]
     assert state(url)["settings"] == before
 
 
 def test_a_same_origin_write_is_accepted(page):
     _, url, _ = page
-    status, _ = request(url + "/api/state", {"split": True}, headers={"Origin": url})
+    status, _ = request(url + "/api/state", {"settings": {"split": True}}, headers={"Origin": url})
     assert status == 200
 
 

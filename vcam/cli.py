@@ -17,6 +17,11 @@ import vcam
 import vcam.commands
 from vcam.errors import report_error
 
+# Packages of the extras (pyproject.toml) that some commands need and the runtime does not: the extra to
+# install when a command meets one missing (`vcam bench engine` and `vcam export` need torch).
+EXTRAS = {"torch": "vcam[train]", "onnx": "vcam[train]", "skimage": "vcam[train]", "matplotlib": "vcam[train]",
+          "tensorrt": "vcam[trt]"}
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse prints a usage block on error; we print one line and exit 2 (argparse's own code)."""
@@ -65,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except ImportError as exc:  # an extra's package in a lean install: say which extra, in one line
+        extra = EXTRAS.get(str(exc.name or "").split(".")[0])
+        if extra is None:
+            return report_error(exc, "vcam: ", verbose=args.verbose)
+        print(f"vcam: error: {args.command} needs {exc.name.split('.')[0]}, which is not installed "
+              f"(pip install '{extra}')", file=sys.stderr)
+        return 1
     except Exception as exc:  # the policy in vcam.errors: one line; a bug says so; -v for the traceback
         return report_error(exc, "vcam: ", verbose=args.verbose)
 

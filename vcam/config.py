@@ -2,13 +2,16 @@
 
 The command line keeps every option's default at `None` so that an option the user did not type can be
 told apart from one typed with the default value; `resolve()` then layers defaults, the TOML file and the
-typed flags. The same layering runs again when the file changes on disk (`vcam.controls.ConfigWatcher`),
-and the settings in `LIVE_KEYS` are applied to the running pipeline without a restart.
+typed flags. When the file changes on disk, only the settings whose value in it changed are sent to the
+running pipeline (`vcam.controls.ConfigWatcher`: what the control page or a hotkey set stays), and those in
+`LIVE_KEYS` apply without a restart.
 
 Every value, however it arrives (a flag, the TOML file, a live edit, `RunConfig.replace` from a control
 page), passes one validation layer: `RunConfig` runs `validate` on construction, so a RunConfig that exists
 is valid. Numbers are real, finite and in a sane range, booleans real booleans, strings strings, and no
-output overwrites an input; a bad value is a `SettingError` naming the setting.
+output overwrites an input; a bad value is a `SettingError` naming the setting. One parser per value: the
+background's (`background_kind`, `parse_blur`, `parse_color`, read by vcam.background and the control page
+alike) here; the reference region's in `vcam.reference`, beside the mask it builds.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from vcam.reference import check_reference
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -244,24 +249,6 @@ def check_background(spec: str) -> str:
         parse_color(arg)
     elif not spec:
         raise ValueError("an empty background")
-    return spec
-
-
-def check_reference(spec: str) -> str:
-    """An x,y,w,h --reference must be four finite numbers >= 0 (a mask image path is checked on open).
-
-    Raises:
-        ValueError: a rectangle with a non-number, a negative, an infinity or a NaN.
-    """
-    parts = spec.split(",")
-    if len(parts) != 4 or Path(spec).exists():
-        return spec
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        raise ValueError(f"--reference must be x,y,w,h (numbers) or a mask image, got {spec!r}") from None
-    if not all(math.isfinite(v) and v >= 0 for v in values):
-        raise ValueError(f"--reference x,y,w,h must be finite numbers >= 0, got {spec!r}")
     return spec
 
 

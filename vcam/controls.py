@@ -2,6 +2,8 @@
 
 Both end in the same path: a queued `Pipeline.request(...)` that the frame loop applies between two frames
 (`Pipeline.apply_config`), so a hotkey and a config edit behave alike and neither waits for the network.
+Each names only the settings it changes (a key press one, a file edit the values it edited), so no source
+ever puts back what another one set.
 """
 
 from __future__ import annotations
@@ -55,10 +57,13 @@ def handle_key(pipeline, key: int | None) -> bool:
 
 
 class ConfigWatcher:
-    """Polls a TOML config file's modification time and re-resolves the settings when it changes.
+    """Polls a TOML config file's modification time; when it changed, the settings whose value in it changed.
 
-    Flags typed on the command line keep overriding the file. An invalid edit is reported once and the
-    running settings stay (a typo must not stop a call).
+    Only those: a setting the edit did not touch keeps whatever the control page, a hotkey or an earlier
+    edit made of it (sending the whole file again would, say, turn harmonization back on after the page
+    turned it off). A setting typed as a flag is never sent (the command line wins over the file), and
+    one removed from the file keeps its running value. An invalid edit is reported once and nothing of it
+    is sent (a typo must not stop a call); the next edit is compared with the last file that was sent.
 
     Args:
         path: the --config file.
@@ -68,10 +73,14 @@ class ConfigWatcher:
 
     def __init__(self, path: str, flags: dict[str, Any], interval: float = 0.5):
         self.path = path
-        self.flags = flags
+        self.flags = {key: value for key, value in flags.items() if value is not None}
         self.interval = interval
         self._mtime = self._stat()
         self._last_poll = 0.0
+        try:  # what the running settings were resolved from
+            self._values = load_toml(self.path)
+        except (ValueError, TypeError, OSError):
+            self._values = {}
 
     def _stat(self) -> float | None:
         try:
@@ -79,8 +88,8 @@ class ConfigWatcher:
         except OSError:
             return None
 
-    def poll(self, now: float) -> RunConfig | None:
-        """The new settings if the file changed since the last poll (and is valid), else None."""
+    def poll(self, now: float) -> dict[str, Any] | None:
+        """{setting: new value} for what the file changed since the last poll (if it is valid), else None."""
         if now - self._last_poll < self.interval:
             return None
         self._last_poll = now
@@ -89,10 +98,15 @@ class ConfigWatcher:
             return None
         self._mtime = mtime
         try:
-            return resolve(self.flags, load_toml(self.path))
+            values = load_toml(self.path)
+            resolve(self.flags, values)  # the file as a whole still makes a valid run (paths against each other)
         except (ValueError, TypeError, OSError) as exc:
             log.error("config %s not applied: %s", self.path, str(exc).splitlines()[0])
             return None
+        changed = {key: value for key, value in values.items()
+                   if key not in self.flags and (key not in self._values or self._values[key] != value)}
+        self._values = values
+        return changed or None
 
 
 def changed_settings(old: RunConfig, new: RunConfig) -> tuple[dict[str, Any], list[str]]:

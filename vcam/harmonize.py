@@ -4,7 +4,7 @@ Two ways to run, chosen from where the network runs (`harmonizer.device`, never 
 - "inline" (a GPU, or an offline job such as the demo): `harmonize()` on every frame, in the frame loop.
 - "worker" (a CPU): the network is slower than the camera, and harmonization changes slowly. A worker
   thread runs `estimate()` on the newest composite at most `refresh_hz` times a second, and fewer (down to
-  3 Hz) while the frame loop is short of CPU (`RefreshGovernor`); every frame gets `apply(latest
+  3 Hz) while the frame loop is short of CPU (`vcam.refresh.RefreshGovernor`); every frame gets `apply(latest
   correction)`, which is cheap, so the frame loop never waits for the network and keeps its pace.
   `apply` gets the frame's foreground and background: the person's own colours are corrected, then
   composited, so the soft edge gets the same correction as the inside.
@@ -41,55 +41,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vcam.errors import VcamError
 from vcam.frame import Frame
-from vcam.metrics import percentiles
+from vcam.metrics import Window, percentiles
+from vcam.refresh import RefreshGovernor
 
 log = logging.getLogger("vcam.harmonize")
 
-
-def parse_reference(spec: str | None, size: tuple[int, int]) -> np.ndarray | None:
-    """The optional reference region (background area the person is matched to) as a float32 H×W mask.
-
-    Args:
-        spec: None; "x,y,w,h" in pixels, or in fractions of the frame when all four are <= 1; or the
-            path of a mask image (white = reference), resized to the frame.
-        size: (width, height) of the frame.
-
-    Raises:
-        ValueError: a malformed rectangle or one outside the frame.
-        FileNotFoundError / VcamError: a mask image that is missing or unreadable.
-    """
-    if spec is None:
-        return None
-    width, height = size
-    parts = [p.strip() for p in str(spec).split(",")]
-    if len(parts) == 4 and not Path(spec).exists():
-        try:
-            values = [float(p) for p in parts]
-        except ValueError:
-            raise ValueError(f"--reference must be x,y,w,h or a mask image, got {spec!r}") from None
-        if all(0 <= v <= 1 for v in values) and any("." in p for p in parts):
-            values = [values[0] * width, values[1] * height, values[2] * width, values[3] * height]
-        x, y, w, h = (round(v) for v in values)
-        if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > width or y + h > height:
-            raise ValueError(f"--reference {spec!r} is not a rectangle inside the {width}x{height} frame")
-        reference = np.zeros((height, width), np.float32)
-        reference[y:y + h, x:x + w] = 1.0
-        return reference
-    path = Path(spec)
-    if not path.is_file():
-        raise FileNotFoundError(f"--reference mask image not found: {spec}")
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise VcamError(f"cannot read --reference mask image {spec!r}")
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+TIMING_WINDOW = 1024  # estimates whose times the stats summarise (bounded: a GPU call runs 30 a second for hours)
+WORKER_JOIN_S = 5.0  # how long closing waits for a running estimate before leaving the close to the worker
 
 
 def create_harmonizer(model: str | None = None, weights: str | None = None, backend: str = "auto",
                       device: str = "auto", net_size: int = 256, smoothing: float = 0.8,
                       strength: float = 1.0, threads: int | None = None):
-    """Build `engine.Harmonizer` with the app's settings (engine import deferred: it loads torch).
+    """Build `engine.Harmonizer` with the app's settings (engine import deferred: ONNX Runtime and the graph).
 
     Raises:
         ValueError, FileNotFoundError, RuntimeError: from the engine (bad model, weights or device).
@@ -115,9 +80,8 @@ def _limit_torch_threads(harmonizer) -> None:
     threads = getattr(harmonizer, "threads", None)
     if not threads or device_type(harmonizer) != "cpu":
         return
-    try:
-        import torch
-    except ImportError:  # a backend without torch: nothing to limit
+    torch = sys.modules.get("torch")
+    if torch is None:  # ONNX Runtime runs the network and torch never loaded: nothing to limit or import
         return
     torch.set_num_threads(int(threads))
 
@@ -139,6 +103,13 @@ def _yield_to_the_frame_loop(harmonizer) -> None:
         log.debug("could not lower the harmonize worker's priority: %s", exc)
 
 
+def _close_harmonizer(harmonizer) -> None:
+    try:
+        harmonizer.close()
+    except Exception as exc:  # shutting down: one line in the debug log, the rest still closes
+        log.debug("harmonizer close: %s", exc)
+
+
 def _apply_setting(harmonizer, name: str, value) -> None:
     """One estimate-side command on the harmonizer, in the thread that owns its temporal state."""
     if name == "reset":
@@ -153,7 +124,9 @@ class _Worker:
     """The thread that owns the harmonizer's temporal state in worker mode.
 
     `submit` hands it the newest frame (latest wins); `send` queues a command (reset, smoothing) that it
-    applies before its next estimate. Neither waits for a running estimate.
+    applies before its next estimate. Neither waits for a running estimate. Its timings are windows of the
+    last TIMING_WINDOW estimates, written here and summarised by the frame loop (a value being written
+    while they are read shifts a percentile by one sample at most).
     """
 
     def __init__(self, harmonizer, refresh_hz: float, generation: int = 0):
@@ -163,10 +136,12 @@ class _Worker:
         self._pending = None  # (composite, mask, reference), latest wins
         self._commands: list[tuple[str, object, int]] = []
         self._stop = False
+        self._finished = False  # the thread has made its last call on the harmonizer
+        self._close_on_exit = False  # the thread closes the harmonizer after its last estimate
         self._generation = generation  # of the last reset applied here
         self.published: tuple[int, tuple[int, ...], object] | None = None  # written here, read by the loop
-        self.estimate_ms: list[float] = []
-        self.estimate_cpu_ms: list[float] = []  # the worker thread's own CPU time per estimate
+        self.estimate_ms = Window(TIMING_WINDOW)
+        self.estimate_cpu_ms = Window(TIMING_WINDOW)  # the worker thread's own CPU time per estimate
         self.started_at = time.perf_counter()
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="vcam-harmonize", daemon=True)
@@ -193,6 +168,16 @@ class _Worker:
         return commands, job
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            with self._cond:
+                self._finished = True
+                close = self._close_on_exit
+            if close:  # the stage was closed during an estimate: closed here, after it
+                _close_harmonizer(self._harmonizer)
+
+    def _serve(self) -> None:
         _limit_torch_threads(self._harmonizer)
         _yield_to_the_frame_loop(self._harmonizer)
         next_due = time.perf_counter()
@@ -225,72 +210,26 @@ class _Worker:
                 self._cond.wait_for(lambda: self._stop, timeout=delay)
         return next_due
 
-    def close(self) -> list[tuple[str, object, int]]:
-        """Stop the thread; returns the commands it had not applied yet (the caller now owns the state)."""
+    def close(self, *, close_harmonizer: bool = False) -> list[tuple[str, object, int]]:
+        """Stop the thread; returns the commands it had not applied yet (the caller now owns the state).
+
+        With `close_harmonizer`, the harmonizer is closed after its last estimate, never under a running
+        one: here when the thread has ended, else by the thread itself when the estimate it is in returns
+        (waited for up to WORKER_JOIN_S). Exactly one of the two closes it.
+        """
         with self._cond:
             self._stop = True
+            hand_over = close_harmonizer and not self._finished
+            self._close_on_exit = hand_over
             self._cond.notify_all()
-        self._thread.join(timeout=5.0)
+        self._thread.join(timeout=WORKER_JOIN_S)
+        if self._thread.is_alive():
+            log.info("the harmonizer is still estimating; it is closed when that estimate ends")
         with self._cond:
             left, self._commands = self._commands, []
+        if close_harmonizer and not hand_over:
+            _close_harmonizer(self._harmonizer)
         return left
-
-
-def _loop_ms(timings: dict[str, float]) -> float:
-    """The frame loop's own milliseconds of a frame (the capture thread's "capture" is not the loop's)."""
-    return sum(ms for stage, ms in timings.items() if stage != "capture")
-
-
-class RefreshGovernor:
-    """The network's refresh rate, adapted to the CPU the frame loop leaves (worker mode).
-
-    Two signals per frame. The loop's pace: the previous frame's stage times (wall clock, so time lost
-    to the worker or to another process on the same core counts) over the time between the starts of the
-    two frames. The process's CPU: user+system seconds (every thread) per second of the same interval,
-    in cores. When the loop is above `high` of its interval (about to miss its pace) or the process uses
-    more than `cores` (the share of the machine vcam may take: one core leaves the other to the video
-    call), the rate drops by 5 % a frame towards `floor` (halved in about half a second at 30 FPS). When
-    the loop is below `low` and the process under 90 % of `cores`, it rises by `step` Hz a frame back to
-    `ceiling` (the --refresh-hz setting). The camera-rate work comes first: the stream keeps its frames
-    and the correction refreshes less often.
-
-    Args:
-        ceiling: the most network runs per second (0: no limit, no adaptation).
-        floor: the least, however busy the machine (3 Hz: slower corrections are seen to lag).
-        cores: CPU budget of the whole process, in cores (None: the loop's pace only).
-    """
-
-    def __init__(self, ceiling: float, floor: float = 3.0, cores: float | None = 1.0, low: float = 0.6,
-                 high: float = 0.85, step: float = 0.1):
-        self.ceiling = float(ceiling)
-        self.floor = min(float(floor), self.ceiling) if self.ceiling > 0 else 0.0
-        self.cores_budget = cores
-        self.low, self.high, self.step = low, high, step
-        self.rate = self.ceiling
-        self.busy = 0.0  # smoothed share of the frame interval the loop spent working
-        self.cores = 0.0  # smoothed process CPU, in cores
-        self._previous: tuple[float, dict, float] | None = None  # (start, timings, process CPU s) of the last frame
-
-    def update(self, frame: Frame, now: float, cpu: float | None = None) -> float:
-        """Account `frame` (reaching harmonize at `now`, the process at `cpu` CPU seconds, default
-        `time.process_time()`); returns the rate for the worker."""
-        cpu = time.process_time() if cpu is None else cpu
-        start = now - _loop_ms(frame.timings) / 1000.0
-        previous, self._previous = self._previous, (start, frame.timings, cpu)
-        if self.ceiling <= 0 or previous is None or start <= previous[0]:
-            return self.rate
-        interval = start - previous[0]
-        # The previous frame's timings are complete by now (its harmonize and output were added).
-        self.busy = 0.8 * self.busy + 0.2 * min(_loop_ms(previous[1]) / 1000.0 / interval, 2.0)
-        # CPU comes in bursts (a network run every few frames): averaged over about 10 frames.
-        self.cores = 0.9 * self.cores + 0.1 * min((cpu - previous[2]) / interval, 64.0)
-        over = self.cores_budget is not None and self.cores > self.cores_budget
-        room = self.cores_budget is None or self.cores < 0.9 * self.cores_budget
-        if self.busy > self.high or over:
-            self.rate = max(self.floor, self.rate * 0.95)
-        elif self.busy < self.low and room:
-            self.rate = min(self.ceiling, self.rate + self.step)
-        return self.rate
 
 
 class HarmonizeStage:
@@ -315,6 +254,7 @@ class HarmonizeStage:
         if mode not in ("auto", "inline", "worker"):
             raise ValueError(f"mode must be auto, inline or worker, got {mode!r}")
         self.harmonizer = harmonizer
+        self._backend_name = str(getattr(harmonizer, "backend_name", "unknown"))
         self.mode = ("inline" if device_type(harmonizer) == "cuda" else "worker") if mode == "auto" else mode
         self.enabled = enabled
         self.reference = reference
@@ -327,7 +267,7 @@ class HarmonizeStage:
         self.governor = RefreshGovernor(self.refresh_hz)
         self._generation = 0  # bumped by reset(): corrections from before it are not applied
         self._worker: _Worker | None = None
-        self._inline_ms: list[float] = []
+        self._inline_ms = Window(TIMING_WINDOW)
         self._started = time.perf_counter()
 
     # -- live settings (queued to the owner of the temporal state) ----------------------------------
@@ -406,7 +346,7 @@ class HarmonizeStage:
         started = time.perf_counter()
         correction = self.harmonizer.estimate(frame.composite, frame.mask, self._reference_for(frame))
         output = self._apply(correction, frame)
-        self._inline_ms.append((time.perf_counter() - started) * 1000.0)
+        self._inline_ms.append((time.perf_counter() - started) * 1000.0)  # a window: bounded for hours
         return output
 
     def _worker_step(self, frame: Frame) -> np.ndarray | None:
@@ -434,36 +374,40 @@ class HarmonizeStage:
                                      background=frame.background, box=frame.box)
 
     # -- reporting and shutdown -------------------------------------------------------------------
-    def stats(self) -> dict:
-        """Mode, backend and refresh rate (network runs per second) so far."""
-        started, times, cpu = self._started, self._inline_ms, []
+    def status(self) -> dict:
+        """Mode, backend and refresh rate (network runs per second) so far: a few numbers, cheap enough for
+        a per-frame hook (the control page's, the status line)."""
+        started, count = self._started, self._inline_ms.count
         if self._worker is not None:
-            started, times = self._worker.started_at, self._worker.estimate_ms
-            cpu = self._worker.estimate_cpu_ms
-        count = len(times)
+            started, count = self._worker.started_at, self._worker.estimate_ms.count
         elapsed = max(time.perf_counter() - started, 1e-9)
         return {
             "enabled": self.enabled,
             "mode": self.mode,
-            "backend": str(getattr(self.harmonizer, "backend_name", "unknown")),
+            "backend": self._backend_name,
             "estimates": count,
             "refresh_hz": round(count / elapsed, 3),
-            "estimate_ms": percentiles(times),
-            "estimate_cpu_ms": percentiles(cpu),
             "refresh_target_hz": round(self.governor.rate, 2),
             "failed": self.failed,
             "failures": self.failures,
             "retry_in_s": round(max(self._retry_at - time.perf_counter(), 0.0), 1) if self.failed else None,
         }
 
-    def close(self) -> None:
-        """Stop the worker and close the engine; idempotent."""
+    def stats(self) -> dict:
+        """`status()` and the estimate's time percentiles over the last TIMING_WINDOW estimates (the run's
+        summary, `--stats-json`)."""
+        times, cpu = self._inline_ms, None
         if self._worker is not None:
-            self._worker.close()
-            self._worker = None
-        if self.harmonizer is not None:
-            try:
-                self.harmonizer.close()
-            except Exception as exc:
-                log.debug("harmonizer close: %s", exc)
-            self.harmonizer = None
+            times, cpu = self._worker.estimate_ms, self._worker.estimate_cpu_ms
+        return {**self.status(), "estimate_ms": percentiles(times.values()),
+                "estimate_cpu_ms": percentiles(cpu.values() if cpu is not None else ())}
+
+    def close(self) -> None:
+        """Stop the worker and close the engine after its last use (by the worker when an estimate is still
+        running); idempotent."""
+        worker, self._worker = self._worker, None
+        harmonizer, self.harmonizer = self.harmonizer, None
+        if worker is not None:
+            worker.close(close_harmonizer=harmonizer is not None)
+        elif harmonizer is not None:
+            _close_harmonizer(harmonizer)

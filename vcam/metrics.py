@@ -3,18 +3,21 @@
 CPU is the process's user+system time (every thread: capture, MediaPipe, the harmonizer's worker), per
 output frame and as a share of the machine's cores; per stage, the frame loop thread's own CPU time.
 
-Kept out of the frame loop's way: `record(frame)` appends a few floats; percentiles are computed only
-for the status line (every few seconds, over a recent window) and at exit (over the whole run).
+Kept out of the frame loop's way: `record(frame)` writes a few floats; percentiles are computed only
+for the status line (every few seconds, over a recent window) and at exit (over the last `_KEEP` frames).
+
+Bounded for a call of any length: every series is a `Window`, a ring of float64 allocated (and touched)
+once when the series starts, so the memory held after ten hours is what it was after the first frame.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,10 +27,48 @@ from vcam.frame import Frame
 
 log = logging.getLogger("vcam.metrics")
 
-_KEEP = 100_000  # samples kept per series for the final summary (about an hour at 30 fps)
+_KEEP = 100_000  # samples kept per series for the final summary (about an hour at 30 fps; 0.8 MB a series)
 _WINDOW = 300  # samples in the status line's recent window
 # The cores this process may run on (the machine's share the CPU % is of).
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class Window:
+    """The last `capacity` values of a series, oldest first, and how many were ever added (`count`).
+
+    A ring of float64 allocated and touched once: appending never allocates, and the memory it holds is
+    the same from the first value on (a growing list or deque of Python floats is not).
+    """
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"a window holds at least one value, got capacity {capacity}")
+        self._data = np.full(capacity, np.nan)
+        self._next = 0  # where the next value goes
+        self.count = 0
+
+    def append(self, value: float) -> None:
+        self._data[self._next] = value
+        self._next = (self._next + 1) % len(self._data)
+        self.count += 1
+
+    def __len__(self) -> int:
+        return min(self.count, len(self._data))
+
+    def values(self, last: int | None = None) -> np.ndarray:
+        """A copy of the held values, oldest first; only the newest `last` ones when given."""
+        held = len(self) if last is None else min(last, len(self))
+        start = self._next - held
+        if start >= 0:
+            return self._data[start:self._next].copy()
+        return np.concatenate((self._data[start:], self._data[:self._next]))
+
+    def span(self, last: int | None = None) -> tuple[int, float, float]:
+        """(n, oldest, newest) of the newest `last` values (all held ones when None), without a copy."""
+        n = len(self) if last is None else min(last, len(self))
+        if n == 0:
+            return 0, math.nan, math.nan
+        return n, float(self._data[(self._next - n) % len(self._data)]), float(self._data[self._next - 1])
 
 
 def percentiles(values) -> dict:
@@ -53,10 +94,10 @@ class Metrics:
         self.placeholder_frames = 0
         self.started_at: float | None = None
         self.last_at: float | None = None
-        self._stages: dict[str, deque] = {}
-        self._latency: deque = deque(maxlen=_KEEP)
-        self._output_times: deque = deque(maxlen=_KEEP)
-        self._stage_cpu: dict[str, deque] = {}
+        self._stages: dict[str, Window] = {}
+        self._latency = Window(_KEEP)
+        self._output_times = Window(_KEEP)
+        self._stage_cpu: dict[str, Window] = {}
         self._last_status = time.perf_counter()
         self._status_frames = 0
         self._status_cpu = (time.process_time(), 0)  # (process CPU s, frames) at the last status line
@@ -83,10 +124,12 @@ class Metrics:
             return
         self.live_frames += 1
         self._latency.append((now - frame.captured_at) * 1000.0)
-        for stage, ms in frame.timings.items():
-            self._stages.setdefault(stage, deque(maxlen=_KEEP)).append(ms)
-        for stage, ms in frame.cpu_ms.items():
-            self._stage_cpu.setdefault(stage, deque(maxlen=_KEEP)).append(ms)
+        for series, values in ((self._stages, frame.timings), (self._stage_cpu, frame.cpu_ms)):
+            for stage, ms in values.items():
+                window = series.get(stage)
+                if window is None:  # a stage's first frame: its window, once
+                    window = series[stage] = Window(_KEEP)
+                window.append(ms)
 
     def cpu(self) -> dict:
         """Process CPU over the recorded frames: ms per output frame, cores busy, % of the machine's cores."""
@@ -98,11 +141,11 @@ class Metrics:
                 "machine_pct": round(100.0 * used / duration / CORES, 1)}
 
     def fps(self, window: int | None = None) -> float:
-        """Output frames per second over the whole run (or the last `window` frames)."""
-        times = list(self._output_times)[-window:] if window else self._output_times
-        if len(times) < 2:
+        """Output frames per second over the kept frames (or the last `window` frames); no copy."""
+        count, first, last = self._output_times.span(window or None)
+        if count < 2:
             return 0.0
-        return (len(times) - 1) / max(times[-1] - times[0], 1e-9)
+        return (count - 1) / max(last - first, 1e-9)
 
     def maybe_status(self, extra: str | Callable[[], str] = "") -> None:
         """Log a one-line status when `status_interval` has passed.
@@ -118,10 +161,10 @@ class Metrics:
         self._last_status = now
         if callable(extra):
             extra = extra()
-        recent = list(self._latency)[-_WINDOW:]
-        stages = " ".join(f"{name} {np.percentile(list(values)[-_WINDOW:], 50):.1f}"
-                          for name, values in self._stages.items() if values)
-        latency = f"{np.percentile(recent, 95):.0f}" if recent else "-"
+        recent = self._latency.values(_WINDOW)
+        stages = " ".join(f"{name} {np.percentile(values.values(_WINDOW), 50):.1f}"
+                          for name, values in self._stages.items() if len(values))
+        latency = f"{np.percentile(recent, 95):.0f}" if len(recent) else "-"
         log.info("%.1f fps | latency p95 %s ms | %s | p50 ms: %s%s", self.fps(_WINDOW), latency,
                  self._status_cpu_text(elapsed), stages, f" | {extra}" if extra else "")
 
@@ -144,9 +187,9 @@ class Metrics:
             "placeholder_frames": self.placeholder_frames,
             "duration_s": round(duration, 3),
             "fps": round(self.fps(), 3),
-            "latency_ms": percentiles(self._latency),
-            "stages_ms": {name: percentiles(values) for name, values in self._stages.items()},
-            "stages_cpu_ms": {name: percentiles(values) for name, values in self._stage_cpu.items()},
+            "latency_ms": percentiles(self._latency.values()),
+            "stages_ms": {name: percentiles(values.values()) for name, values in self._stages.items()},
+            "stages_cpu_ms": {name: percentiles(values.values()) for name, values in self._stage_cpu.items()},
             "cpu": self.cpu(),
             **extra,
         }

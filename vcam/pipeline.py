@@ -38,9 +38,10 @@ from vcam.config import LIVE_KEYS, RunConfig, validate
 from vcam.controls import ConfigWatcher, changed_settings, handle_key
 from vcam.errors import first_line
 from vcam.frame import Frame
-from vcam.harmonize import HarmonizeStage, create_harmonizer, parse_reference
+from vcam.harmonize import HarmonizeStage, create_harmonizer
 from vcam.metrics import CORES, Metrics, write_json
 from vcam.output import Outputs, make_placeholder
+from vcam.reference import check_reference, reference_mask
 from vcam.segment import Segmenter
 
 log = logging.getLogger("vcam.pipeline")
@@ -100,6 +101,8 @@ class Pipeline:
         flags: the typed command-line flags, so that a live-reloaded --config file cannot override them.
         metrics: the collector every sent frame is recorded into (default: a new `Metrics`).
         on_frame: called with every frame after it was sent, in the frame loop (keep it short).
+        load_harmonizer: builds the harmonizer from the settings when one is needed and none was given (at
+            start, or in a loader thread when harmonization is turned on later); default `create_harmonizer`.
 
     Raises:
         FileNotFoundError, ValueError, VcamError, RuntimeError: bad input, background, output, device or
@@ -108,7 +111,8 @@ class Pipeline:
 
     def __init__(self, config: RunConfig, *, source: Source | None = None, harmonizer=None,
                  flags: dict | None = None, metrics: Metrics | None = None,
-                 on_frame: Callable[[Frame], None] | None = None):
+                 on_frame: Callable[[Frame], None] | None = None,
+                 load_harmonizer: Callable[[RunConfig], object] | None = None):
         self.config = config
         self.capture: Capture | None = None
         self.backgrounds: Backgrounds | None = None
@@ -128,8 +132,12 @@ class Pipeline:
         self._applying: list[dict] = []
         self._requests_lock = threading.Lock()  # held for a list append or swap, nothing else
         self._stop = threading.Event()
-        self._loading: Future | None = None  # a harmonizer being built after `harmonize` was turned on
-        self._loader: threading.Thread | None = None
+        self._load_harmonizer = load_harmonizer or self._create_harmonizer
+        # A harmonizer being built after `harmonize` was turned on. Its owner is the loader thread until the
+        # result is set, then the pipeline; a loader that finishes after close() closes what it built.
+        self._loading: Future | None = None
+        self._load_lock = threading.Lock()  # held to hand the loaded harmonizer over, or to close
+        self._closed = False
         try:
             self._open(source, harmonizer)
         except BaseException:
@@ -150,7 +158,7 @@ class Pipeline:
         self.size = tuple(self.capture.size)
         self.fps = float(config.fps or self.capture.fps or 30.0)
         self.backgrounds = Backgrounds(config.background)
-        self._reference = parse_reference(config.reference, self.size)
+        self._reference = reference_mask(config.reference, self.size)
         self.outputs = Outputs(config.output, self.size, self.fps, config.vcam_backend, config.vcam_device)
         if self.outputs.preview is not None:
             self.outputs.preview.split = config.split
@@ -159,14 +167,14 @@ class Pipeline:
         _limit_opencv_threads()
         _keep_freed_frames()
         if harmonizer is None and config.harmonize:
-            harmonizer = self._create_harmonizer(config)
+            harmonizer = self._load_harmonizer(config)
         if harmonizer is not None:
             self.harmonize = self._stage(harmonizer, config)
         self._placeholder = make_placeholder(self.size)
         log.info("input %s (%s) %dx%d @ %.1f fps%s; background %s; output %s; harmonize %s",
                  config.input, source.kind, self.size[0], self.size[1], self.fps,
                  ", every frame" if fast else "", self.backgrounds.current.name, ", ".join(config.output),
-                 f"{self.harmonize.mode} on {self.harmonize.stats()['backend']}"
+                 f"{self.harmonize.mode} on {self.harmonize.status()['backend']}"
                  if self.harmonize and config.harmonize else "off")
 
     @staticmethod
@@ -190,8 +198,10 @@ class Pipeline:
                 needing a restart), or `next_background=True`.
 
         Raises:
-            ValueError: an unknown setting or a value out of range (checked here, at the boundary, so that
-                a bad value never reaches a running stage).
+            ValueError: an unknown setting, a value out of range or a reference region outside the frame
+                (checked here, at the boundary, so that a bad value never reaches a running stage nor
+                takes the other changes queued beside it down with it).
+            FileNotFoundError: a reference mask image that does not exist.
         """
         unknown = set(changes) - set(asdict(self.config)) - {NEXT_BACKGROUND}
         if unknown:
@@ -199,6 +209,8 @@ class Pipeline:
         fields = {k: v for k, v in changes.items() if k != NEXT_BACKGROUND}
         if fields:
             validate(self.settings.replace(**fields))
+            if fields.get("reference") is not None:  # what only the frame can tell, before it is queued
+                check_reference(fields["reference"], self.size)
         with self._requests_lock:
             self._requests.append(dict(changes))
 
@@ -243,10 +255,9 @@ class Pipeline:
         Called from the frame loop only (`apply_pending`), or before `run()`.
         """
         live, restart = changed_settings(self.config, new)
-        if "reference" in live:  # parsed first: a rectangle outside the frame changes nothing
-            self._reference = parse_reference(new.reference, self.size)
-            if self.harmonize is not None:
-                self.harmonize.reference = self._reference
+        if "reference" in live and not self._set_reference(new.reference):
+            new = new.replace(reference=self.config.reference)
+            live.pop("reference")
         if "segmentation_model" in live:
             segmenter = Segmenter(new.segmentation_model, new.segmenter_model, smoothing=new.mask_smoothing)
             self.segmenter.close()
@@ -271,6 +282,17 @@ class Pipeline:
             log.warning("config: %s changed; restart vcam to apply", ", ".join(restart))
         self.config = new
 
+    def _set_reference(self, spec: str | None) -> bool:
+        """Build the reference mask for the frame; a failure (an unreadable mask image) changes nothing else."""
+        try:
+            self._reference = reference_mask(spec, self.size)
+        except Exception as exc:
+            log.error("reference not changed: %s", first_line(exc))
+            return False
+        if self.harmonize is not None:
+            self.harmonize.reference = self._reference
+        return True
+
     def _swap_backgrounds(self, specs: list[str]) -> bool:
         try:
             backgrounds = Backgrounds(specs)
@@ -291,15 +313,22 @@ class Pipeline:
             # Loading torch and the model takes seconds: build it beside the loop, adopt it when ready.
             log.info("loading the harmonizer...")
             self._loading = Future()
-            self._loader = threading.Thread(target=self._load, args=(self._loading, new), daemon=True,
-                                            name="vcam-load-harmonizer")
-            self._loader.start()
+            threading.Thread(target=self._load, args=(self._loading, new), daemon=True,
+                             name="vcam-load-harmonizer").start()
 
     def _load(self, future: Future, config: RunConfig) -> None:
         try:
-            future.set_result(self._create_harmonizer(config))
+            harmonizer = self._load_harmonizer(config)
         except Exception as exc:
             future.set_exception(exc)
+            return
+        with self._load_lock:
+            closed = self._closed
+            if not closed:
+                future.set_result(harmonizer)  # the pipeline's from now on
+        if closed:  # the pipeline closed while this loaded: no one else will ever use it
+            log.info("harmonizer loaded after shutdown; closing it")
+            harmonizer.close()
 
     def _adopt_loaded_harmonizer(self) -> None:
         if self._loading is None or not self._loading.done():
@@ -310,7 +339,7 @@ class Pipeline:
             self.config = self.config.replace(harmonize=False)
             return
         self.harmonize = self._stage(future.result(), self.config)
-        log.info("harmonization on (%s on %s)", self.harmonize.mode, self.harmonize.stats()["backend"])
+        log.info("harmonization on (%s on %s)", self.harmonize.mode, self.harmonize.status()["backend"])
 
     def stop(self) -> None:
         """End `run()` after the current frame; any thread, returns at once."""
@@ -406,9 +435,12 @@ class Pipeline:
         if preview is not None and (handle_key(self, preview.poll_key()) or preview.closed_by_user):
             return True
         if self._watcher is not None:
-            new = self._watcher.poll(time.perf_counter())
-            if new is not None:
-                self.request(**asdict(new))
+            changes = self._watcher.poll(time.perf_counter())
+            if changes:  # only the settings whose value in the file changed: the others stay as set
+                try:
+                    self.request(**changes)
+                except (ValueError, OSError) as exc:  # e.g. a reference region the frame cannot hold
+                    log.error("config %s not applied: %s", self.config.config, first_line(exc))
         self.apply_pending()
         self.metrics.maybe_status(self._status_extra)
         return False
@@ -417,7 +449,7 @@ class Pipeline:
         """The harmonizer's rate and the input's state for the status line (computed only when it is due)."""
         extra = ""
         if self.harmonize is not None and self.harmonize.enabled:
-            stats = self.harmonize.stats()
+            stats = self.harmonize.status()
             extra = f"harmonizer {stats['refresh_hz']:.1f} Hz"
             if stats.get("failed"):
                 extra = f"harmonizer failed, retrying in {stats['retry_in_s']:.0f} s"
@@ -443,12 +475,11 @@ class Pipeline:
 
     def close(self) -> None:
         """Release the camera, the harmonizer, the outputs (files finalized); idempotent."""
-        if self._loader is not None:  # a harmonizer still loading is closed once it exists
-            self._loader.join(timeout=30.0)
-            self._loader = None
-            if self._loading is not None and self._loading.done() and self._loading.exception() is None:
-                self._loading.result().close()
-            self._loading = None
+        with self._load_lock:  # a harmonizer still loading is closed by its loader once it exists
+            self._closed = True
+            loaded, self._loading = self._loading, None
+        if loaded is not None and loaded.done() and loaded.exception() is None:
+            loaded.result().close()  # loaded, never adopted: its last use was its load
         for name in ("capture", "harmonize", "segmenter", "backgrounds", "outputs"):
             stage = getattr(self, name, None)
             if stage is None:

@@ -134,6 +134,40 @@ def create_backend(name: str, model, device="auto", precision: str | None = None
     raise RuntimeError("no backend could start: " + _why(skipped, reasons))
 
 
+def inventory() -> tuple[list[str], tuple[str, str] | None]:
+    """What could run here, without starting anything: (one line per runtime: ONNX Runtime's providers,
+    torch and CUDA, TensorRT; the first AUTO_ORDER candidate whose prerequisites are met, or None).
+    Imports torch only where it is installed (to ask it for CUDA)."""
+    import importlib.metadata as md
+    import importlib.util
+
+    lines = []
+    try:
+        import onnxruntime as ort
+
+        providers = ort.get_available_providers()
+        lines.append(f"ONNX Runtime {ort.__version__}: providers {', '.join(providers)}")
+    except ImportError:
+        providers = []
+        lines.append("ONNX Runtime: not installed (pip install onnxruntime)")
+    has_torch, has_cuda = torch_available(), cuda_available()
+    if not has_torch:
+        lines.append("torch: not installed (the lean install: ONNX Runtime on the CPU; pip install 'vcam[gpu]' "
+                     "for the CUDA backends)")
+    else:
+        import torch
+
+        gpus = [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())] if has_cuda else []
+        lines.append(f"torch {md.version('torch')}: " + (", ".join(gpus) if gpus else "no CUDA device"))
+    has_trt = importlib.util.find_spec("tensorrt") is not None
+    lines.append(f"TensorRT {md.version('tensorrt') if has_trt else ''}".rstrip() + (
+        "" if has_trt else ": not installed (pip install 'vcam[trt]' on an NVIDIA machine)"))
+    met = {("tensorrt", "cuda"): has_trt and has_cuda,
+           ("onnxruntime", "cuda"): has_cuda and "CUDAExecutionProvider" in providers,
+           ("torch", "cuda"): has_cuda, ("onnxruntime", "cpu"): bool(providers), ("torch", "cpu"): has_torch}
+    return lines, next((cand for cand in AUTO_ORDER if met.get(cand)), None)
+
+
 def _why(skipped: dict[str, list[str]], reasons: list[str]) -> str:
     said = [f"{why}: skipped {', '.join(labels)}" for why, labels in skipped.items() if labels]
     return "; ".join(said + reasons)
@@ -159,4 +193,4 @@ def _create_named(name, model, device, precision, threads, max_size) -> Backend:
     return backend
 
 
-__all__ = ["AUTO_ORDER", "BACKENDS", "Backend", "NAMES", "canonical_name", "create_backend", "needs_torch"]
+__all__ = ["AUTO_ORDER", "BACKENDS", "Backend", "NAMES", "canonical_name", "create_backend", "inventory", "needs_torch"]

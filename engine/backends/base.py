@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import abc
 import importlib.util
+import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,9 +50,24 @@ def torch_available() -> bool:
         return False
 
 
+def nvidia_driver_present(platform: str | None = None) -> bool:
+    """Whether this machine shows an NVIDIA driver, asked without importing torch (which costs a second and
+    a hundred MB on a CPU-only machine that happens to have it): its /proc entry or device nodes on Linux
+    (/dev/dxg: WSL2), its driver library on Windows; never on macOS."""
+    platform = platform or sys.platform
+    if platform.startswith("linux"):
+        return any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/dxg"))
+    if platform.startswith("win"):
+        import ctypes.util
+
+        return ctypes.util.find_library("nvcuda") is not None
+    return platform != "darwin"
+
+
 def cuda_available() -> bool:
-    """Whether torch is installed and sees a CUDA GPU (False without torch: vcam's CUDA paths need it)."""
-    if not torch_available():
+    """Whether torch is installed and sees a CUDA GPU (False without torch: vcam's CUDA paths need it).
+    torch is imported only where an NVIDIA driver shows."""
+    if not torch_available() or not nvidia_driver_present():
         return False
     import torch
 

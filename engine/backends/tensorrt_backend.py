@@ -109,8 +109,10 @@ def build_engine(trt, logger, onnx_path: Path, precision: str, shapes: Shapes) -
     if monitor is not None:
         config.progress_monitor = monitor
     profile = builder.create_optimization_profile()
+    dynamic = {network.get_input(i).name for i in range(network.num_inputs) if -1 in tuple(network.get_input(i).shape)}
     for name, (low, best, high) in shapes.items():
-        profile.set_shape(name, low, best, high)
+        if name in dynamic:  # a static input (momentum) takes no profile
+            profile.set_shape(name, low, best, high)
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -262,6 +264,8 @@ class TensorRTBackend(TorchArrays, Backend):
 
         key = shapes["composite"]
         for name, dims in shapes.items():
+            if -1 not in tuple(self._engine.get_tensor_shape(name)):
+                continue  # a static input (momentum)
             if not self._context.set_input_shape(name, dims):
                 raise RuntimeError(f"TensorRT engine does not take {name} of shape {dims} (built for sizes up "
                                    f"to {self.engine_path.stem.rsplit('-', 1)[-1]})")

@@ -65,7 +65,7 @@ def parse_sizes(text: str) -> tuple[int, ...]:
 def _time_one(backend, size: int, settings: EngineBenchSettings) -> dict:
     import torch
 
-    device = backend.device
+    device = torch.device(str(backend.device))  # the CPU backend's is torch-free; it reads CPU tensors as arrays
     composite = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
     mask = torch.zeros(1, 1, size, size)
     mask[..., size // 4: size, size // 4: 3 * size // 4] = 1.0  # a person-shaped block, bottom centre

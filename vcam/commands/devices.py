@@ -1,11 +1,13 @@
-"""`vcam devices`: the cameras and virtual-camera devices found, with their modes.
+"""`vcam devices`: the cameras and virtual-camera devices found, with their modes, and the network's runtimes.
 
     vcam devices
     vcam devices --max-index 4      # non-Linux: probe camera indices 0..4
 
 Linux: /dev/video* via sysfs (name, and whether it is a v4l2loopback device, which lives under
 /sys/devices/virtual), modes from `v4l2-ctl --list-formats-ext` when installed, else what OpenCV opens
-at. Elsewhere: camera indices probed with OpenCV, and pyvirtualcam's registered backends.
+at. Elsewhere: camera indices probed with OpenCV, and pyvirtualcam's registered backends. Then the
+harmonization backends: ONNX Runtime's providers, whether torch (and CUDA) and TensorRT are there, and
+what `--backend auto` tries first (engine.backends.inventory; nothing is started).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import cv2
 
-HELP = "list cameras and virtual-camera devices with their modes"
+HELP = "list cameras, virtual-camera devices and the harmonization backends available here"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,4 +113,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"  none found; {virtual_camera_help()}")
     else:
         print("  listed by the backend when opened (--output virtualcam); " + virtual_camera_help())
+    _print_backends()
     return 0
+
+
+def _print_backends() -> None:
+    from engine.backends import inventory
+
+    lines, first = inventory()
+    print("harmonization backends:")
+    print("\n".join(f"  {line}" for line in lines))
+    pick = f"{first[0]} ({first[1]})" if first else "none: install onnxruntime"
+    print(f"  --backend auto tries first: {pick}")

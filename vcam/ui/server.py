@@ -1,9 +1,11 @@
 """The control page's HTTP server: the page, a JSON API, a preview; every change through `pipeline.request`.
 
     GET  /                 the page (vcam/ui/static: plain HTML/CSS/JS, no build step, nothing from a CDN)
-    GET  /api/state        {"settings", "status", "gallery"}
-    POST /api/state        a partial update of the page's settings (vcam.ui.store.PAGE_KEYS), validated by
-                           RunConfig; 400 with {"error": one line} and nothing changed on any bad key or value
+    GET  /api/state        {"settings": {...}, "status": {...}, "gallery": [...]}
+    POST /api/state        {"settings": {...}}: the same shape, with any part of the page's settings
+                           (vcam.ui.store.PAGE_KEYS); answers with the state as GET does. Validated by
+                           RunConfig and the running pipeline; 400 with {"error": one line} and nothing
+                           changed on any bad key or value (status and gallery are read-only)
     POST /api/upload?name= an image or video as the raw body; validated and kept under the user's data dir
     GET  /preview          the latest output frame as a small JPEG (before/after split when `split` is on)
     GET  /thumb?spec=      a gallery image, small
@@ -38,8 +40,7 @@ from urllib.parse import parse_qs, urlsplit
 import cv2
 import numpy as np
 
-from vcam.config import SettingError, check_background
-from vcam.harmonize import parse_reference
+from vcam.config import SettingError, background_kind, check_background
 from vcam.ui import store
 
 log = logging.getLogger("vcam.ui")
@@ -59,11 +60,6 @@ class BadRequest(ValueError):
     def __init__(self, message: str, status: HTTPStatus = HTTPStatus.BAD_REQUEST):
         super().__init__(message)
         self.status = status
-
-
-def _background_kind(spec: str) -> str:
-    kind = spec.partition(":")[0].lower()
-    return {"colour": "color"}.get(kind, kind) if kind in ("blur", "color", "colour") else "file"
 
 
 class UiServer:
@@ -109,7 +105,7 @@ class UiServer:
     def _snapshot(self, now: float) -> dict:
         pipeline = self.pipeline
         metrics, latency = pipeline.metrics, list(self._latency)
-        harmonize = pipeline.harmonize.stats() if pipeline.harmonize is not None else None
+        harmonize = pipeline.harmonize.status() if pipeline.harmonize is not None else None
         cpu_now = time.process_time()
         wall0, cpu0 = self._cpu
         self._cpu = (now, cpu_now)
@@ -137,33 +133,35 @@ class UiServer:
         if not isinstance(specs, list) or not specs or not all(isinstance(s, str) for s in specs):
             raise BadRequest(f"background must be a string or a list of strings, got {value!r}")
         current = set(self.pipeline.settings.background)
+        checked = []
         for spec in specs:
             try:
-                check_background(spec)
+                spec = check_background(spec)  # the stream's own parser (vcam.config), so both read it alike
             except ValueError as exc:
                 raise BadRequest(f"background: {exc}") from None
-            if _background_kind(spec) == "file" and spec not in current and not store.is_gallery_file(spec):
+            if background_kind(spec)[0] == "file" and spec not in current and not store.is_gallery_file(spec):
                 raise BadRequest(f"background {spec!r} is not in the gallery (upload it first)")
-        return specs
+            checked.append(spec)
+        return checked
 
-    def update(self, changes) -> dict:
-        """Validate a partial settings update and queue it; returns the new state.
+    def update(self, document) -> dict:
+        """Validate a partial settings update, `{"settings": {...}}` (the shape `state()` returns), and queue
+        it; returns the new state.
 
         Raises:
-            BadRequest: not an object, an unknown key or a bad value; nothing was queued.
+            BadRequest: not that shape, an unknown key or a bad value; nothing was queued.
         """
+        changes = document.get("settings") if isinstance(document, dict) and set(document) == {"settings"} else None
         if not isinstance(changes, dict) or not changes:
-            raise BadRequest("expected a JSON object of settings, e.g. {\"strength\": 0.5}")
+            raise BadRequest('expected {"settings": {...}} with the settings to change (the shape GET /api/state '
+                             'returns; status and gallery are read-only), e.g. {"settings": {"strength": 0.5}}')
         unknown = sorted(set(changes) - set(store.PAGE_KEYS))
         if unknown:
             raise BadRequest(f"unknown setting {unknown[0]!r}; the page sets {', '.join(store.PAGE_KEYS)}")
         if "background" in changes:
             changes = {**changes, "background": self._check_background(changes["background"])}
-        try:
-            self.pipeline.settings.replace(**changes)  # RunConfig checks every type and range
-            if changes.get("reference") is not None:  # and the rectangle must lie inside the frame
-                parse_reference(changes["reference"], self.pipeline.size)
-            self.pipeline.request(**changes)  # validates again, queues, returns at once
+        try:  # RunConfig checks every type and range, the pipeline what only the frame can tell; then queued
+            self.pipeline.request(**changes)
         except (SettingError, ValueError, TypeError, OSError) as exc:
             raise BadRequest(str(exc).strip().splitlines()[0]) from None
         if self.persist:

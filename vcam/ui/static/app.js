@@ -1,6 +1,6 @@
 // vcam control page: every control is drawn from GET /api/state (polled, so two tabs stay in sync) and
-// every change is a POST /api/state of just that setting; the server validates and the stream applies it
-// between frames. No framework, no build step.
+// every change is a POST /api/state of just that setting, in the shape GET returns ({settings: {...}}); the
+// server validates and the stream applies it between frames. No framework, no build step.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -17,7 +17,7 @@ function showMessage(text, ok = false) {
 
 async function post(changes) {
   const response = await fetch("/api/state", {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(changes),
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ settings: changes }),
   });
   const data = await response.json();
   if (!response.ok) { showMessage(data.error); return; }
