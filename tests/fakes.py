@@ -45,7 +45,7 @@ class SlowHarmonizer:
     def estimates(self) -> int:
         return len(self.intervals)
 
-    def estimate(self, composite, mask, reference=None):
+    def estimate(self, composite, mask, reference=None, timestamp=None):
         self.state_threads.append(("estimate", threading.current_thread().name))
         started = time.perf_counter()
         self.estimating.set()
@@ -80,7 +80,7 @@ class GatedHarmonizer(SlowHarmonizer):
         self.closed_by: str | None = None
         self.closed_while_estimating: bool | None = None
 
-    def estimate(self, composite, mask, reference=None):
+    def estimate(self, composite, mask, reference=None, timestamp=None):
         self.estimating.set()
         self.gate.wait(timeout=600)  # a hang guard only: every test opens the gate
         self.estimating.clear()

@@ -107,9 +107,9 @@ class FlakyHarmonizer:
         self._maybe_fail()
         return self._real.harmonize(composite, mask, reference)
 
-    def estimate(self, composite, mask, reference=None):
+    def estimate(self, composite, mask, reference=None, timestamp=None):
         self._maybe_fail()
-        return self._real.estimate(composite, mask, reference)
+        return self._real.estimate(composite, mask, reference, timestamp)
 
 
 def _portrait_frame(index: int) -> Frame:

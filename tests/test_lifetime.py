@@ -63,7 +63,7 @@ class Quick:
 
     backend_name, device, threads, smoothing, strength = "quick (cpu)", "cpu", None, 0.8, 1.0
 
-    def estimate(self, composite, mask, reference=None):
+    def estimate(self, composite, mask, reference=None, timestamp=None):
         return 0
 
     def apply(self, correction, composite, mask, foreground=None, background=None, box=None):

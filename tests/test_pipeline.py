@@ -207,7 +207,7 @@ def test_a_reset_before_the_worker_starts_does_not_discard_its_corrections():
 
 def test_settings_sent_to_a_failed_worker_apply_after_the_retry():
     class FailsOnce(SlowHarmonizer):
-        def estimate(self, composite, mask, reference=None):
+        def estimate(self, composite, mask, reference=None, timestamp=None):
             if not self.intervals and not getattr(self, "failed_once", False):
                 self.failed_once = True
                 raise RuntimeError("transient backend error")
@@ -230,7 +230,7 @@ def test_a_cpu_worker_yields_the_core_to_the_frame_loop():
     class Records(SlowHarmonizer):
         nice_seen = None
 
-        def estimate(self, composite, mask, reference=None):
+        def estimate(self, composite, mask, reference=None, timestamp=None):
             self.nice_seen = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
             return super().estimate(composite, mask, reference)
 
@@ -261,7 +261,7 @@ def test_stage_mode_follows_the_harmonizers_device():
 
 def test_engine_failure_falls_back_to_the_composite(caplog):
     class Broken(SlowHarmonizer):
-        def estimate(self, composite, mask, reference=None):
+        def estimate(self, composite, mask, reference=None, timestamp=None):
             raise RuntimeError("backend exploded")
 
     stage = HarmonizeStage(Broken(), mode="inline")

@@ -55,7 +55,7 @@ class RunConfig:
     backend: str = "auto"
     device: str = "auto"
     net_size: int = 256
-    smoothing: float = 0.8  # temporal smoothing of the PN statistics (0 = none)
+    smoothing: float = 0.1  # time constant (s) of the harmonization's temporal smoothing (0 = none)
     strength: float = 1.0
     reference: str | None = None  # "x,y,w,h" (pixels, or fractions of the frame) or a mask image
     harmonize_mode: str = "auto"  # auto (GPU: every frame, CPU: worker), inline, worker
@@ -189,7 +189,7 @@ def _number(key: str, value: Any, low: float, high: float, *, integer: bool = Fa
 # ranges, whichever way a value arrives (flag, TOML, live edit, control page).
 _NUMBERS: dict[str, tuple[float, float, bool, bool]] = {
     "fps": (1, 240, False, False),
-    "smoothing": (0, 1, False, True),
+    "smoothing": (0, 2, False, False),  # seconds: engine.harmonizer.MAX_SMOOTHING
     "strength": (0, 1, False, False),
     "net_size": (8, 2048, True, False),
     "refresh_hz": (0, 1000, False, False),

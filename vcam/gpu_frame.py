@@ -1,6 +1,6 @@
 """The GPU frame path: composite and harmonize one camera frame on a torch device, one upload, one download.
 
-    path = GpuFramePath(model, (1920, 1080), background=background_rgb, device="cuda", smoothing=0.8)
+    path = GpuFramePath(model, (1920, 1080), background=background_rgb, device="cuda", smoothing=0.1)
     out = path.process(image_rgb, mask)           # uint8 H x W x 3, the harmonized composite
     pending = path.submit(image_rgb, mask)        # ... or overlap: the GPU works while the CPU decodes and
     out = pending.result()                        # segments the next frame; result() is the only wait

@@ -52,7 +52,7 @@ WORKER_JOIN_S = 5.0  # how long closing waits for a running estimate before leav
 
 
 def create_harmonizer(model: str | None = None, weights: str | None = None, backend: str = "auto",
-                      device: str = "auto", net_size: int = 256, smoothing: float = 0.8,
+                      device: str = "auto", net_size: int = 256, smoothing: float = 0.1,
                       strength: float = 1.0, threads: int | None = None):
     """Build `engine.Harmonizer` with the app's settings (engine import deferred: ONNX Runtime and the graph).
 
@@ -147,9 +147,11 @@ class _Worker:
         self._thread = threading.Thread(target=self._run, name="vcam-harmonize", daemon=True)
         self._thread.start()
 
-    def submit(self, composite: np.ndarray, mask: np.ndarray, reference: np.ndarray | None) -> None:
+    def submit(self, composite: np.ndarray, mask: np.ndarray, reference: np.ndarray | None,
+               timestamp: float | None = None) -> None:
+        """The newest frame to estimate on; `timestamp` (its capture time, seconds) paces the smoothing."""
         with self._cond:
-            self._pending = (composite, mask, reference)
+            self._pending = (composite, mask, reference, timestamp)
             self._cond.notify()
 
     def send(self, name: str, value=None, generation: int = 0) -> None:
@@ -344,7 +346,8 @@ class HarmonizeStage:
 
     def _inline_step(self, frame: Frame) -> np.ndarray:
         started = time.perf_counter()
-        correction = self.harmonizer.estimate(frame.composite, frame.mask, self._reference_for(frame))
+        correction = self.harmonizer.estimate(frame.composite, frame.mask, self._reference_for(frame),
+                                              timestamp=frame.captured_at)
         output = self._apply(correction, frame)
         self._inline_ms.append((time.perf_counter() - started) * 1000.0)  # a window: bounded for hours
         return output
@@ -356,7 +359,9 @@ class HarmonizeStage:
         if worker.error is not None:
             raise worker.error
         worker.refresh_hz = self.governor.update(frame, time.perf_counter(), time.process_time())
-        worker.submit(frame.composite, frame.mask, self._reference_for(frame))
+        # The capture time stamps the estimate: the smoothing is a time constant, so the correction follows a
+        # change of the light as fast at the worker's few estimates a second as inline at 30.
+        worker.submit(frame.composite, frame.mask, self._reference_for(frame), frame.captured_at)
         published = worker.published
         if published is None:
             return None  # no estimate yet: the plain composite for these first frames

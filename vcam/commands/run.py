@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     harm = parser.add_argument_group("harmonization")
     harm.add_argument("--no-harmonize", action="store_true", default=None, help="composite only")
     add_engine_arguments(harm)
-    harm.add_argument("--smoothing", type=float, help="temporal smoothing of the statistics, [0, 1) (default 0.8)")
+    harm.add_argument("--smoothing", type=float, help="temporal smoothing of the colour correction: its time constant in seconds, "
+                      "0-2 (default 0.1: a change of the light is followed within a quarter second)")
     harm.add_argument("--strength", type=float, help="0 = composite, 1 = full harmonization (default 1)")
     harm.add_argument("--reference", help="background region to match: x,y,w,h (pixels or fractions) or a "
                                           "mask image")
