@@ -17,6 +17,11 @@ press returns at once even while a network run takes hundreds of milliseconds. T
 worker publishes each finished correction as one immutable tuple (generation, frame shape, correction);
 `apply` and `strength` belong to the frame loop (apply reads only its arguments and the strength).
 A reset bumps the generation, so an estimate that was running when the scene changed is never applied.
+Closing follows the same rule: the harmonizer is closed after its last use, by the stage, or by the worker
+thread itself when `close()` finds an estimate still running (never under it).
+
+Bounded for a call of any length: the estimate timings are windows of the last TIMING_WINDOW
+(`vcam.metrics.Window`), and `status()`, what per-frame hooks read, computes no percentiles.
 
 Threads: the Harmonizer owns its thread count (`Harmonizer(threads=)`, ONNX Runtime's pool); torch's
 pool is per thread, so the worker gives torch the same count (`_limit_torch_threads`), in this one place,
@@ -26,7 +31,7 @@ nice per thread): when the call's own work takes a core, the network's refresh s
 
 Failure policy while streaming: an engine error is logged and the un-harmonized composite is sent (never a
 traceback, never a black or NaN frame); harmonization is retried after a back-off (1 s doubling to 60 s),
-so one transient error does not turn it off for the session. `stats()` says when the next try is.
+so one transient error does not turn it off for the session. `status()` says when the next try is.
 """
 
 from __future__ import annotations

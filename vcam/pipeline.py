@@ -26,7 +26,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import asdict
 
 import cv2
@@ -39,6 +38,7 @@ from vcam.controls import ConfigWatcher, changed_settings, handle_key
 from vcam.errors import first_line
 from vcam.frame import Frame
 from vcam.harmonize import HarmonizeStage, create_harmonizer
+from vcam.loader import HarmonizerLoader
 from vcam.metrics import CORES, Metrics, write_json
 from vcam.output import Outputs, make_placeholder
 from vcam.reference import check_reference, reference_mask
@@ -133,11 +133,7 @@ class Pipeline:
         self._requests_lock = threading.Lock()  # held for a list append or swap, nothing else
         self._stop = threading.Event()
         self._load_harmonizer = load_harmonizer or self._create_harmonizer
-        # A harmonizer being built after `harmonize` was turned on. Its owner is the loader thread until the
-        # result is set, then the pipeline; a loader that finishes after close() closes what it built.
-        self._loading: Future | None = None
-        self._load_lock = threading.Lock()  # held to hand the loaded harmonizer over, or to close
-        self._closed = False
+        self._loader = HarmonizerLoader(self._load_harmonizer)  # when `harmonize` is turned on later
         try:
             self._open(source, harmonizer)
         except BaseException:
@@ -309,36 +305,23 @@ class Pipeline:
         if self.harmonize is not None:
             self.harmonize.enabled = new.harmonize
             log.info("harmonization %s", "on" if new.harmonize else "off")
-        elif new.harmonize and self._loading is None:
-            # Loading torch and the model takes seconds: build it beside the loop, adopt it when ready.
+        elif new.harmonize and not self._loader.loading:
+            # Loading an engine and its weights takes seconds: built beside the loop, adopted when ready.
             log.info("loading the harmonizer...")
-            self._loading = Future()
-            threading.Thread(target=self._load, args=(self._loading, new), daemon=True,
-                             name="vcam-load-harmonizer").start()
-
-    def _load(self, future: Future, config: RunConfig) -> None:
-        try:
-            harmonizer = self._load_harmonizer(config)
-        except Exception as exc:
-            future.set_exception(exc)
-            return
-        with self._load_lock:
-            closed = self._closed
-            if not closed:
-                future.set_result(harmonizer)  # the pipeline's from now on
-        if closed:  # the pipeline closed while this loaded: no one else will ever use it
-            log.info("harmonizer loaded after shutdown; closing it")
-            harmonizer.close()
+            self._loader.start(new)
 
     def _adopt_loaded_harmonizer(self) -> None:
-        if self._loading is None or not self._loading.done():
+        if not self._loader.loading:  # every frame: the common case is one attribute read
             return
-        future, self._loading = self._loading, None
-        if future.exception() is not None:
-            log.error("cannot start harmonization: %s", first_line(future.exception()))
+        try:
+            harmonizer = self._loader.take()
+        except Exception as exc:
+            log.error("cannot start harmonization: %s", first_line(exc))
             self.config = self.config.replace(harmonize=False)
             return
-        self.harmonize = self._stage(future.result(), self.config)
+        if harmonizer is None:
+            return
+        self.harmonize = self._stage(harmonizer, self.config)
         log.info("harmonization on (%s on %s)", self.harmonize.mode, self.harmonize.status()["backend"])
 
     def stop(self) -> None:
@@ -475,11 +458,7 @@ class Pipeline:
 
     def close(self) -> None:
         """Release the camera, the harmonizer, the outputs (files finalized); idempotent."""
-        with self._load_lock:  # a harmonizer still loading is closed by its loader once it exists
-            self._closed = True
-            loaded, self._loading = self._loading, None
-        if loaded is not None and loaded.done() and loaded.exception() is None:
-            loaded.result().close()  # loaded, never adopted: its last use was its load
+        self._loader.close()  # a harmonizer still loading is closed by its loader's thread once it exists
         for name in ("capture", "harmonize", "segmenter", "backgrounds", "outputs"):
             stage = getattr(self, name, None)
             if stage is None:

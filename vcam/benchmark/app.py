@@ -236,7 +236,7 @@ class _Clock:
 
     def _now(self) -> tuple[float, float, int]:
         stage = self.pipeline.harmonize
-        return time.perf_counter(), time.process_time(), stage.stats()["estimates"] if stage else 0
+        return time.perf_counter(), time.process_time(), stage.status()["estimates"] if stage else 0
 
     def __call__(self, frame) -> None:
         self.last_index = max(self.last_index, frame.index)
