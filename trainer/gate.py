@@ -31,7 +31,11 @@ from trainer.cli import run_main
 from trainer.mixture import draw_composite
 
 HARM_WEIGHT = 4.0  # a dB lost counts this many times a dB gained
-MSE_FLOOR = 0.25  # squared error (0..255) below which a picture counts as perfect (uint8 rounding)
+#: Squared error (0..255) below which a picture counts as perfect: about 45 dB, where no difference shows.
+#: Without a floor an unchanged photo (error 0) makes any change an infinite loss, and those draws drown
+#: the rest (the gate then shrinks every correction).
+MSE_FLOOR = 2.0
+EASY_WEIGHT = 0.3  # the unchanged photos' weight in the loss (their gains are large either way)
 _photos: list | None = None
 _harmonizer = None
 
@@ -114,10 +118,13 @@ def _torch_gains(sums: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(rr.clamp_min(MSE_FLOOR) / after.clamp_min(MSE_FLOOR))
 
 
-def fit(features: np.ndarray, sums: np.ndarray, hidden: int = 64, epochs: int = 60, dropout: float = 0.3,
-        weight_decay: float = 0.05, batch: int = 256, lr: float = 2e-3, max_amount: float = 1.0,
-        harm_weight: float = HARM_WEIGHT, seed: int = 0, progress: bool = True) -> Gate:
-    """Train the MLP on drawn samples (see the module docstring); returns the gate."""
+def fit(features: np.ndarray, sums: np.ndarray, hidden: int = 128, epochs: int = 60, dropout: float = 0.1,
+        weight_decay: float = 0.01, batch: int = 256, lr: float = 2e-3, max_amount: float = 1.0,
+        harm_weight: float = HARM_WEIGHT, seed: int = 0, progress: bool = True,
+        weights: np.ndarray | None = None) -> Gate:
+    """Train the MLP on drawn samples (see the module docstring); returns the gate.
+
+    weights: (N,) each sample's weight in the loss (default: all 1)."""
     if features.shape[1] != FEATURES:
         raise ValueError(f"features have {features.shape[1]} columns, expected {FEATURES}")
     torch.manual_seed(seed)
@@ -125,6 +132,7 @@ def fit(features: np.ndarray, sums: np.ndarray, hidden: int = 64, epochs: int = 
     scale = features.std(0) + 1e-6
     f = torch.from_numpy(((features - mean) / scale).astype(np.float32))
     s = torch.from_numpy(sums.astype(np.float64))
+    w = torch.from_numpy(np.ones(len(f)) if weights is None else np.asarray(weights, np.float64))
     gelu = torch.nn.GELU(approximate="tanh")
     net = torch.nn.Sequential(torch.nn.Dropout(dropout / 2), torch.nn.Linear(FEATURES, hidden), gelu,
                               torch.nn.Dropout(dropout), torch.nn.Linear(hidden, hidden), gelu,
@@ -147,7 +155,7 @@ def fit(features: np.ndarray, sums: np.ndarray, hidden: int = 64, epochs: int = 
             idx = order[b * batch:(b + 1) * batch]
             amount = max_amount * torch.sigmoid(net(f[idx])[:, 0]).double()
             g = _torch_gains(s[idx], amount)
-            loss = (-g + harm_weight * torch.relu(-g)).mean()
+            loss = ((-g + harm_weight * torch.relu(-g)) * w[idx]).sum() / w[idx].sum()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -178,10 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-image", type=int, default=8, help="composites drawn per photo")
     p.add_argument("--samples", type=Path, default=None, help="cache of drawn samples (.npz): read if it "
                    "exists, else written")
-    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--dropout", type=float, default=0.3)
-    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--easy-weight", type=float, default=EASY_WEIGHT, help="the unchanged photos' weight in the loss")
     p.add_argument("--max-amount", type=float, default=1.0, help="the largest share of a correction applied")
     p.add_argument("--harm-weight", type=float, default=HARM_WEIGHT)
     p.add_argument("--holdout", type=float, default=0.1, help="share of photos kept out of the fit, for the report")
@@ -202,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     held = np.isin(photos, rng.permutation(photos.max() + 1)[:int(round(args.holdout * (photos.max() + 1)))])
     train = ~held
+    weights = np.where(strengths == 0, args.easy_weight, 1.0)
     gate = fit(features[train], sums[train], args.hidden, args.epochs, args.dropout, args.weight_decay,
-               max_amount=args.max_amount, harm_weight=args.harm_weight, seed=args.seed)
+               max_amount=args.max_amount, harm_weight=args.harm_weight, seed=args.seed, weights=weights[train])
     lines = []
     for label, part in (("fit photos", train), ("held-out photos", held)):
         if part.any():
@@ -212,10 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     if held.any():  # the shipped gate is refitted on every photo, with the same settings
         gate = fit(features, sums, args.hidden, args.epochs, args.dropout, args.weight_decay,
-                   max_amount=args.max_amount, harm_weight=args.harm_weight, seed=args.seed, progress=False)
+                   max_amount=args.max_amount, harm_weight=args.harm_weight, seed=args.seed, progress=False,
+                   weights=weights)
     metadata = {"samples": str(len(features)), "per_image": str(args.per_image), "data": str(args.data),
                 "hidden": str(args.hidden), "epochs": str(args.epochs), "seed": str(args.seed),
-                "harm_weight": str(args.harm_weight), "report": " | ".join(lines)}
+                "harm_weight": str(args.harm_weight), "easy_weight": str(args.easy_weight),
+                "mse_floor": str(MSE_FLOOR), "report": " | ".join(lines)}
     path = gate.save(args.out, metadata)
     print(f"harmony gate: {len(features)} composites, hidden {args.hidden} -> {path}")
     return 0
