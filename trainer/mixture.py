@@ -12,7 +12,8 @@ instead (docs/model_card.md, "Do no harm"):
   the draws a camera-like frame first (trainer.camera: small, noisy, compressed, the whole frame's
   exposure and white balance off), which is then the ground truth.
 
-The colour prior (trainer.prior) and the harmony gate (trainer.gate) both draw from it.
+The harmony gate (trainer.gate) draws from it; so can the colour prior (`trainer.prior --mixture`, tried
+and not kept: docs/model_card.md).
 """
 
 from __future__ import annotations

@@ -57,10 +57,11 @@ def crop(real: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[
     return (r, m) if 0.03 <= share <= 0.97 else (real, mask)
 
 
-def draw_sample(photo: tuple, seed: int, index: int, draw: int, pixels: int, mixture: bool = True):
+def draw_sample(photo: tuple, seed: int, index: int, draw: int, pixels: int, mixture: bool = False):
     """(features, composite pixels, true pixels) of one fresh composite of `photo` = (stem, real, mask):
-    from trainer.mixture (every strength including none, crops, camera-like frames), or with `mixture`
-    False the FFHQH recipe at full strength, on a crop every other draw (the first prior's samples)."""
+    the FFHQH recipe at full strength, on a crop every other draw (the shipped prior's samples), or with
+    `mixture` from trainer.mixture (every strength including none, crops, camera-like frames; measured
+    worse on the held-out photos, docs/model_card.md "Do no harm")."""
     from trainer.mixture import draw_composite
     from trainer.recolor import composite as make_composite
 
@@ -87,7 +88,7 @@ def _work(job):
 
 
 def draw_samples(data: Path, per_image: int, seed: int = 0, pixels: int = 2048, workers: int | None = None,
-                 progress: bool = True, mixture: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 progress: bool = True, mixture: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features (N, FEATURES), composite pixels (N, P, 3) uint8, true pixels (N, P, 3) uint8) for
     N = photos x per_image fresh composites; the same for any number of workers."""
     _load_photos(str(data))
@@ -201,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None, help="processes drawing samples (default: all cores)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for the fit")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-mixture", action="store_true", help="the FFHQH recipe at full strength only (the "
-                   "first prior), not trainer.mixture's every strength, unchanged photos and camera frames")
+    p.add_argument("--mixture", action="store_true", help="draw from trainer.mixture (every strength, "
+                   "unchanged photos, camera-like frames) instead of the FFHQH recipe at full strength; tried "
+                   "for the do-no-harm work and not kept (docs/model_card.md)")
     p.add_argument("--samples", type=Path, default=None, help="cache of drawn samples (.npz): read if it "
                    "exists, else written")
     args = p.parse_args(argv)
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         features, comp, real = cached["features"], cached["comp"], cached["real"]
     else:
         features, comp, real = draw_samples(args.data, args.per_image, args.seed, args.pixels, args.workers,
-                                            mixture=not args.no_mixture)
+                                            mixture=args.mixture)
         if args.samples is not None:
             args.samples.parent.mkdir(parents=True, exist_ok=True)
             np.savez(args.samples, features=features, comp=comp, real=real)
@@ -229,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                 on_epoch=report)
     metadata = {"samples": str(len(features)), "per_image": str(args.per_image), "data": str(args.data),
                 "hidden": str(args.hidden), "epochs": str(args.epochs), "seed": str(args.seed),
-                "mixture": str(not args.no_mixture)}
+                "mixture": str(args.mixture)}
     if heldout is not None:
         metadata["heldout_psnr"] = f"{heldout_psnr(prior, heldout):.3f}"
         metadata["heldout_identity_psnr"] = f"{heldout_psnr(None, heldout):.3f}"
