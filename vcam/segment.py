@@ -183,11 +183,39 @@ ZOOM_MAX_AREA = 0.6  # zoom only where that crop is at most this fraction of the
 ZOOM_GUARD = 0.02  # the person must stay this fraction of the crop's size away from its inner sides
 ZOOM_MIN_FILL = 0.35  # ... and fill at least this fraction of it; else a new crop is found
 ZOOM_RECHECK_FRAMES = 30  # while zoomed, the whole frame is looked at this often (someone else may come in)
+GUIDE_STILL_LEVEL = 12  # a full-resolution guide pixel that changed at most this much (of 255) is still ...
+GUIDE_WEIGHT = 0.5  # ... and is averaged with its last value with this weight for the new one (camera noise)
+ZOOM_MIN_PART = 0.05  # a part of the mask this small against the largest, not at a side, is a speck
+ZOOM_FOLLOW = 0.06  # the person this close (fraction of the crop) to an inner side: the next crop is around them
+ZOOM_GROW = 1.0  # a person cut by the crop: that side grown by this fraction of their size, the frame redone
+ZOOM_GROW_TRIES = 3  # model runs on one frame to find a crop that does not cut the person, at most
+ZOOM_WATCH_LEVEL = 24  # a low-resolution pixel outside the crop that changed this much (of 255) since the last
+ZOOM_WATCH_FRACTION = 0.002  # frame, over this fraction of the outside: the whole frame is looked at at once
+
+
+def person_parts(mask_low: np.ndarray, min_part: float = ZOOM_MIN_PART) -> np.ndarray:
+    """uint8 plane: the low-resolution mask's person (values >= 0.5), without the specks that are not
+    them: parts smaller than `min_part` of the largest that do not touch a side (a speck of the background
+    the model takes for skin would widen the crop to most of the frame; someone coming in touches a side)."""
+    person = (mask_low >= 0.5).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(person, connectivity=8)
+    if count <= 2:
+        return person
+    height, width = person.shape
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    x0, y0 = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
+    x1, y1 = x0 + stats[1:, cv2.CC_STAT_WIDTH], y0 + stats[1:, cv2.CC_STAT_HEIGHT]
+    touches = (x0 == 0) | (y0 == 0) | (x1 == width) | (y1 == height)
+    keep = (areas >= min_part * areas.max()) | touches
+    if keep.all():
+        return person
+    return np.concatenate([[0], keep.astype(np.uint8)])[labels]
 
 
 def tight_box(mask_low: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
-    """(y0, y1, x0, x1) in `size` (height, width) around the low-resolution mask's person (values >= 0.5)."""
-    box = mask_box(mask_low >= 0.5)
+    """(y0, y1, x0, x1) in `size` (height, width) around the low-resolution mask's person (values >= 0.5,
+    `person_parts`)."""
+    box = mask_box(person_parts(mask_low))
     if box is None:
         return None
     y0, y1, x0, x1 = box
@@ -227,6 +255,33 @@ def zoom_holds(tight: tuple[int, int, int, int] | None, region: tuple[int, int, 
             (rx0 > 0 and x0 < rx0 + gx) or (rx1 < size[1] and x1 > rx1 - gx):
         return False
     return (y1 - y0) * (x1 - x0) >= min_fill * (ry1 - ry0) * (rx1 - rx0)
+
+
+def cut_sides(tight: tuple[int, int, int, int], region: tuple[int, int, int, int], size: tuple[int, int],
+              guard: float = ZOOM_GUARD) -> tuple[bool, bool, bool, bool]:
+    """(top, bottom, left, right): the sides of `region` the person touches (within `guard` of its size)
+    where the region is not at the frame's own side: they may go on beyond it."""
+    y0, y1, x0, x1 = tight
+    ry0, ry1, rx0, rx1 = region
+    gy, gx = guard * (ry1 - ry0), guard * (rx1 - rx0)
+    return (ry0 > 0 and y0 < ry0 + gy, ry1 < size[0] and y1 > ry1 - gy,
+            rx0 > 0 and x0 < rx0 + gx, rx1 < size[1] and x1 > rx1 - gx)
+
+
+def follow_box(tight: tuple[int, int, int, int], previous: tuple[int, int, int, int] | None,
+               cut: tuple[bool, bool, bool, bool] = (False,) * 4,
+               grow: float = ZOOM_GROW) -> tuple[int, int, int, int]:
+    """The box the next crop must hold: the person's tight box, extended by their motion since `previous`
+    (their tight box a frame ago: where they will be next frame) and by `grow` of their size past every
+    `cut` side (the part of them the crop did not show)."""
+    y0, y1, x0, x1 = tight
+    if previous is not None:
+        dy = (y0 + y1 - previous[0] - previous[1]) // 2
+        dx = (x0 + x1 - previous[2] - previous[3]) // 2
+        y0, y1 = min(y0, y0 + dy), max(y1, y1 + dy)
+        x0, x1 = min(x0, x0 + dx), max(x1, x1 + dx)
+    gy, gx = int(grow * (tight[1] - tight[0])), int(grow * (tight[3] - tight[2]))
+    return int(y0 - gy * cut[0]), int(y1 + gy * cut[1]), int(x0 - gx * cut[2]), int(x1 + gx * cut[3])
 
 
 def _flush_c_stdio() -> None:
@@ -348,6 +403,13 @@ class Segmenter:
         self._portrait_net = None
         self._match_aspect = match_aspect and model_path is None and model_selection == 1
         self._previous: np.ndarray | None = None
+        self._previous_region: tuple[int, int, int, int] | None = None  # where _previous was (None: whole)
+        self._watch: np.ndarray | None = None  # the last frame, small and gray: what changed outside the crop
+        self._tight: tuple[int, int, int, int] | None = None  # the person's tight box in the last frame
+        # The full-resolution gray guide of the last frame, where it was used, steadied (`_steady_guide`),
+        # and the one this frame writes.
+        self._guide_last: np.ndarray | None = None
+        self._guide: np.ndarray | None = None
         self.zoom = zoom
         # (y0, y1, x0, x1): the crop the last frame was segmented in (None: the whole frame); see zoom_region
         self.region: tuple[int, int, int, int] | None = None
@@ -357,7 +419,7 @@ class Segmenter:
 
     def reset(self) -> None:
         """Forget the temporal state (after a cut or a camera reconnect)."""
-        self._previous = None
+        self._previous = self._watch = self._tight = self._guide = self._guide_last = None
         self.region = None
 
     def _network_for(self, height: int, width: int):
@@ -367,9 +429,11 @@ class Segmenter:
             self._portrait_net = open_selfie_model(0)
         return self._portrait_net
 
-    def low_res_mask(self, image: np.ndarray, smooth: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def low_res_mask(self, image: np.ndarray, smooth: bool = True,
+                     region: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(small image, its mask) at the model's input width, both of this frame; the mask smoothed over
-        time where `smoothing` and `smooth` are on (`smooth=False` leaves the smoothing state alone)."""
+        time where `smoothing` and `smooth` are on (`smooth=False` leaves the smoothing state alone).
+        `image` is the frame's `region` (None: all of it): the last mask is carried into a moved crop."""
         height, width = image.shape[:2]
         low_w = min(MODEL_WIDTH, width)
         low_h = max(8, round(height * low_w / width))
@@ -379,39 +443,114 @@ class Segmenter:
         if mask_low.shape != (low_h, low_w):
             mask_low = cv2.resize(mask_low, (low_w, low_h), interpolation=cv2.INTER_LINEAR)
         if self.smoothing and smooth:
-            if self._previous is not None and self._previous.shape != mask_low.shape:
-                self._previous = None
-            mask_low = self._previous = adaptive_ema(self._previous, mask_low)
+            previous = self._previous_in(region, mask_low)
+            mask_low = self._previous = adaptive_ema(previous, mask_low)
+            self._previous_region = region
         return small, mask_low
+
+    def _previous_in(self, region: tuple[int, int, int, int] | None, mask_low: np.ndarray) -> np.ndarray | None:
+        """The last low-resolution mask on this one's grid: the same crop as it was; a crop that moved (at
+        about the same scale) resampled, with this frame's mask where the last crop did not reach; None
+        between the whole frame and a crop (their scales differ: a coarse mask would pull a fine one)."""
+        previous, old = self._previous, self._previous_region
+        if previous is None or (old is None) != (region is None):
+            return None
+        if old == region or region is None:
+            return previous if previous.shape == mask_low.shape else None
+        height, width = mask_low.shape
+        sy, sx = (region[1] - region[0]) / height, (region[3] - region[2]) / width
+        old_sy, old_sx = (old[1] - old[0]) / previous.shape[0], (old[3] - old[2]) / previous.shape[1]
+        if not (0.8 < sx / old_sx < 1.25 and 0.8 < sy / old_sy < 1.25):
+            return None
+        # new grid (u, v) -> frame -> old grid, pixel centres: u_old = (x0 + (u + .5) sx - old_x0) / old_sx - .5
+        warp = np.float32([[sx / old_sx, 0, (region[2] - old[2] + 0.5 * sx) / old_sx - 0.5],
+                           [0, sy / old_sy, (region[0] - old[0] + 0.5 * sy) / old_sy - 0.5]])
+        flags = cv2.WARP_INVERSE_MAP
+        carried = cv2.warpAffine(previous, warp, (width, height), flags=flags | cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REPLICATE)
+        known = cv2.warpAffine(np.ones_like(previous), warp, (width, height), flags=flags | cv2.INTER_NEAREST,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        return np.where(known > 0, carried, mask_low)
 
     def mask_for(self, image: np.ndarray) -> np.ndarray:
         """Soft person mask of an RGB uint8 image, float32 H×W in [0, 1]; sets `box` (None: no person).
 
         With `zoom`, a person who fills less than ZOOM_MAX_AREA of the frame is segmented in a crop around
-        them (the model sees them ZOOM_MAX_AREA^-1/2 times larger or more), and the crop is kept from frame
-        to frame while they stay well inside it; each frame's mask still comes from that frame.
+        them (the model sees them ZOOM_MAX_AREA^-1/2 times larger or more). The crop is kept while they stay
+        well inside it and moves with them when they near its side (ahead of their motion); a crop that
+        cuts them is grown and the same frame segmented again; something moving outside the crop (someone
+        coming in) makes the same frame be looked at whole. Each frame's mask comes from that frame.
         """
         height, width = image.shape[:2]
         if (height, width) != self._frame_size:  # a new camera mode or a new still: nothing carries over
-            self._frame_size, self.region, self._previous, self._frames_zoomed = (height, width), None, None, 0
+            self._frame_size, self.region, self._frames_zoomed = (height, width), None, 0
+            self._previous = self._watch = self._tight = self._guide = None
+        self._guide_last = self._guide
+        if self.smoothing:  # what this frame's passes read (the last frame's guide) apart from what they write
+            self._guide = np.zeros((height, width), np.uint8) if self._guide is None else self._guide.copy()
         if self.region is not None:
             self._frames_zoomed += 1
-            # Once a second the whole frame: someone may have come in beside the crop.
-            if self._frames_zoomed % ZOOM_RECHECK_FRAMES != 0 or self._whole_frame_fits(image):
-                mask, box, tight = self._mask_in(image, self.region)
-                if zoom_holds(tight, self.region, (height, width)):
-                    self.box = box
-                    return mask
-            # A new crop (or none) from the whole frame; the smoothing state was in the old crop's coordinates.
-            self.region, self._previous, self._frames_zoomed = None, None, 0
+            # Once a second, or when something moved outside the crop, the whole frame: someone may have come in.
+            look = self._outside_changed(image) or self._frames_zoomed % ZOOM_RECHECK_FRAMES == 0
+            if not look or self._whole_frame_fits(image):
+                found = self._mask_zoomed(image, self.region)
+                if found is not None:
+                    return found
+            # A new crop (or none) from the whole frame.
+            self.region, self._frames_zoomed, self._tight = None, 0, None
         mask, box, tight = self._mask_in(image, None)
         if self.zoom and tight is not None:
-            self.region = zoom_region(tight, (height, width))
-            if self.region is not None:
-                self._previous = None
-                mask, box, _ = self._mask_in(image, self.region)
+            region = zoom_region(tight, (height, width))
+            if region is not None:
+                found = self._mask_zoomed(image, region)
+                if found is not None:
+                    self._outside_changed(image)  # the watch starts from this frame
+                    return found
+        self.region, self._tight, self._watch = None, tight, None
         self.box = box
         return mask
+
+    def _mask_zoomed(self, image: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarray | None:
+        """The mask from a crop that holds the whole person (grown and redone where it cut them, at most
+        ZOOM_GROW_TRIES runs); sets `region` to the next frame's crop and `box`. None: nobody in the crop,
+        or a crop that would hold them is too large to gain (then the whole frame is segmented)."""
+        size = self._frame_size
+        for _ in range(ZOOM_GROW_TRIES):
+            mask, box, tight = self._mask_in(image, region)
+            if tight is None:
+                return None
+            cut = cut_sides(tight, region, size)
+            previous = self._tight if self.region is not None else None
+            if not any(cut):
+                self.box, self._tight = box, tight
+                # The next frame's crop: this one while they stay well inside it and fill it, else around
+                # them and their motion (None: too large to gain; the next frame is segmented whole).
+                if not zoom_holds(tight, region, size, guard=ZOOM_FOLLOW):
+                    region = zoom_region(follow_box(tight, previous), size)
+                self.region = region
+                if region is None:
+                    self._watch = None
+                return mask
+            region = zoom_region(follow_box(tight, previous, cut), size)
+            if region is None:
+                return None
+        return None
+
+    def _outside_changed(self, image: np.ndarray) -> bool:
+        """Whether the frame changed outside the crop since the last frame (ZOOM_WATCH_LEVEL on at least
+        ZOOM_WATCH_FRACTION of it), on a small gray copy; it remembers this frame for the next."""
+        height, width = image.shape[:2]
+        low_w = min(MODEL_WIDTH, width)
+        low_h = max(8, round(height * low_w / width))
+        gray = cv2.cvtColor(cv2.resize(image, (low_w, low_h), interpolation=cv2.INTER_LINEAR), cv2.COLOR_RGB2GRAY)
+        last, self._watch = self._watch, gray
+        if last is None or self.region is None:
+            return False
+        changed = cv2.absdiff(gray, last) > ZOOM_WATCH_LEVEL
+        y0, y1, x0, x1 = self.region
+        sy, sx = low_h / height, low_w / width
+        changed[max(int(y0 * sy) - 1, 0):int(np.ceil(y1 * sy)) + 1, max(int(x0 * sx) - 1, 0):int(np.ceil(x1 * sx)) + 1] = False
+        return np.count_nonzero(changed) > ZOOM_WATCH_FRACTION * changed.size
 
     def _whole_frame_fits(self, image: np.ndarray) -> bool:
         """Whether every person the model finds in the whole frame is inside the current crop (one extra
@@ -427,7 +566,7 @@ class Segmenter:
         mask = np.zeros((height, width), np.float32)
         part = image[ry0:ry1, rx0:rx1]
         size = (ry1 - ry0, rx1 - rx0)
-        small, mask_low = self.low_res_mask(part)
+        small, mask_low = self.low_res_mask(part, region=region)
         gray_low = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32) * (1.0 / 255.0)
         mean_a, mean_b = guided_coefficients(gray_low, mask_low)
         # Fold `stretch` and the 1/255 of the full-resolution guide into the low-resolution coefficients,
@@ -440,7 +579,8 @@ class Segmenter:
         if box is None:
             return mask, None, None
         y0, y1, x0, x1 = box
-        gray = cv2.cvtColor(part[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY)
+        gray = self._steady_guide(cv2.cvtColor(part[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY),
+                                  (ry0 + y0, ry0 + y1, rx0 + x0, rx0 + x1))
         up_a = resize_box(mean_a, size, box)
         up_b = resize_box(mean_b, size, box)
         out = cv2.add(cv2.multiply(up_a, gray, dtype=cv2.CV_32F), up_b)
@@ -450,6 +590,27 @@ class Segmenter:
         if tight is not None:
             tight = (tight[0] + ry0, tight[1] + ry0, tight[2] + rx0, tight[3] + rx0)
         return mask, (y0 + ry0, y1 + ry0, x0 + rx0, x1 + rx0), tight
+
+    def _steady_guide(self, gray: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+        """The full-resolution guide with the camera's noise averaged out where the picture is still.
+
+        The guided filter's mask is a·gray + b with a steep `a` at the edge, so every level of sensor noise
+        in the gray image moves the edge's mask from frame to frame (most of the edge flicker on a still
+        person; the low-resolution mask hardly changes). A pixel that changed at most GUIDE_STILL_LEVEL
+        since the last frame takes GUIDE_WEIGHT of its new value; one that changed more (motion, a cut)
+        is taken as it is, so a moving edge is not held back. `gray` (uint8, the box of the frame) is
+        changed in place and returned; off with `smoothing`.
+        """
+        if not self.smoothing:
+            return gray
+        y0, y1, x0, x1 = box
+        if self._guide_last is not None and self._guide_last.shape == self._guide.shape:
+            last = self._guide_last[y0:y1, x0:x1]
+            still = cv2.compare(cv2.absdiff(gray, last), GUIDE_STILL_LEVEL, cv2.CMP_LE)
+            steady = cv2.addWeighted(gray, GUIDE_WEIGHT, last, 1.0 - GUIDE_WEIGHT, 0.0)
+            cv2.copyTo(steady, still, gray)
+        self._guide[y0:y1, x0:x1] = gray
+        return gray
 
     def __call__(self, frame: Frame) -> Frame:
         frame.mask = self.mask_for(frame.image)
