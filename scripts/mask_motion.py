@@ -2,6 +2,8 @@
 
     nice -n 10 .venv/bin/python scripts/mask_motion.py --json out/mask_motion.json \
         --plot out/mask_motion.png [--per-group 4] [--no-smoothing] [--no-zoom]
+    git show <before>:vcam/segment.py > /tmp/segment_before.py
+    nice -n 10 .venv/bin/python scripts/mask_motion.py --time-against /tmp/segment_before.py --frames 100
 
 For held-out photos of `../shared/data/portraits_more` (ccp: full-body, humanseg: half-body; a photo is
 held out when crc32(stem) % 5 == 0, and nothing in vcam is fitted on those), the person is cut out with the
@@ -34,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rim_eval import cover  # noqa: E402
 
+from vcam import segment  # noqa: E402
 from vcam.segment import Segmenter  # noqa: E402
 
 SIZE = (720, 1280)
@@ -268,6 +271,37 @@ def plot(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
+def time_against(other: Path, data: Path, backgrounds: Path, frames: int = 60, speed: int = 8) -> dict:
+    """Milliseconds per frame of this checkout's Segmenter and of the one in `other` (a segment.py, e.g.
+    `git show HEAD~1:vcam/segment.py > /tmp/segment_before.py`), frame for frame in turn on the same 720p
+    frames (one person walking at `speed` px/frame, then standing): the load of the machine falls on both."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("segment_other", other)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.MODELS_DIR = segment.MODELS_DIR  # the models ship beside this checkout's segment.py
+    stem, person, mask = cutouts(data, 1)[0]
+    background = cover(cv2.cvtColor(cv2.imread(str(backgrounds / BACKGROUNDS[0])), cv2.COLOR_BGR2RGB), SIZE)
+    rng = np.random.default_rng(0)
+    segmenters = {"this": Segmenter(), "other": module.Segmenter()}
+    times: dict[str, dict[str, list[float]]] = {name: {"moving": [], "still": []} for name in segmenters}
+    steps = paths(person.shape[1], frames)
+    for phase, key in (("moving", f"{speed}px"), ("still", "0px")):
+        for positions in steps[key]:
+            frame, truth = background.copy(), np.zeros(SIZE, bool)
+            paste(frame, truth, person, mask, int(round(positions[0][0])))
+            noisy = np.clip(frame + rng.normal(0.0, NOISE_SIGMA, frame.shape), 0, 255).astype(np.uint8)
+            for name, segmenter in segmenters.items():
+                start = time.perf_counter()
+                segmenter.mask_for(noisy)
+                times[name][phase].append(1e3 * (time.perf_counter() - start))
+    for segmenter in segmenters.values():
+        segmenter.close()
+    return {"photo": stem, "other": str(other), **{
+        f"{name}_{phase}_ms_p50": float(np.median(values)) for name, by in times.items() for phase, values in by.items()}}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/portraits_more"))
@@ -279,7 +313,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-zoom", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument("--time-against", type=Path, default=None,
+                        help="only time this Segmenter against the one in this segment.py, frame for frame")
     args = parser.parse_args(argv)
+    if args.time_against is not None:
+        result = time_against(args.time_against, args.data, args.backgrounds, args.frames)
+        print(json.dumps(result, indent=1))
+        return result
     result = evaluate(args.data, args.backgrounds, args.per_group, args.frames, args.band,
                       smoothing=not args.no_smoothing, zoom=not args.no_zoom)
     for name, stats in result["paths"].items():

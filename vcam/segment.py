@@ -212,10 +212,11 @@ def person_parts(mask_low: np.ndarray, min_part: float = ZOOM_MIN_PART) -> np.nd
     return np.concatenate([[0], keep.astype(np.uint8)])[labels]
 
 
-def tight_box(mask_low: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
-    """(y0, y1, x0, x1) in `size` (height, width) around the low-resolution mask's person (values >= 0.5,
-    `person_parts`)."""
-    box = mask_box(person_parts(mask_low))
+def tight_box(mask_low: np.ndarray, size: tuple[int, int], specks: bool = True) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1) in `size` (height, width) around the low-resolution mask's person (values >= 0.5;
+    without specks, `person_parts`, unless `specks`: a crop's mask, where they are rare and the test costs
+    more)."""
+    box = mask_box(person_parts(mask_low) if not specks else mask_low >= 0.5)
     if box is None:
         return None
     y0, y1, x0, x1 = box
@@ -406,10 +407,9 @@ class Segmenter:
         self._previous_region: tuple[int, int, int, int] | None = None  # where _previous was (None: whole)
         self._watch: np.ndarray | None = None  # the last frame, small and gray: what changed outside the crop
         self._tight: tuple[int, int, int, int] | None = None  # the person's tight box in the last frame
-        # The full-resolution gray guide of the last frame, where it was used, steadied (`_steady_guide`),
-        # and the one this frame writes.
-        self._guide_last: np.ndarray | None = None
-        self._guide: np.ndarray | None = None
+        # (box in the frame, its uint8 gray guide, steadied by `_steady_guide`): the last frame's; this one's
+        self._guide_last: tuple | None = None
+        self._guide: tuple | None = None
         self.zoom = zoom
         # (y0, y1, x0, x1): the crop the last frame was segmented in (None: the whole frame); see zoom_region
         self.region: tuple[int, int, int, int] | None = None
@@ -485,9 +485,7 @@ class Segmenter:
         if (height, width) != self._frame_size:  # a new camera mode or a new still: nothing carries over
             self._frame_size, self.region, self._frames_zoomed = (height, width), None, 0
             self._previous = self._watch = self._tight = self._guide = None
-        self._guide_last = self._guide
-        if self.smoothing:  # what this frame's passes read (the last frame's guide) apart from what they write
-            self._guide = np.zeros((height, width), np.uint8) if self._guide is None else self._guide.copy()
+        self._guide_last, self._guide = self._guide, None
         if self.region is not None:
             self._frames_zoomed += 1
             # Once a second, or when something moved outside the crop, the whole frame: someone may have come in.
@@ -556,7 +554,8 @@ class Segmenter:
         """Whether every person the model finds in the whole frame is inside the current crop (one extra
         model run, the smoothing state untouched)."""
         _, mask_low = self.low_res_mask(image, smooth=False)
-        return zoom_holds(tight_box(mask_low, image.shape[:2]), self.region, image.shape[:2], min_fill=0.0)
+        return zoom_holds(tight_box(mask_low, image.shape[:2], specks=False), self.region, image.shape[:2],
+                          min_fill=0.0)
 
     def _mask_in(self, image: np.ndarray, region: tuple[int, int, int, int] | None):
         """(mask H×W, the person's box, their tight box) from the model run on `region` of the frame (None: all
@@ -586,7 +585,7 @@ class Segmenter:
         out = cv2.add(cv2.multiply(up_a, gray, dtype=cv2.CV_32F), up_b)
         cv2.threshold(out, 1.0, 1.0, cv2.THRESH_TRUNC, dst=out)
         cv2.threshold(out, 0.0, 0.0, cv2.THRESH_TOZERO, dst=mask[ry0 + y0:ry0 + y1, rx0 + x0:rx0 + x1])
-        tight = tight_box(mask_low, size)
+        tight = tight_box(mask_low, size, specks=region is not None)
         if tight is not None:
             tight = (tight[0] + ry0, tight[1] + ry0, tight[2] + rx0, tight[3] + rx0)
         return mask, (y0 + ry0, y1 + ry0, x0 + rx0, x1 + rx0), tight
@@ -603,13 +602,17 @@ class Segmenter:
         """
         if not self.smoothing:
             return gray
-        y0, y1, x0, x1 = box
-        if self._guide_last is not None and self._guide_last.shape == self._guide.shape:
-            last = self._guide_last[y0:y1, x0:x1]
-            still = cv2.compare(cv2.absdiff(gray, last), GUIDE_STILL_LEVEL, cv2.CMP_LE)
-            steady = cv2.addWeighted(gray, GUIDE_WEIGHT, last, 1.0 - GUIDE_WEIGHT, 0.0)
-            cv2.copyTo(steady, still, gray)
-        self._guide[y0:y1, x0:x1] = gray
+        if self._guide_last is not None:
+            (ly0, ly1, lx0, lx1), last = self._guide_last
+            y0, y1 = max(box[0], ly0), min(box[1], ly1)  # where both frames have a guide
+            x0, x1 = max(box[2], lx0), min(box[3], lx1)
+            if y0 < y1 and x0 < x1:
+                now = gray[y0 - box[0]:y1 - box[0], x0 - box[2]:x1 - box[2]]
+                before = last[y0 - ly0:y1 - ly0, x0 - lx0:x1 - lx0]
+                still = cv2.compare(cv2.absdiff(now, before), GUIDE_STILL_LEVEL, cv2.CMP_LE)
+                steady = cv2.addWeighted(now, GUIDE_WEIGHT, before, 1.0 - GUIDE_WEIGHT, 0.0)
+                cv2.copyTo(steady, still, now)  # in place: `now` is a view of `gray`
+        self._guide = (box, gray)
         return gray
 
     def __call__(self, frame: Frame) -> Frame:
