@@ -26,7 +26,7 @@ def test_follow_box_leads_the_motion_and_grows_past_a_cut():
     assert follow_box(tight, None) == tight
     assert follow_box(tight, previous) == (100, 300, 400, 520)
     assert follow_box(tight, None, (False, True, False, False), grow=0.5) == (100, 400, 400, 500)
-    assert follow_box(tight, None, (True, False, False, False)) == (-100, 300, 400, 500)
+    assert follow_box(tight, None, (True, False, False, False), grow=1.0) == (-100, 300, 400, 500)
 
 
 def test_person_parts_drops_specks_but_not_someone_at_the_side():
@@ -34,8 +34,9 @@ def test_person_parts_drops_specks_but_not_someone_at_the_side():
     low[40:140, 100:140] = 0.9  # the person
     low[20:23, 200:203] = 0.8  # a speck of background
     low[60:80, 0:3] = 0.9  # a hand coming in at the left side: as small, but at the side
+    low[50:53, 146:149] = 0.9  # a hand apart from the body, beside it
     parts = person_parts(low)
-    assert parts[50, 120] == 1 and parts[21, 201] == 0 and parts[70, 1] == 1
+    assert parts[50, 120] == 1 and parts[21, 201] == 0 and parts[70, 1] == 1 and parts[51, 147] == 1
     assert tight_box(low, (144, 256), specks=False) == (40, 140, 0, 140)
     assert tight_box(low, (144, 256)) == (20, 140, 0, 203)
 

@@ -187,16 +187,17 @@ GUIDE_STILL_LEVEL = 12  # a full-resolution guide pixel that changed at most thi
 GUIDE_WEIGHT = 0.5  # ... and is averaged with its last value with this weight for the new one (camera noise)
 ZOOM_MIN_PART = 0.05  # a part of the mask this small against the largest, not at a side, is a speck
 ZOOM_FOLLOW = 0.06  # the person this close (fraction of the crop) to an inner side: the next crop is around them
-ZOOM_GROW = 1.0  # a person cut by the crop: that side grown by this fraction of their size, the frame redone
+ZOOM_GROW = 0.25  # a person cut by the crop: that side grown by this fraction of their size, the frame redone
 ZOOM_GROW_TRIES = 3  # model runs on one frame to find a crop that does not cut the person, at most
 ZOOM_WATCH_LEVEL = 24  # a low-resolution pixel outside the crop that changed this much (of 255) since the last
 ZOOM_WATCH_FRACTION = 0.002  # frame, over this fraction of the outside: the whole frame is looked at at once
 
 
-def person_parts(mask_low: np.ndarray, min_part: float = ZOOM_MIN_PART) -> np.ndarray:
+def person_parts(mask_low: np.ndarray, min_part: float = ZOOM_MIN_PART, near: float = 0.5) -> np.ndarray:
     """uint8 plane: the low-resolution mask's person (values >= 0.5), without the specks that are not
-    them: parts smaller than `min_part` of the largest that do not touch a side (a speck of the background
-    the model takes for skin would widen the crop to most of the frame; someone coming in touches a side)."""
+    them: parts smaller than `min_part` of the largest, away from the larger parts' box (by more than
+    `near` of its size) and from the sides (a speck of the background the model takes for skin would widen
+    the crop to most of the frame; a hand apart from the body is near it, someone coming in at a side)."""
     person = (mask_low >= 0.5).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(person, connectivity=8)
     if count <= 2:
@@ -206,7 +207,11 @@ def person_parts(mask_low: np.ndarray, min_part: float = ZOOM_MIN_PART) -> np.nd
     x0, y0 = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
     x1, y1 = x0 + stats[1:, cv2.CC_STAT_WIDTH], y0 + stats[1:, cv2.CC_STAT_HEIGHT]
     touches = (x0 == 0) | (y0 == 0) | (x1 == width) | (y1 == height)
-    keep = (areas >= min_part * areas.max()) | touches
+    large = areas >= min_part * areas.max()
+    by0, by1, bx0, bx1 = y0[large].min(), y1[large].max(), x0[large].min(), x1[large].max()
+    gy, gx = near * (by1 - by0), near * (bx1 - bx0)
+    close = (y1 > by0 - gy) & (y0 < by1 + gy) & (x1 > bx0 - gx) & (x0 < bx1 + gx)
+    keep = large | touches | close
     if keep.all():
         return person
     return np.concatenate([[0], keep.astype(np.uint8)])[labels]
@@ -500,7 +505,7 @@ class Segmenter:
         if self.zoom and tight is not None:
             region = zoom_region(tight, (height, width))
             if region is not None:
-                found = self._mask_zoomed(image, region)
+                found = self._mask_zoomed(image, region, (mask, box))
                 if found is not None:
                     self._outside_changed(image)  # the watch starts from this frame
                     return found
@@ -508,13 +513,17 @@ class Segmenter:
         self.box = box
         return mask
 
-    def _mask_zoomed(self, image: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarray | None:
+    def _mask_zoomed(self, image: np.ndarray, region: tuple[int, int, int, int],
+                     whole: tuple[np.ndarray, tuple] | None = None) -> np.ndarray | None:
         """The mask from a crop that holds the whole person (grown and redone where it cut them, at most
         ZOOM_GROW_TRIES runs); sets `region` to the next frame's crop and `box`. None: nobody in the crop,
-        or a crop that would hold them is too large to gain (then the whole frame is segmented)."""
+        or a crop that would hold them is too large to gain (then the whole frame is segmented). `whole`
+        (this frame's whole-frame mask and box): where the crop cannot grow, it fills in outside the crop.
+        """
         size = self._frame_size
         for _ in range(ZOOM_GROW_TRIES):
             mask, box, tight = self._mask_in(image, region)
+            ran = region
             if tight is None:
                 return None
             cut = cut_sides(tight, region, size)
@@ -529,10 +538,23 @@ class Segmenter:
                 if region is None:
                     self._watch = None
                 return mask
-            region = zoom_region(follow_box(tight, previous, cut), size)
-            if region is None:
-                return None
-        return None
+            grown = zoom_region(follow_box(tight, previous, cut), size, max_area=1.0)
+            # the same frame again in a crop that keeps this one's other sides (the same zoom, or less)
+            grown = (min(grown[0], region[0]), max(grown[1], region[1]),
+                     min(grown[2], region[2]), max(grown[3], region[3]))
+            if (grown[1] - grown[0]) * (grown[3] - grown[2]) > ZOOM_MAX_AREA * size[0] * size[1]:
+                break
+            region = grown
+        if whole is None:
+            return None
+        # No crop small enough holds them: the last crop's mask inside it, the whole frame's outside.
+        whole_mask, whole_box = whole
+        y0, y1, x0, x1 = ran
+        whole_mask[y0:y1, x0:x1] = mask[y0:y1, x0:x1]
+        self.box = whole_box if box is None else (min(box[0], whole_box[0]), max(box[1], whole_box[1]),
+                                                  min(box[2], whole_box[2]), max(box[3], whole_box[3]))
+        self.region, self._tight, self._watch = None, None, None
+        return whole_mask
 
     def _outside_changed(self, image: np.ndarray) -> bool:
         """Whether the frame changed outside the crop since the last frame (ZOOM_WATCH_LEVEL on at least
