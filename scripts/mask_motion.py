@@ -17,8 +17,10 @@ Per path: IoU of mask >= 0.5 with the truth (mean and worst frame; frames where 
 of the frame left out), the boundary F-score within `--band` px (the mask's 0.5 contour against the
 truth's), the lag (the shift of the truth that best matches the mask near the person, along the motion, in
 px: positive = behind), edge flicker (mean |mask_t - mask_t-1| in a 6 px band around the truth's edge, on
-the frames where nobody moves), ghost pixels (mask >= 0.5 in frames with nobody), and the segmenter's
-median time per frame (the machine's load included: compare within one run).
+the frames where nobody moves), the IoU of every 4th frame segmented on its own by a reset segmenter
+(`iou_fresh`: the same picture as a still frame, so motion is told apart from where the person stands) next
+to the tracked mask's on those frames (`iou_tracked_same`), ghost pixels (mask >= 0.5 in frames with
+nobody), and the segmenter's median time per frame (the machine's load included: compare within one run).
 """
 
 from __future__ import annotations
@@ -171,12 +173,15 @@ def edge_band(truth: np.ndarray, px: int = FLICKER_BAND_PX) -> np.ndarray:
     return (cv2.dilate(person, kernel) > 0) & (cv2.erode(person, kernel) == 0)
 
 
-def run_path(segmenter: Segmenter, background: np.ndarray, people, steps, rng, band: int) -> dict:
-    """Per-frame figures of one path."""
+def run_path(segmenter: Segmenter, background: np.ndarray, people, steps, rng, band: int,
+             fresh: Segmenter | None = None, fresh_every: int = 4) -> dict:
+    """Per-frame figures of one path; with `fresh`, also the IoU of every `fresh_every`-th frame segmented
+    on its own (a reset segmenter: as a still picture), and the tracked mask's IoU on the same frames."""
     segmenter.reset()
-    frames = {"iou": [], "bf": [], "lag": [], "flicker": [], "ghost": [], "ms": []}
+    frames = {"iou": [], "bf": [], "lag": [], "flicker": [], "ghost": [], "ms": [], "iou_fresh": [],
+              "iou_same": []}
     previous = None
-    for positions in steps:
+    for index, positions in enumerate(steps):
         frame, truth = background.copy(), np.zeros(SIZE, bool)
         for (person, mask), (x, _) in zip(people, positions):
             paste(frame, truth, person, mask, int(round(x)))
@@ -189,6 +194,11 @@ def run_path(segmenter: Segmenter, background: np.ndarray, people, steps, rng, b
             frames["ghost"].append(int(pred.sum()))
         elif truth.sum() >= MIN_VISIBLE * truth.size:  # a sliver at the frame's side is no test of the mask
             frames["iou"].append(float((pred & truth).sum() / (pred | truth).sum()))
+            if fresh is not None and index % fresh_every == 0:
+                fresh.reset()
+                alone = fresh.mask_for(noisy) >= 0.5
+                frames["iou_fresh"].append(float((alone & truth).sum() / (alone | truth).sum()))
+                frames["iou_same"].append(frames["iou"][-1])
             frames["bf"].append(boundary_f(pred, truth, band))
             x, v = positions[0]
             width = people[0][1].shape[1]
@@ -209,6 +219,9 @@ def summarize(per_frame: list[dict]) -> dict:
     if pool["iou"]:
         out.update(iou=float(np.mean(pool["iou"])), iou_worst=float(np.min(pool["iou"])),
                    boundary_f=float(np.mean(pool["bf"])), boundary_f_worst=float(np.min(pool["bf"])))
+    if pool["iou_fresh"]:
+        # the same frames segmented each on its own: what motion costs, apart from where the person is
+        out.update(iou_fresh=float(np.mean(pool["iou_fresh"])), iou_tracked_same=float(np.mean(pool["iou_same"])))
     if pool["lag"]:
         out.update(lag_px=float(np.mean(pool["lag"])), lag_px_p95=float(np.percentile(pool["lag"], 95)))
     if pool["flicker"]:
@@ -226,6 +239,7 @@ def evaluate(data: Path, backgrounds: Path, per_group: int = 4, frames: int = 40
         raise FileNotFoundError(f"fewer than 2 held-out photos with masks in {data}")
     rng = np.random.default_rng(seed)
     segmenter = Segmenter(smoothing=smoothing, zoom=zoom)
+    fresh = Segmenter(smoothing=smoothing, zoom=zoom)
     results: dict[str, list[dict]] = {}
     try:
         for i, (_, person, mask) in enumerate(people):
@@ -235,9 +249,11 @@ def evaluate(data: Path, backgrounds: Path, per_group: int = 4, frames: int = 40
             other = people[(i + 1) % len(people)]
             for name, steps in paths(person.shape[1], frames).items():
                 cast = [(person, mask)] if name != "second_person" else [(person, mask), other[1:]]
-                results.setdefault(name, []).append(run_path(segmenter, background, cast, steps, rng, band))
+                results.setdefault(name, []).append(run_path(segmenter, background, cast, steps, rng, band,
+                                                             fresh))
     finally:
         segmenter.close()
+        fresh.close()
     return {"photos": [stem for stem, _, _ in people], "size": list(SIZE), "band_px": band,
             "smoothing": smoothing, "zoom": zoom, "noise_sigma": NOISE_SIGMA,
             "paths": {name: summarize(per_frame) for name, per_frame in results.items()}}
