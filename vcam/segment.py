@@ -10,7 +10,9 @@ resolution):
    motion) are followed at once, so the mask does not trail a moving person;
 3. `fast_guided_filter` (He & Sun 2015) fits a local linear model mask ≈ a·gray + b at low resolution and
    applies the upsampled (a, b) to the full-resolution gray image, so the mask edge snaps to the real
-   edge of hair and shoulders instead of a blurred, haloed upsample;
+   edge of hair and shoulders instead of a blurred, haloed upsample; with smoothing on, that gray image
+   is steadied where the picture is still (`Segmenter._steady_guide`: the camera's noise, times the edge's
+   steep a, was most of the edge's flicker on a still person);
 4. `stretch` maps [0.4, 0.6] to [0, 1] and clips: the model's 0.5 is the edge, and the soft ramp is a few
    pixels wide, so little of the old backdrop is left in the edge (scripts/rim_eval.py measures it);
    the background is exactly the background.
@@ -21,11 +23,16 @@ the rest of the full-resolution mask is 0 (exactly what the guided filter and st
 
 Zoom (`zoom_region`): the model sees 256 px whatever the frame, so a person who fills less than 60 % of
 it (far from the camera, a full-body photo) is segmented in a crop around them, grown by 15 % per side.
-The crop is found from a whole-frame pass and kept from frame to frame while the person stays well inside
-it (`zoom_holds`): one model run per frame, on that frame, and one more on the whole frame once a second
-(someone may come in beside the crop); when they walk out of it, shrink or leave, the same frame is
-segmented whole again and a new crop found. Head-and-shoulders webcam frames (the person's
-crop is 70-100 % of the frame) are segmented whole, as before.
+The crop is found from a whole-frame pass (specks of background away from the person left out,
+`person_parts`) and kept from frame to frame while the person stays well inside it (`zoom_holds`): one
+model run per frame, on that frame. When they near its side, the next frame's crop is put around them and
+ahead of their motion (`follow_box`; the smoothing state is resampled into it), not found again from the
+whole frame, whose 256 px miss a small person's legs or take in a speck of background. A crop that cuts
+the person (`cut_sides`) is grown on that side and the same frame segmented again; where no crop small
+enough holds them, the whole frame's mask fills in outside it. The whole frame is looked at again in the
+frame something changes outside the crop (`ZOOM_WATCH_LEVEL`: someone coming in), and once a second; when
+they leave, the same frame is segmented whole. Head-and-shoulders webcam frames (the person's crop is
+70-100 % of the frame) are segmented whole, as before. scripts/mask_motion.py measures all of it.
 
 The landscape model (model_selection=1, 256x144 input) is for wide frames: MediaPipe squashes any frame
 into its input, so a 4:3, square or portrait frame (narrower than 3:2) is segmented with the general
