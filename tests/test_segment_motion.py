@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from conftest import photos_with_published_masks
 
-from vcam.segment import Segmenter, cut_sides, follow_box, person_parts, tight_box
+from vcam.segment import Segmenter
+from vcam.zoom import cut_sides, follow_box, person_parts, tight_box
 
 SIZE = (720, 1280)
 
