@@ -1,7 +1,8 @@
 """Does the mask keep up? People with published masks moved across real backgrounds, exact truth per frame.
 
     nice -n 10 .venv/bin/python scripts/mask_motion.py --json out/mask_motion.json \
-        --plot out/mask_motion.png [--per-group 4] [--no-smoothing] [--no-zoom]
+        --plot out/mask_motion.png [--per-group 4] [--no-smoothing] [--no-zoom] [--before old.json]
+    .venv/bin/python scripts/mask_motion.py --replot out/mask_motion.json --before old.json --plot x.png
     git show <before>:vcam/segment.py > /tmp/segment_before.py
     nice -n 10 .venv/bin/python scripts/mask_motion.py --time-against /tmp/segment_before.py --frames 100
 
@@ -259,32 +260,35 @@ def evaluate(data: Path, backgrounds: Path, per_group: int = 4, frames: int = 40
             "paths": {name: summarize(per_frame) for name, per_frame in results.items()}}
 
 
-def plot(result: dict, path: Path) -> None:
+def plot(result: dict, path: Path, before: dict | None = None) -> None:
+    """IoU (mean and worst frame), boundary F and lag per path; with `before` (an earlier run's JSON),
+    its bars beside these."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(result["paths"])
-    stats = result["paths"]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    runs = [("before", before), ("now", result)] if before else [("now", result)]
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
     x = np.arange(len(names))
-    axes[0].bar(x - 0.2, [stats[n].get("iou", np.nan) for n in names], 0.4, label="mean")
-    axes[0].bar(x + 0.2, [stats[n].get("iou_worst", np.nan) for n in names], 0.4, label="worst frame")
-    axes[0].set_ylim(0.7, 1.0)
-    axes[0].set_title("IoU with the truth")
-    axes[1].bar(x, [stats[n].get("boundary_f", np.nan) for n in names])
-    axes[1].set_ylim(0.5, 1.0)
-    axes[1].set_title(f"boundary F ({result['band_px']} px)")
-    axes[2].bar(x, [stats[n].get("lag_px", 0.0) for n in names])
-    axes[2].set_title("lag along the motion (px)")
-    for ax in axes:
+    width = 0.8 / len(runs)
+    panels = [("iou", "IoU with the truth (mean)", (0.6, 1.0)), ("iou_worst", "IoU, worst frame", (0.0, 1.0)),
+              ("boundary_f", f"boundary F ({result['band_px']} px)", (0.4, 1.0)),
+              ("lag_px", "lag along the motion (px)", None)]
+    for ax, (key, title, limits) in zip(axes, panels):
+        for i, (label, run) in enumerate(runs):
+            values = [run["paths"].get(n, {}).get(key, np.nan) for n in names]
+            ax.bar(x + (i - (len(runs) - 1) / 2) * width, values, width, label=label)
+        if limits:
+            ax.set_ylim(*limits)
+        ax.set_title(title)
         ax.set_xticks(x, names, rotation=45, ha="right")
     axes[0].legend()
-    fig.suptitle(f"mask_motion: smoothing={result['smoothing']} zoom={result['zoom']}, "
-                 f"{len(result['photos'])} held-out photos, 720p")
+    fig.suptitle(f"mask_motion: {len(result['photos'])} held-out photos at 720p, smoothing={result['smoothing']}, "
+                 f"zoom={result['zoom']}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
 
 
 def time_against(other: Path, data: Path, backgrounds: Path, frames: int = 60, speed: int = 8) -> dict:
@@ -329,9 +333,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-zoom", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument("--before", type=Path, default=None, help="an earlier run's JSON, plotted beside")
+    parser.add_argument("--replot", type=Path, default=None, help="only plot this run's JSON (with --before)")
     parser.add_argument("--time-against", type=Path, default=None,
                         help="only time this Segmenter against the one in this segment.py, frame for frame")
     args = parser.parse_args(argv)
+    before = json.loads(args.before.read_text()) if args.before else None
+    if args.replot is not None:
+        plot(json.loads(args.replot.read_text()), args.plot, before)
+        return {}
     if args.time_against is not None:
         result = time_against(args.time_against, args.data, args.backgrounds, args.frames)
         print(json.dumps(result, indent=1))
@@ -345,7 +355,7 @@ def main(argv=None) -> dict:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     if args.plot:
-        plot(result, args.plot)
+        plot(result, args.plot, before)
     return result
 
 
