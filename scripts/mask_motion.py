@@ -18,7 +18,7 @@ Per path: IoU of mask >= 0.5 with the truth (mean and worst frame; frames where 
 of the frame left out), the boundary F-score within `--band` px (the mask's 0.5 contour against the
 truth's), the lag (the shift of the truth that best matches the mask near the person, along the motion, in
 px: positive = behind), edge flicker (mean |mask_t - mask_t-1| in a 6 px band around the truth's edge, on
-the frames where nobody moves), the IoU of every 4th frame segmented on its own by a reset segmenter
+the frames where nobody moves; `edge_flicker_steady` from the 6th frame of a path on), the IoU of every 4th frame segmented on its own by a reset segmenter
 (`iou_fresh`: the same picture as a still frame, so motion is told apart from where the person stands) next
 to the tracked mask's on those frames (`iou_tracked_same`), ghost pixels (mask >= 0.5 in frames with
 nobody), and the segmenter's median time per frame (the machine's load included: compare within one run).
@@ -46,6 +46,7 @@ SIZE = (720, 1280)
 NOISE_SIGMA = 3.0
 FLICKER_BAND_PX = 6
 LAG_REACH_PX = 40  # the largest lag measured (px) and the margin around the person it is looked for in
+STEADY_AFTER = 5  # edge_flicker_steady leaves out a path's first frames (the segmenter starts from nothing)
 MIN_VISIBLE = 0.01  # frames where the person covers less of the frame are left out of IoU and boundary F
 HOLDOUT_MOD = 5  # a photo is held out from any fitting when crc32(stem) % HOLDOUT_MOD == 0
 SPEEDS = (0, 4, 8, 16, 32)
@@ -179,8 +180,8 @@ def run_path(segmenter: Segmenter, background: np.ndarray, people, steps, rng, b
     """Per-frame figures of one path; with `fresh`, also the IoU of every `fresh_every`-th frame segmented
     on its own (a reset segmenter: as a still picture), and the tracked mask's IoU on the same frames."""
     segmenter.reset()
-    frames = {"iou": [], "bf": [], "lag": [], "flicker": [], "ghost": [], "ms": [], "iou_fresh": [],
-              "iou_same": []}
+    frames = {"iou": [], "bf": [], "lag": [], "flicker": [], "flicker_steady": [], "ghost": [], "ms": [],
+              "iou_fresh": [], "iou_same": []}
     previous = None
     for index, positions in enumerate(steps):
         frame, truth = background.copy(), np.zeros(SIZE, bool)
@@ -209,6 +210,8 @@ def run_path(segmenter: Segmenter, background: np.ndarray, people, steps, rng, b
         if previous is not None and all(v == 0 for _, v in positions) and truth.any():
             edge = edge_band(truth)
             frames["flicker"].append(float(np.abs(mask - previous)[edge].mean()))
+            if index >= STEADY_AFTER:  # past the first frames, where the crop and the smoothing settle
+                frames["flicker_steady"].append(frames["flicker"][-1])
         previous = mask
     return frames
 
@@ -227,6 +230,8 @@ def summarize(per_frame: list[dict]) -> dict:
         out.update(lag_px=float(np.mean(pool["lag"])), lag_px_p95=float(np.percentile(pool["lag"], 95)))
     if pool["flicker"]:
         out["edge_flicker"] = float(np.mean(pool["flicker"]))
+    if pool["flicker_steady"]:
+        out["edge_flicker_steady"] = float(np.mean(pool["flicker_steady"]))
     if pool["ghost"]:
         out["ghost_px_max"] = int(np.max(pool["ghost"]))
     out["ms_p50"] = float(np.median(pool["ms"]))
