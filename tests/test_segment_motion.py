@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import photos_with_published_masks
 
-from vcam.segment import Segmenter
+from vcam.segment import Segmenter, adaptive_ema
 from vcam.zoom import cut_sides, follow_box, person_parts, tight_box
 
 SIZE = (720, 1280)
@@ -137,3 +137,13 @@ def test_a_still_person_s_edge_flickers_less_with_smoothing(full_body):
         segmenter.close()
         flicker[smoothing] = np.mean([np.abs(b - a)[band].mean() for a, b in zip(masks[2:], masks[3:])])
     assert flicker[True] < 0.5 * flicker[False], flicker
+
+
+def test_adaptive_ema_damps_any_change_where_the_picture_is_still():
+    previous = np.zeros((4, 4), np.float32)
+    mask = np.ones((4, 4), np.float32)  # a jump of 1: taken in full where the picture moved
+    still = np.zeros((4, 4), bool)
+    still[:2] = True
+    out = adaptive_ema(previous, mask, still=still, alpha_still=0.25)
+    assert np.allclose(out[:2], 0.25) and np.allclose(out[2:], 1.0)
+    assert np.array_equal(adaptive_ema(previous, mask), np.ones((4, 4), np.float32))

@@ -141,12 +141,14 @@ def fast_guided_filter(guide_low: np.ndarray, mask_low: np.ndarray, guide_full: 
 
 
 def adaptive_ema(previous: np.ndarray | None, mask: np.ndarray, alpha_min: float = 0.25,
-                 threshold: float = 0.35) -> np.ndarray:
+                 threshold: float = 0.35, still: np.ndarray | None = None,
+                 alpha_still: float = 0.25) -> np.ndarray:
     """Per-pixel exponential moving average whose rate rises with the change.
 
     alpha = alpha_min + (1 - alpha_min) * min(|mask - previous| / threshold, 1); result = previous +
     alpha * (mask - previous). A change of `threshold` or more is taken in full (no trailing behind
-    motion); small frame-to-frame jitter is averaged with weight alpha_min.
+    motion); small frame-to-frame jitter is averaged with weight alpha_min. Where `still` (bool, the
+    picture did not change there) the change is the model's own jitter whatever its size: alpha_still.
 
     Raises:
         ValueError: shapes differ or parameters out of range.
@@ -159,6 +161,8 @@ def adaptive_ema(previous: np.ndarray | None, mask: np.ndarray, alpha_min: float
         raise ValueError(f"previous mask {previous.shape} and mask {mask.shape} differ")
     diff = mask - previous
     alpha = np.minimum(np.abs(diff) * ((1.0 - alpha_min) / threshold) + alpha_min, 1.0)
+    if still is not None:
+        alpha[still] = alpha_still
     return (previous + alpha * diff).astype(np.float32, copy=False)
 
 
@@ -197,6 +201,9 @@ def person_box(mask_low: np.ndarray, edge_low: np.ndarray, size: tuple[int, int]
     return y0, y1, x0, x1
 
 
+STILL_LEVEL = 6  # a low-resolution pixel (3x3 mean) that changed more than this (of 255) moved ...
+STILL_REACH = np.ones((5, 5), np.uint8)  # ... and so did the mask within 2 low-resolution pixels of it
+STILL_FRACTION = 0.002  # the mask's jitter is damped only while at most this fraction of the picture moved
 GUIDE_STILL_LEVEL = 12  # a full-resolution guide pixel that changed at most this much (of 255) is still ...
 GUIDE_WEIGHT = 0.5  # ... and is averaged with its last value with this weight for the new one (camera noise)
 
@@ -321,6 +328,7 @@ class Segmenter:
         self._match_aspect = match_aspect and model_path is None and model_selection == 1
         self._previous: np.ndarray | None = None
         self._previous_region: tuple[int, int, int, int] | None = None  # where _previous was (None: whole)
+        self._previous_gray: np.ndarray | None = None  # its small picture, gray, 3x3 mean
         self._watch: np.ndarray | None = None  # the last frame, small and gray: what changed outside the crop
         self._tight: tuple[int, int, int, int] | None = None  # the person's tight box in the last frame
         # (box in the frame, its uint8 gray guide, steadied by `_steady_guide`): the last frame's; this one's
@@ -360,8 +368,18 @@ class Segmenter:
             mask_low = cv2.resize(mask_low, (low_w, low_h), interpolation=cv2.INTER_LINEAR)
         if self.smoothing and smooth:
             previous = self._previous_in(region, mask_low)
-            mask_low = self._previous = adaptive_ema(previous, mask_low)
-            self._previous_region = region
+            # where the picture did not move (a 3x3 mean against camera noise), the mask should not either
+            gray = cv2.blur(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), (3, 3))
+            still = None
+            if previous is not None and region == self._previous_region and \
+                    self._previous_gray is not None and self._previous_gray.shape == gray.shape:
+                moved = cv2.compare(cv2.absdiff(gray, self._previous_gray), STILL_LEVEL, cv2.CMP_GT)
+                # Only a picture that is still as a whole: a moving edge is seen where it has contrast,
+                # and the mask follows it further than a few pixels from there.
+                if cv2.countNonZero(moved) <= STILL_FRACTION * moved.size:
+                    still = cv2.dilate(moved, STILL_REACH) == 0
+            mask_low = self._previous = adaptive_ema(previous, mask_low, still=still)
+            self._previous_region, self._previous_gray = region, gray
         return small, mask_low
 
     def _previous_in(self, region: tuple[int, int, int, int] | None, mask_low: np.ndarray) -> np.ndarray | None:
