@@ -78,6 +78,10 @@ SELFIE_MODELS = {0: "selfie_segmentation.tflite", 1: "selfie_segmentation_landsc
 STRETCH = (0.4, 0.6)  # mask values mapped to exactly 0 and 1: a narrow ramp around the model's 0.5
 LANDSCAPE_MIN_ASPECT = 1.5  # frames at least this wide (w/h, between 4:3 and 16:9) suit the landscape model
 BOX_THRESHOLD = 0.05  # low-resolution mask values above this belong to the person's box
+STILL_LEVEL = 6  # a low-resolution pixel (3x3 mean) that changed more than this (of 255) moved ...
+STILL_REACH = np.ones((5, 5), np.uint8)  # ... and so did the mask within 2 low-resolution pixels of it
+STILL_FRACTION = 0.002  # the mask's jitter is damped only while at most this fraction of the picture moved
+ALPHA_STILL = 0.1  # ... with this weight for the new mask (chosen on held-in photos, scripts/mask_motion.py)
 
 
 def box_mean(image: np.ndarray, radius: int) -> np.ndarray:
@@ -142,7 +146,7 @@ def fast_guided_filter(guide_low: np.ndarray, mask_low: np.ndarray, guide_full: 
 
 def adaptive_ema(previous: np.ndarray | None, mask: np.ndarray, alpha_min: float = 0.25,
                  threshold: float = 0.35, still: np.ndarray | None = None,
-                 alpha_still: float = 0.25) -> np.ndarray:
+                 alpha_still: float = ALPHA_STILL) -> np.ndarray:
     """Per-pixel exponential moving average whose rate rises with the change.
 
     alpha = alpha_min + (1 - alpha_min) * min(|mask - previous| / threshold, 1); result = previous +
@@ -201,11 +205,8 @@ def person_box(mask_low: np.ndarray, edge_low: np.ndarray, size: tuple[int, int]
     return y0, y1, x0, x1
 
 
-STILL_LEVEL = 6  # a low-resolution pixel (3x3 mean) that changed more than this (of 255) moved ...
-STILL_REACH = np.ones((5, 5), np.uint8)  # ... and so did the mask within 2 low-resolution pixels of it
-STILL_FRACTION = 0.002  # the mask's jitter is damped only while at most this fraction of the picture moved
 GUIDE_STILL_LEVEL = 12  # a full-resolution guide pixel that changed at most this much (of 255) is still ...
-GUIDE_WEIGHT = 0.5  # ... and is averaged with its last value with this weight for the new one (camera noise)
+GUIDE_WEIGHT = 0.33  # ... and is averaged with its last value with this weight for the new one (camera noise)
 
 
 def _flush_c_stdio() -> None:
