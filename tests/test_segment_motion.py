@@ -147,3 +147,6 @@ def test_adaptive_ema_damps_any_change_where_the_picture_is_still():
     out = adaptive_ema(previous, mask, still=still, alpha_still=0.25)
     assert np.allclose(out[:2], 0.25) and np.allclose(out[2:], 1.0)
     assert np.array_equal(adaptive_ema(previous, mask), np.ones((4, 4), np.float32))
+    # the whole picture still: one weight everywhere, as a plane of True would give
+    everywhere = adaptive_ema(previous, mask, still=True, alpha_still=0.25)
+    assert np.allclose(everywhere, adaptive_ema(previous, mask, still=np.ones((4, 4), bool), alpha_still=0.25))

@@ -145,14 +145,15 @@ def fast_guided_filter(guide_low: np.ndarray, mask_low: np.ndarray, guide_full: 
 
 
 def adaptive_ema(previous: np.ndarray | None, mask: np.ndarray, alpha_min: float = 0.25,
-                 threshold: float = 0.35, still: np.ndarray | None = None,
+                 threshold: float = 0.35, still: np.ndarray | bool | None = None,
                  alpha_still: float = ALPHA_STILL) -> np.ndarray:
     """Per-pixel exponential moving average whose rate rises with the change.
 
     alpha = alpha_min + (1 - alpha_min) * min(|mask - previous| / threshold, 1); result = previous +
     alpha * (mask - previous). A change of `threshold` or more is taken in full (no trailing behind
-    motion); small frame-to-frame jitter is averaged with weight alpha_min. Where `still` (bool, the
-    picture did not change there) the change is the model's own jitter whatever its size: alpha_still.
+    motion); small frame-to-frame jitter is averaged with weight alpha_min. Where `still` (bool plane,
+    the picture did not change there; True: nowhere) the change is the model's own jitter whatever its
+    size: alpha_still.
 
     Raises:
         ValueError: shapes differ or parameters out of range.
@@ -164,6 +165,8 @@ def adaptive_ema(previous: np.ndarray | None, mask: np.ndarray, alpha_min: float
     if previous.shape != mask.shape:
         raise ValueError(f"previous mask {previous.shape} and mask {mask.shape} differ")
     diff = mask - previous
+    if still is True:  # the whole picture still: one weight (and no per-pixel rate to compute)
+        return (previous + alpha_still * diff).astype(np.float32, copy=False)
     alpha = np.minimum(np.abs(diff) * ((1.0 - alpha_min) / threshold) + alpha_min, 1.0)
     if still is not None:
         alpha[still] = alpha_still
@@ -377,7 +380,10 @@ class Segmenter:
                 moved = cv2.compare(cv2.absdiff(gray, self._previous_gray), STILL_LEVEL, cv2.CMP_GT)
                 # Only a picture that is still as a whole: a moving edge is seen where it has contrast,
                 # and the mask follows it further than a few pixels from there.
-                if cv2.countNonZero(moved) <= STILL_FRACTION * moved.size:
+                count = cv2.countNonZero(moved)
+                if count == 0:
+                    still = True
+                elif count <= STILL_FRACTION * moved.size:
                     still = cv2.dilate(moved, STILL_REACH) == 0
             mask_low = self._previous = adaptive_ema(previous, mask_low, still=still)
             self._previous_region, self._previous_gray = region, gray
