@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from conftest import photos_with_published_masks
 
-from vcam.segment import ZOOM_RECHECK_FRAMES, Segmenter, tight_box, zoom_holds, zoom_region
+from vcam.segment import Segmenter
+from vcam.zoom import ZOOM_RECHECK_FRAMES, tight_box, zoom_holds, zoom_region
 
 
 def test_tight_box_scales_the_low_resolution_person_to_the_frame():

@@ -10,7 +10,9 @@ resolution):
    motion) are followed at once, so the mask does not trail a moving person;
 3. `fast_guided_filter` (He & Sun 2015) fits a local linear model mask ≈ a·gray + b at low resolution and
    applies the upsampled (a, b) to the full-resolution gray image, so the mask edge snaps to the real
-   edge of hair and shoulders instead of a blurred, haloed upsample;
+   edge of hair and shoulders instead of a blurred, haloed upsample; with smoothing on, that gray image
+   is steadied where the picture is still (`Segmenter._steady_guide`: the camera's noise, times the edge's
+   steep a, was most of the edge's flicker on a still person);
 4. `stretch` maps [0.4, 0.6] to [0, 1] and clips: the model's 0.5 is the edge, and the soft ramp is a few
    pixels wide, so little of the old backdrop is left in the edge (scripts/rim_eval.py measures it);
    the background is exactly the background.
@@ -21,11 +23,16 @@ the rest of the full-resolution mask is 0 (exactly what the guided filter and st
 
 Zoom (`zoom_region`): the model sees 256 px whatever the frame, so a person who fills less than 60 % of
 it (far from the camera, a full-body photo) is segmented in a crop around them, grown by 15 % per side.
-The crop is found from a whole-frame pass and kept from frame to frame while the person stays well inside
-it (`zoom_holds`): one model run per frame, on that frame, and one more on the whole frame once a second
-(someone may come in beside the crop); when they walk out of it, shrink or leave, the same frame is
-segmented whole again and a new crop found. Head-and-shoulders webcam frames (the person's
-crop is 70-100 % of the frame) are segmented whole, as before.
+The crop is found from a whole-frame pass (specks of background away from the person left out,
+`person_parts`) and kept from frame to frame while the person stays well inside it (`zoom_holds`): one
+model run per frame, on that frame. When they near its side, the next frame's crop is put around them and
+ahead of their motion (`follow_box`; the smoothing state is resampled into it), not found again from the
+whole frame, whose 256 px miss a small person's legs or take in a speck of background. A crop that cuts
+the person (`cut_sides`) is grown on that side and the same frame segmented again; where no crop small
+enough holds them, the whole frame's mask fills in outside it. The whole frame is looked at again in the
+frame something changes outside the crop (`ZOOM_WATCH_LEVEL`: someone coming in), and once a second; when
+they leave, the same frame is segmented whole. Head-and-shoulders webcam frames (the person's crop is
+70-100 % of the frame) are segmented whole, as before. scripts/mask_motion.py measures all of it.
 
 The landscape model (model_selection=1, 256x144 input) is for wide frames: MediaPipe squashes any frame
 into its input, so a 4:3, square or portrait frame (narrower than 3:2) is segmented with the general
@@ -44,10 +51,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.blend import mask_box
 from engine.lift import resize_box
 from vcam import mp_tasks
 from vcam.frame import Frame
+from vcam.zoom import (
+    ZOOM_FOLLOW,
+    ZOOM_GROW_TRIES,
+    ZOOM_MAX_AREA,
+    ZOOM_RECHECK_FRAMES,
+    ZOOM_WATCH_FRACTION,
+    ZOOM_WATCH_LEVEL,
+    cut_sides,
+    follow_box,
+    tight_box,
+    zoom_holds,
+    zoom_region,
+)
 
 log = logging.getLogger("vcam.segment")
 
@@ -59,6 +78,10 @@ SELFIE_MODELS = {0: "selfie_segmentation.tflite", 1: "selfie_segmentation_landsc
 STRETCH = (0.4, 0.6)  # mask values mapped to exactly 0 and 1: a narrow ramp around the model's 0.5
 LANDSCAPE_MIN_ASPECT = 1.5  # frames at least this wide (w/h, between 4:3 and 16:9) suit the landscape model
 BOX_THRESHOLD = 0.05  # low-resolution mask values above this belong to the person's box
+STILL_LEVEL = 6  # a low-resolution pixel (3x3 mean) that changed more than this (of 255) moved ...
+STILL_REACH = np.ones((5, 5), np.uint8)  # ... and so did the mask within 2 low-resolution pixels of it
+STILL_FRACTION = 0.002  # the mask's jitter is damped only while at most this fraction of the picture moved
+ALPHA_STILL = 0.1  # ... with this weight for the new mask (chosen on held-in photos, scripts/mask_motion.py)
 
 
 def box_mean(image: np.ndarray, radius: int) -> np.ndarray:
@@ -122,12 +145,15 @@ def fast_guided_filter(guide_low: np.ndarray, mask_low: np.ndarray, guide_full: 
 
 
 def adaptive_ema(previous: np.ndarray | None, mask: np.ndarray, alpha_min: float = 0.25,
-                 threshold: float = 0.35) -> np.ndarray:
+                 threshold: float = 0.35, still: np.ndarray | bool | None = None,
+                 alpha_still: float = ALPHA_STILL) -> np.ndarray:
     """Per-pixel exponential moving average whose rate rises with the change.
 
     alpha = alpha_min + (1 - alpha_min) * min(|mask - previous| / threshold, 1); result = previous +
     alpha * (mask - previous). A change of `threshold` or more is taken in full (no trailing behind
-    motion); small frame-to-frame jitter is averaged with weight alpha_min.
+    motion); small frame-to-frame jitter is averaged with weight alpha_min. Where `still` (bool plane,
+    the picture did not change there; True: nowhere) the change is the model's own jitter whatever its
+    size: alpha_still.
 
     Raises:
         ValueError: shapes differ or parameters out of range.
@@ -139,7 +165,11 @@ def adaptive_ema(previous: np.ndarray | None, mask: np.ndarray, alpha_min: float
     if previous.shape != mask.shape:
         raise ValueError(f"previous mask {previous.shape} and mask {mask.shape} differ")
     diff = mask - previous
+    if still is True:  # the whole picture still: one weight (and no per-pixel rate to compute)
+        return (previous + alpha_still * diff).astype(np.float32, copy=False)
     alpha = np.minimum(np.abs(diff) * ((1.0 - alpha_min) / threshold) + alpha_min, 1.0)
+    if still is not None:
+        alpha[still] = alpha_still
     return (previous + alpha * diff).astype(np.float32, copy=False)
 
 
@@ -178,55 +208,8 @@ def person_box(mask_low: np.ndarray, edge_low: np.ndarray, size: tuple[int, int]
     return y0, y1, x0, x1
 
 
-ZOOM_MARGIN = 0.15  # the crop around the person: their tight box grown by this fraction of its size per side
-ZOOM_MAX_AREA = 0.6  # zoom only where that crop is at most this fraction of the frame (else: no gain)
-ZOOM_GUARD = 0.02  # the person must stay this fraction of the crop's size away from its inner sides
-ZOOM_MIN_FILL = 0.35  # ... and fill at least this fraction of it; else a new crop is found
-ZOOM_RECHECK_FRAMES = 30  # while zoomed, the whole frame is looked at this often (someone else may come in)
-
-
-def tight_box(mask_low: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
-    """(y0, y1, x0, x1) in `size` (height, width) around the low-resolution mask's person (values >= 0.5)."""
-    box = mask_box(mask_low >= 0.5)
-    if box is None:
-        return None
-    y0, y1, x0, x1 = box
-    sy, sx = size[0] / mask_low.shape[0], size[1] / mask_low.shape[1]
-    return int(y0 * sy), int(np.ceil(y1 * sy)), int(x0 * sx), int(np.ceil(x1 * sx))
-
-
-def zoom_region(tight: tuple[int, int, int, int], size: tuple[int, int],
-                margin: float = ZOOM_MARGIN, max_area: float = ZOOM_MAX_AREA) -> tuple[int, int, int, int] | None:
-    """The crop to segment a person in: their tight box grown by `margin`, within the frame; None where it
-    would cover more than `max_area` of the frame (the model would see the person hardly any larger).
-
-    The selfie models take 256 px whatever the frame; a person far from the camera, or in a portrait
-    photo, gets few of them and MediaPipe puts their edge a few pixels off. Segmenting the crop gives the
-    model the person at up to the crop's scale: on the 412 photos with published masks, the band error of
-    the rim (scripts/rim_eval.py) falls by 6 % more (docs/benchmarks.md).
-    """
-    height, width = size
-    y0, y1, x0, x1 = tight
-    dy, dx = int(round(margin * (y1 - y0))), int(round(margin * (x1 - x0)))
-    region = max(y0 - dy, 0), min(y1 + dy, height), max(x0 - dx, 0), min(x1 + dx, width)
-    if (region[1] - region[0]) * (region[3] - region[2]) > max_area * height * width:
-        return None
-    return region
-
-
-def zoom_holds(tight: tuple[int, int, int, int] | None, region: tuple[int, int, int, int],
-               size: tuple[int, int], guard: float = ZOOM_GUARD, min_fill: float = ZOOM_MIN_FILL) -> bool:
-    """Whether the person segmented in `region` is all inside it: not within `guard` of a side that is not
-    the frame's own, and filling at least `min_fill` of it (else they moved away or left: a new crop)."""
-    if tight is None:
-        return False
-    y0, y1, x0, x1 = tight
-    ry0, ry1, rx0, rx1 = region
-    gy, gx = guard * (ry1 - ry0), guard * (rx1 - rx0)
-    if (ry0 > 0 and y0 < ry0 + gy) or (ry1 < size[0] and y1 > ry1 - gy) or \
-            (rx0 > 0 and x0 < rx0 + gx) or (rx1 < size[1] and x1 > rx1 - gx):
-        return False
-    return (y1 - y0) * (x1 - x0) >= min_fill * (ry1 - ry0) * (rx1 - rx0)
+GUIDE_STILL_LEVEL = 12  # a full-resolution guide pixel that changed at most this much (of 255) is still ...
+GUIDE_WEIGHT = 0.33  # ... and is averaged with its last value with this weight for the new one (camera noise)
 
 
 def _flush_c_stdio() -> None:
@@ -348,6 +331,13 @@ class Segmenter:
         self._portrait_net = None
         self._match_aspect = match_aspect and model_path is None and model_selection == 1
         self._previous: np.ndarray | None = None
+        self._previous_region: tuple[int, int, int, int] | None = None  # where _previous was (None: whole)
+        self._previous_gray: np.ndarray | None = None  # its small picture, gray, 3x3 mean
+        self._watch: np.ndarray | None = None  # the last frame, small and gray: what changed outside the crop
+        self._tight: tuple[int, int, int, int] | None = None  # the person's tight box in the last frame
+        # (box in the frame, its uint8 gray guide, steadied by `_steady_guide`): the last frame's; this one's
+        self._guide_last: tuple | None = None
+        self._guide: tuple | None = None
         self.zoom = zoom
         # (y0, y1, x0, x1): the crop the last frame was segmented in (None: the whole frame); see zoom_region
         self.region: tuple[int, int, int, int] | None = None
@@ -357,7 +347,7 @@ class Segmenter:
 
     def reset(self) -> None:
         """Forget the temporal state (after a cut or a camera reconnect)."""
-        self._previous = None
+        self._previous = self._watch = self._tight = self._guide = self._guide_last = None
         self.region = None
 
     def _network_for(self, height: int, width: int):
@@ -367,9 +357,11 @@ class Segmenter:
             self._portrait_net = open_selfie_model(0)
         return self._portrait_net
 
-    def low_res_mask(self, image: np.ndarray, smooth: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def low_res_mask(self, image: np.ndarray, smooth: bool = True,
+                     region: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(small image, its mask) at the model's input width, both of this frame; the mask smoothed over
-        time where `smoothing` and `smooth` are on (`smooth=False` leaves the smoothing state alone)."""
+        time where `smoothing` and `smooth` are on (`smooth=False` leaves the smoothing state alone).
+        `image` is the frame's `region` (None: all of it): the last mask is carried into a moved crop."""
         height, width = image.shape[:2]
         low_w = min(MODEL_WIDTH, width)
         low_h = max(8, round(height * low_w / width))
@@ -379,45 +371,149 @@ class Segmenter:
         if mask_low.shape != (low_h, low_w):
             mask_low = cv2.resize(mask_low, (low_w, low_h), interpolation=cv2.INTER_LINEAR)
         if self.smoothing and smooth:
-            if self._previous is not None and self._previous.shape != mask_low.shape:
-                self._previous = None
-            mask_low = self._previous = adaptive_ema(self._previous, mask_low)
+            previous = self._previous_in(region, mask_low)
+            # where the picture did not move (a 3x3 mean against camera noise), the mask should not either
+            gray = cv2.blur(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), (3, 3))
+            still = None
+            if previous is not None and region == self._previous_region and \
+                    self._previous_gray is not None and self._previous_gray.shape == gray.shape:
+                moved = cv2.compare(cv2.absdiff(gray, self._previous_gray), STILL_LEVEL, cv2.CMP_GT)
+                # Only a picture that is still as a whole: a moving edge is seen where it has contrast,
+                # and the mask follows it further than a few pixels from there.
+                count = cv2.countNonZero(moved)
+                if count == 0:
+                    still = True
+                elif count <= STILL_FRACTION * moved.size:
+                    still = cv2.dilate(moved, STILL_REACH) == 0
+            mask_low = self._previous = adaptive_ema(previous, mask_low, still=still)
+            self._previous_region, self._previous_gray = region, gray
         return small, mask_low
+
+    def _previous_in(self, region: tuple[int, int, int, int] | None, mask_low: np.ndarray) -> np.ndarray | None:
+        """The last low-resolution mask on this one's grid: the same crop as it was; a crop that moved (at
+        about the same scale) resampled, with this frame's mask where the last crop did not reach; None
+        between the whole frame and a crop (their scales differ: a coarse mask would pull a fine one)."""
+        previous, old = self._previous, self._previous_region
+        if previous is None or (old is None) != (region is None):
+            return None
+        if old == region or region is None:
+            return previous if previous.shape == mask_low.shape else None
+        height, width = mask_low.shape
+        sy, sx = (region[1] - region[0]) / height, (region[3] - region[2]) / width
+        old_sy, old_sx = (old[1] - old[0]) / previous.shape[0], (old[3] - old[2]) / previous.shape[1]
+        if not (0.8 < sx / old_sx < 1.25 and 0.8 < sy / old_sy < 1.25):
+            return None
+        # new grid (u, v) -> frame -> old grid, pixel centres: u_old = (x0 + (u + .5) sx - old_x0) / old_sx - .5
+        warp = np.float32([[sx / old_sx, 0, (region[2] - old[2] + 0.5 * sx) / old_sx - 0.5],
+                           [0, sy / old_sy, (region[0] - old[0] + 0.5 * sy) / old_sy - 0.5]])
+        flags = cv2.WARP_INVERSE_MAP
+        carried = cv2.warpAffine(previous, warp, (width, height), flags=flags | cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REPLICATE)
+        known = cv2.warpAffine(np.ones_like(previous), warp, (width, height), flags=flags | cv2.INTER_NEAREST,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        return np.where(known > 0, carried, mask_low)
 
     def mask_for(self, image: np.ndarray) -> np.ndarray:
         """Soft person mask of an RGB uint8 image, float32 H×W in [0, 1]; sets `box` (None: no person).
 
         With `zoom`, a person who fills less than ZOOM_MAX_AREA of the frame is segmented in a crop around
-        them (the model sees them ZOOM_MAX_AREA^-1/2 times larger or more), and the crop is kept from frame
-        to frame while they stay well inside it; each frame's mask still comes from that frame.
+        them (the model sees them ZOOM_MAX_AREA^-1/2 times larger or more). The crop is kept while they stay
+        well inside it and moves with them when they near its side (ahead of their motion); a crop that
+        cuts them is grown and the same frame segmented again; something moving outside the crop (someone
+        coming in) makes the same frame be looked at whole. Each frame's mask comes from that frame.
         """
         height, width = image.shape[:2]
         if (height, width) != self._frame_size:  # a new camera mode or a new still: nothing carries over
-            self._frame_size, self.region, self._previous, self._frames_zoomed = (height, width), None, None, 0
+            self._frame_size, self.region, self._frames_zoomed = (height, width), None, 0
+            self._previous = self._watch = self._tight = self._guide = None
+        self._guide_last, self._guide = self._guide, None
         if self.region is not None:
             self._frames_zoomed += 1
-            # Once a second the whole frame: someone may have come in beside the crop.
-            if self._frames_zoomed % ZOOM_RECHECK_FRAMES != 0 or self._whole_frame_fits(image):
-                mask, box, tight = self._mask_in(image, self.region)
-                if zoom_holds(tight, self.region, (height, width)):
-                    self.box = box
-                    return mask
-            # A new crop (or none) from the whole frame; the smoothing state was in the old crop's coordinates.
-            self.region, self._previous, self._frames_zoomed = None, None, 0
+            # Once a second, or when something moved outside the crop, the whole frame: someone may have come in.
+            look = self._outside_changed(image) or self._frames_zoomed % ZOOM_RECHECK_FRAMES == 0
+            if not look or self._whole_frame_fits(image):
+                found = self._mask_zoomed(image, self.region)
+                if found is not None:
+                    return found
+            # A new crop (or none) from the whole frame.
+            self.region, self._frames_zoomed, self._tight = None, 0, None
         mask, box, tight = self._mask_in(image, None)
         if self.zoom and tight is not None:
-            self.region = zoom_region(tight, (height, width))
-            if self.region is not None:
-                self._previous = None
-                mask, box, _ = self._mask_in(image, self.region)
+            region = zoom_region(tight, (height, width))
+            if region is not None:
+                found = self._mask_zoomed(image, region, (mask, box))
+                if found is not None:
+                    self._outside_changed(image)  # the watch starts from this frame
+                    return found
+        self.region, self._tight, self._watch = None, tight, None
         self.box = box
         return mask
+
+    def _mask_zoomed(self, image: np.ndarray, region: tuple[int, int, int, int],
+                     whole: tuple[np.ndarray, tuple] | None = None) -> np.ndarray | None:
+        """The mask from a crop that holds the whole person (grown and redone where it cut them, at most
+        ZOOM_GROW_TRIES runs); sets `region` to the next frame's crop and `box`. None: nobody in the crop,
+        or a crop that would hold them is too large to gain (then the whole frame is segmented). `whole`
+        (this frame's whole-frame mask and box): where the crop cannot grow, it fills in outside the crop.
+        """
+        size = self._frame_size
+        for _ in range(ZOOM_GROW_TRIES):
+            mask, box, tight = self._mask_in(image, region)
+            ran = region
+            if tight is None:
+                return None
+            cut = cut_sides(tight, region, size)
+            previous = self._tight if self.region is not None else None
+            if not any(cut):
+                self.box, self._tight = box, tight
+                # The next frame's crop: this one while they stay well inside it and fill it, else around
+                # them and their motion (None: too large to gain; the next frame is segmented whole).
+                if not zoom_holds(tight, region, size, guard=ZOOM_FOLLOW):
+                    region = zoom_region(follow_box(tight, previous), size)
+                self.region = region
+                if region is None:
+                    self._watch = None
+                return mask
+            grown = zoom_region(follow_box(tight, previous, cut), size, max_area=1.0)
+            # the same frame again in a crop that keeps this one's other sides (the same zoom, or less)
+            grown = (min(grown[0], region[0]), max(grown[1], region[1]),
+                     min(grown[2], region[2]), max(grown[3], region[3]))
+            if (grown[1] - grown[0]) * (grown[3] - grown[2]) > ZOOM_MAX_AREA * size[0] * size[1]:
+                break
+            region = grown
+        if whole is None:
+            return None
+        # No crop small enough holds them: the last crop's mask inside it, the whole frame's outside.
+        whole_mask, whole_box = whole
+        y0, y1, x0, x1 = ran
+        whole_mask[y0:y1, x0:x1] = mask[y0:y1, x0:x1]
+        self.box = whole_box if box is None else (min(box[0], whole_box[0]), max(box[1], whole_box[1]),
+                                                  min(box[2], whole_box[2]), max(box[3], whole_box[3]))
+        self.region, self._tight, self._watch = None, None, None
+        return whole_mask
+
+    def _outside_changed(self, image: np.ndarray) -> bool:
+        """Whether the frame changed outside the crop since the last frame (ZOOM_WATCH_LEVEL on at least
+        ZOOM_WATCH_FRACTION of it), on a small gray copy; it remembers this frame for the next."""
+        height, width = image.shape[:2]
+        low_w = min(MODEL_WIDTH, width)
+        low_h = max(8, round(height * low_w / width))
+        gray = cv2.cvtColor(cv2.resize(image, (low_w, low_h), interpolation=cv2.INTER_LINEAR), cv2.COLOR_RGB2GRAY)
+        last, self._watch = self._watch, gray
+        if last is None or self.region is None:
+            return False
+        changed = cv2.absdiff(gray, last) > ZOOM_WATCH_LEVEL
+        y0, y1, x0, x1 = self.region
+        sy, sx = low_h / height, low_w / width
+        changed[max(int(y0 * sy) - 1, 0):int(np.ceil(y1 * sy)) + 1, max(int(x0 * sx) - 1, 0):int(np.ceil(x1 * sx)) + 1] = False
+        return np.count_nonzero(changed) > ZOOM_WATCH_FRACTION * changed.size
 
     def _whole_frame_fits(self, image: np.ndarray) -> bool:
         """Whether every person the model finds in the whole frame is inside the current crop (one extra
         model run, the smoothing state untouched)."""
         _, mask_low = self.low_res_mask(image, smooth=False)
-        return zoom_holds(tight_box(mask_low, image.shape[:2]), self.region, image.shape[:2], min_fill=0.0)
+        return zoom_holds(tight_box(mask_low, image.shape[:2], specks=False), self.region, image.shape[:2],
+                          min_fill=0.0)
 
     def _mask_in(self, image: np.ndarray, region: tuple[int, int, int, int] | None):
         """(mask H×W, the person's box, their tight box) from the model run on `region` of the frame (None: all
@@ -427,7 +523,7 @@ class Segmenter:
         mask = np.zeros((height, width), np.float32)
         part = image[ry0:ry1, rx0:rx1]
         size = (ry1 - ry0, rx1 - rx0)
-        small, mask_low = self.low_res_mask(part)
+        small, mask_low = self.low_res_mask(part, region=region)
         gray_low = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32) * (1.0 / 255.0)
         mean_a, mean_b = guided_coefficients(gray_low, mask_low)
         # Fold `stretch` and the 1/255 of the full-resolution guide into the low-resolution coefficients,
@@ -440,16 +536,42 @@ class Segmenter:
         if box is None:
             return mask, None, None
         y0, y1, x0, x1 = box
-        gray = cv2.cvtColor(part[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY)
+        gray = self._steady_guide(cv2.cvtColor(part[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY),
+                                  (ry0 + y0, ry0 + y1, rx0 + x0, rx0 + x1))
         up_a = resize_box(mean_a, size, box)
         up_b = resize_box(mean_b, size, box)
         out = cv2.add(cv2.multiply(up_a, gray, dtype=cv2.CV_32F), up_b)
         cv2.threshold(out, 1.0, 1.0, cv2.THRESH_TRUNC, dst=out)
         cv2.threshold(out, 0.0, 0.0, cv2.THRESH_TOZERO, dst=mask[ry0 + y0:ry0 + y1, rx0 + x0:rx0 + x1])
-        tight = tight_box(mask_low, size)
+        tight = tight_box(mask_low, size, specks=region is not None)
         if tight is not None:
             tight = (tight[0] + ry0, tight[1] + ry0, tight[2] + rx0, tight[3] + rx0)
         return mask, (y0 + ry0, y1 + ry0, x0 + rx0, x1 + rx0), tight
+
+    def _steady_guide(self, gray: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+        """The full-resolution guide with the camera's noise averaged out where the picture is still.
+
+        The guided filter's mask is a·gray + b with a steep `a` at the edge, so every level of sensor noise
+        in the gray image moves the edge's mask from frame to frame (most of the edge flicker on a still
+        person; the low-resolution mask hardly changes). A pixel that changed at most GUIDE_STILL_LEVEL
+        since the last frame takes GUIDE_WEIGHT of its new value; one that changed more (motion, a cut)
+        is taken as it is, so a moving edge is not held back. `gray` (uint8, the box of the frame) is
+        changed in place and returned; off with `smoothing`.
+        """
+        if not self.smoothing:
+            return gray
+        if self._guide_last is not None:
+            (ly0, ly1, lx0, lx1), last = self._guide_last
+            y0, y1 = max(box[0], ly0), min(box[1], ly1)  # where both frames have a guide
+            x0, x1 = max(box[2], lx0), min(box[3], lx1)
+            if y0 < y1 and x0 < x1:
+                now = gray[y0 - box[0]:y1 - box[0], x0 - box[2]:x1 - box[2]]
+                before = last[y0 - ly0:y1 - ly0, x0 - lx0:x1 - lx0]
+                still = cv2.compare(cv2.absdiff(now, before), GUIDE_STILL_LEVEL, cv2.CMP_LE)
+                steady = cv2.addWeighted(now, GUIDE_WEIGHT, before, 1.0 - GUIDE_WEIGHT, 0.0)
+                cv2.copyTo(steady, still, now)  # in place: `now` is a view of `gray`
+        self._guide = (box, gray)
+        return gray
 
     def __call__(self, frame: Frame) -> Frame:
         frame.mask = self.mask_for(frame.image)
