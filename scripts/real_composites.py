@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             comp = resize_max_side(_read(root / "composite" / f"{name}.jpg"), args.max_side)
             mask = _read(root / "mask" / f"{name}.png", cv2.IMREAD_GRAYSCALE)
             mask = cv2.resize(mask, comp.shape[1::-1], interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255
-            real = _read(root / "gt" / f"{name}.jpg")
+            gt = root / "gt" / f"{name}.jpg"
+            real = _read(gt) if gt.is_file() else None
             before = whole.harmonize(comp, mask)
             correction = gated.estimate(comp, mask)
             after = gated.apply(correction, comp, mask)

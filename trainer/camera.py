@@ -71,4 +71,14 @@ def camera_like(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     return frame, np.clip(mask, 0.0, 1.0).astype(np.float32)
 
 
-__all__ = ["DEFAULT_CAMERA", "CameraRecipe", "camera_like"]
+def relight(image: np.ndarray, rng: np.random.Generator, stops: tuple[float, float] = (-1.0, 1.0),
+            white_balance: float = 0.15) -> np.ndarray:
+    """The whole picture under other light: an exposure change (stops drawn from `stops`) and a white
+    balance change (log gains of red and blue, std `white_balance`), in linear light; uint8 in and out."""
+    linear = (image.astype(np.float32) / 255.0) ** 2.2
+    log_wb = rng.normal(0.0, white_balance, size=2)
+    gains = np.float32(2.0 ** rng.uniform(*stops)) * np.exp(np.array([log_wb[0], 0.0, log_wb[1]], np.float32))
+    return np.clip(np.round(np.clip(linear * gains, 0.0, 1.0) ** (1 / 2.2) * 255.0), 0, 255).astype(np.uint8)
+
+
+__all__ = ["DEFAULT_CAMERA", "CameraRecipe", "camera_like", "relight"]
