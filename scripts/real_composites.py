@@ -1,13 +1,14 @@
 """Real composites before and after: the published harmonization samples through engine.Harmonizer.
 
-    .venv/bin/python scripts/real_composites.py --data ../shared/data --out docs/img/real_composites.jpg
+    .venv/bin/python scripts/real_composites.py --data ../shared/data --out docs/img/real_composites.jpg \
+        --gate out/gate/gate.safetensors
 
 Every composite/mask pair of the permissively licensed groups in ``<data>/harmonization`` (INR, iHarmony4,
 DCCF; the Harmonizer group is CC BY-NC-SA and is left out) is harmonized at its own size (longest side at
-most --max-side) twice: with every correction applied whole (``gate=False``, the weights as they were)
-and with the shipped defaults (the harmony gate keeps what it judges right). One labelled row each:
-composite | whole correction | defaults (with the gate's amount) | ground truth where one exists, and the
-PSNR against it. Writes the picture and a JSON of the amounts and PSNRs beside it.
+most --max-side) twice: with every correction applied whole (``gate=False``) and with a harmony gate
+(``--gate FILE``, a trainer.gate file; default: the one shipped beside the weights, if any). One labelled
+row each: composite | whole correction | gated (with the gate's amount) | ground truth where one exists,
+and the PSNR against it. Writes the picture and a JSON of the amounts and PSNRs beside it.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
     p.add_argument("--out", type=Path, default=Path("docs/img/real_composites.jpg"))
     p.add_argument("--max-side", type=int, default=1024)
+    p.add_argument("--gate", type=Path, default=None, help="a trainer.gate file (default: the shipped gate)")
     args = p.parse_args(argv)
     from engine.harmonizer import Harmonizer
     from trainer.make_dataset import resize_max_side
@@ -63,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no composites of {', '.join(GROUPS)} in {root / 'composite'}")
         return 1
     rows, results = [], {}
-    with Harmonizer(gate=False) as whole, Harmonizer() as gated:
+    from engine.gate import Gate
+
+    with Harmonizer(gate=False) as whole, Harmonizer(gate=Gate.load(args.gate) if args.gate else True) as gated:
         for name in names:
             comp = resize_max_side(_read(root / "composite" / f"{name}.jpg"), args.max_side)
             mask = _read(root / "mask" / f"{name}.png", cv2.IMREAD_GRAYSCALE)
@@ -77,15 +81,15 @@ def main(argv: list[str] | None = None) -> int:
             whole.reset()
             entry = {"amount": correction.amount}
             tiles = [_label(_tile(comp), name), _label(_tile(before), "whole correction"),
-                     _label(_tile(after), f"defaults (gate {correction.amount:.2f})")]
+                     _label(_tile(after), f"gated ({correction.amount:.2f})")]
             if real is not None:
                 real = cv2.resize(real, comp.shape[1::-1], interpolation=cv2.INTER_AREA)
                 scores = {k: psnr_from_mse(mse(v, real)) for k, v in
-                          (("composite", comp), ("whole", before), ("defaults", after))}
+                          (("composite", comp), ("whole", before), ("gated", after))}
                 entry["psnr"] = scores
                 tiles[0] = _label(_tile(comp), f"{name} {scores['composite']:.1f} dB")
                 tiles[1] = _label(_tile(before), f"whole correction {scores['whole']:.1f} dB")
-                tiles[2] = _label(_tile(after), f"defaults (gate {correction.amount:.2f}) {scores['defaults']:.1f} dB")
+                tiles[2] = _label(_tile(after), f"gated ({correction.amount:.2f}) {scores['gated']:.1f} dB")
                 tiles.append(_label(_tile(real), "ground truth"))
             else:
                 tiles.append(_label(np.full((TILE, TILE, 3), 40, np.uint8), "(no ground truth)"))
