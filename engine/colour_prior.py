@@ -108,26 +108,45 @@ def gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x ** 3)))
 
 
+def checked_mlp(tensors: dict[str, np.ndarray], inputs: int, outputs: int, what: str, trainer: str
+                ) -> dict[str, np.ndarray]:
+    """An MLP file's tensors (mean, scale, w1..b3: standardise, two hidden layers, a linear output) as
+    float64, checked: every tensor present, of the shapes `inputs` and `outputs` imply, finite, scale > 0.
+
+    Raises:
+        ValueError: naming `what` (e.g. "colour prior") and the module that writes such files.
+    """
+    missing = [k for k in ("mean", "scale", *LAYERS) if k not in tensors]
+    if missing:
+        raise ValueError(f"{what} lacks tensor(s) {', '.join(missing)}")
+    t = {k: np.asarray(v, np.float64) for k, v in tensors.items()}
+    hidden = t["w1"].shape[0] if t["w1"].ndim == 2 else -1
+    shapes = {"mean": (inputs,), "scale": (inputs,), "w1": (hidden, inputs), "b1": (hidden,),
+              "w2": (hidden, hidden), "b2": (hidden,), "w3": (outputs, hidden), "b3": (outputs,)}
+    for key, shape in shapes.items():
+        if t[key].shape != shape:
+            raise ValueError(f"{what} tensor {key} has shape {t[key].shape}, expected {shape} "
+                             f"(features: {inputs}; written by another version of {trainer}?)")
+        if not np.isfinite(t[key]).all():
+            raise ValueError(f"{what} tensor {key} is not finite")
+    if (t["scale"] <= 0).any():
+        raise ValueError(f"{what} scale must be positive")
+    return t
+
+
+def mlp_output(t: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
+    """(..., outputs) of a `checked_mlp` for (..., inputs) features: standardise, GELU, GELU, linear."""
+    h = (np.asarray(features, np.float64) - t["mean"]) / t["scale"]
+    h = gelu(h @ t["w1"].T + t["b1"])
+    h = gelu(h @ t["w2"].T + t["b2"])
+    return h @ t["w3"].T + t["b3"]
+
+
 class ColourPrior:
     """The MLP: standardised features -> GELU -> GELU -> the 12 numbers of the change from the identity."""
 
     def __init__(self, tensors: dict[str, np.ndarray]):
-        missing = [k for k in ("mean", "scale", *LAYERS) if k not in tensors]
-        if missing:
-            raise ValueError(f"colour prior lacks tensor(s) {', '.join(missing)}")
-        t = {k: np.asarray(v, np.float64) for k, v in tensors.items()}
-        hidden = t["w1"].shape[0] if t["w1"].ndim == 2 else -1
-        shapes = {"mean": (FEATURES,), "scale": (FEATURES,), "w1": (hidden, FEATURES), "b1": (hidden,),
-                  "w2": (hidden, hidden), "b2": (hidden,), "w3": (12, hidden), "b3": (12,)}
-        for key, shape in shapes.items():
-            if t[key].shape != shape:
-                raise ValueError(f"colour prior tensor {key} has shape {t[key].shape}, expected {shape} "
-                                 f"(features: {FEATURES}; written by another version of trainer.prior?)")
-            if not np.isfinite(t[key]).all():
-                raise ValueError(f"colour prior tensor {key} is not finite")
-        if (t["scale"] <= 0).any():
-            raise ValueError("colour prior scale must be positive")
-        self.tensors = t
+        self.tensors = checked_mlp(tensors, FEATURES, 12, "colour prior", "trainer.prior")
 
     @property
     def hidden(self) -> int:
@@ -135,11 +154,7 @@ class ColourPrior:
 
     def change(self, features: np.ndarray) -> np.ndarray:
         """(..., 12) change from the identity for (..., FEATURES) features."""
-        t = self.tensors
-        h = (np.asarray(features, np.float64) - t["mean"]) / t["scale"]
-        h = gelu(h @ t["w1"].T + t["b1"])
-        h = gelu(h @ t["w2"].T + t["b2"])
-        return h @ t["w3"].T + t["b3"]
+        return mlp_output(self.tensors, features)
 
     def matrix(self, image: np.ndarray, mask: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
         """(4, 3) transform for the person: ``[r, g, b, 1] @ matrix`` is the harmonized colour."""

@@ -25,7 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from engine.colour_prior import FEATURES as PRIOR_FEATURES
-from engine.colour_prior import REGION_FEATURES, gelu, region_features, region_features_torch
+from engine.colour_prior import (
+    REGION_FEATURES,
+    checked_mlp,
+    mlp_output,
+    region_features,
+    region_features_torch,
+)
 
 #: The shipped gate, fitted for the shipped weights: a gate lies beside the weights it was fitted for as
 #: `<weights stem>.gate.safetensors` (gate_path).
@@ -34,7 +40,6 @@ FORMAT = "vcam-harmony-gate"
 #: The composite's colour features (engine.colour_prior.colour_features), then the corrected person's
 #: region features less the reference's and less the uncorrected person's.
 FEATURES = PRIOR_FEATURES + 2 * REGION_FEATURES
-LAYERS = ("w1", "b1", "w2", "b2", "w3", "b3")
 
 
 def gate_features(features: np.ndarray, corrected: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -63,33 +68,14 @@ class Gate:
     """The MLP: standardised features -> GELU -> GELU -> max_amount * sigmoid(.)."""
 
     def __init__(self, tensors: dict[str, np.ndarray], max_amount: float = 1.0):
-        missing = [k for k in ("mean", "scale", *LAYERS) if k not in tensors]
-        if missing:
-            raise ValueError(f"gate lacks tensor(s) {', '.join(missing)}")
-        t = {k: np.asarray(v, np.float64) for k, v in tensors.items()}
-        hidden = t["w1"].shape[0] if t["w1"].ndim == 2 else -1
-        shapes = {"mean": (FEATURES,), "scale": (FEATURES,), "w1": (hidden, FEATURES), "b1": (hidden,),
-                  "w2": (hidden, hidden), "b2": (hidden,), "w3": (1, hidden), "b3": (1,)}
-        for key, shape in shapes.items():
-            if t[key].shape != shape:
-                raise ValueError(f"gate tensor {key} has shape {t[key].shape}, expected {shape} "
-                                 f"(features: {FEATURES}; written by another version of trainer.gate?)")
-            if not np.isfinite(t[key]).all():
-                raise ValueError(f"gate tensor {key} is not finite")
-        if (t["scale"] <= 0).any():
-            raise ValueError("gate scale must be positive")
         if not 0 < max_amount <= 2:
             raise ValueError(f"gate max_amount must be in (0, 2], got {max_amount}")
-        self.tensors = t
+        self.tensors = checked_mlp(tensors, FEATURES, 1, "gate", "trainer.gate")
         self.max_amount = float(max_amount)
 
     def __call__(self, features: np.ndarray) -> np.ndarray | float:
         """The amount in [0, max_amount] for (FEATURES,) features (a float) or (N, FEATURES) ((N,))."""
-        t = self.tensors
-        h = (np.asarray(features, np.float64) - t["mean"]) / t["scale"]
-        h = gelu(h @ t["w1"].T + t["b1"])
-        h = gelu(h @ t["w2"].T + t["b2"])
-        logit = np.clip((h @ t["w3"].T + t["b3"])[..., 0], -30, 30)
+        logit = np.clip(mlp_output(self.tensors, features)[..., 0], -30, 30)
         amount = self.max_amount / (1.0 + np.exp(-logit))
         return float(amount) if amount.ndim == 0 else amount
 

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from engine.gate import FEATURES, Gate
 from trainer.cli import run_main
 from trainer.mixture import draw_composite
+from trainer.mlp import make_mlp, mlp_tensors, standardised
 
 HARM_WEIGHT = 1.5  # a dB lost counts this many times a dB gained
 #: Squared error (0..255) below which a picture counts as perfect: about 45 dB, where no difference shows.
@@ -133,16 +134,10 @@ def fit(features: np.ndarray, sums: np.ndarray, hidden: int = 128, epochs: int =
     if features.shape[1] != FEATURES:
         raise ValueError(f"features have {features.shape[1]} columns, expected {FEATURES}")
     torch.manual_seed(seed)
-    mean = features.mean(0)
-    scale = features.std(0) + 1e-6
-    f = torch.from_numpy(((features - mean) / scale).astype(np.float32))
+    mean, scale, f = standardised(features)
     s = torch.from_numpy(sums.astype(np.float64))
     w = torch.from_numpy(np.ones(len(f)) if weights is None else np.asarray(weights, np.float64))
-    gelu = torch.nn.GELU(approximate="tanh")
-    net = torch.nn.Sequential(torch.nn.Dropout(dropout / 2), torch.nn.Linear(FEATURES, hidden), gelu,
-                              torch.nn.Dropout(dropout), torch.nn.Linear(hidden, hidden), gelu,
-                              torch.nn.Dropout(dropout), torch.nn.Linear(hidden, 1))
-    torch.nn.init.zeros_(net[-1].weight)
+    net = make_mlp(FEATURES, hidden, 1, dropout)
     # Starts at most of the correction (sigmoid(1) = 0.73 of max_amount), not saturated: the gradient
     # through the sigmoid is still large.
     torch.nn.init.constant_(net[-1].bias, 1.0)
@@ -166,11 +161,7 @@ def fit(features: np.ndarray, sums: np.ndarray, hidden: int = 128, epochs: int =
             optimizer.step()
             schedule.step()
     net.eval()
-    tensors = {"mean": mean, "scale": scale}
-    for k, layer in enumerate([net[1], net[4], net[7]], 1):
-        tensors[f"w{k}"] = layer.weight.detach().numpy().copy()
-        tensors[f"b{k}"] = layer.bias.detach().numpy().copy()
-    return Gate(tensors, max_amount)
+    return Gate(mlp_tensors(net, mean, scale), max_amount)
 
 
 def report(label: str, sums: np.ndarray, strengths: np.ndarray, amount) -> str:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from engine.colour_prior import FEATURES, IDENTITY, ColourPrior, colour_features, recolour
 from trainer.cli import run_main
 from trainer.make_dataset import resize_max_side
+from trainer.mlp import make_mlp, mlp_tensors, standardised
 
 SIDE = 256  # where engine.Harmonizer computes the features (the network's longer side)
 CROP_RANGE = (0.6, 1.0)  # a crop keeps this share of each side
@@ -116,17 +117,11 @@ def fit(features: np.ndarray, comp: np.ndarray, real: np.ndarray, hidden: int = 
     if features.shape[1] != FEATURES:
         raise ValueError(f"features have {features.shape[1]} columns, expected {FEATURES}")
     torch.manual_seed(seed)
-    mean = features.mean(0)
-    scale = features.std(0) + 1e-6
-    f = torch.from_numpy(((features - mean) / scale).astype(np.float32))
+    mean, scale, f = standardised(features)
     x = torch.from_numpy(comp).float().div_(255.0)
     y = torch.from_numpy(real).float().div_(255.0)
-    gelu = torch.nn.GELU(approximate="tanh")
-    net = torch.nn.Sequential(torch.nn.Dropout(dropout / 2), torch.nn.Linear(FEATURES, hidden), gelu,
-                              torch.nn.Dropout(dropout), torch.nn.Linear(hidden, hidden), gelu,
-                              torch.nn.Dropout(dropout), torch.nn.Linear(hidden, 12))
-    torch.nn.init.zeros_(net[-1].weight)  # starts as the identity transform
-    torch.nn.init.zeros_(net[-1].bias)
+    net = make_mlp(FEATURES, hidden, 12, dropout)
+    torch.nn.init.zeros_(net[-1].bias)  # with the zero weight: starts as the identity transform
     identity = torch.from_numpy(IDENTITY).float()
     optimizer = torch.optim.AdamW(net.parameters(), lr / 2, weight_decay=weight_decay)
     batch = min(batch, len(f))  # a tiny set (tests, smoke runs) trains in one batch
@@ -137,12 +132,7 @@ def fit(features: np.ndarray, comp: np.ndarray, real: np.ndarray, hidden: int = 
     generator = torch.Generator().manual_seed(seed)
 
     def prior() -> ColourPrior:
-        layers = [net[1], net[4], net[7]]
-        tensors = {"mean": mean, "scale": scale}
-        for k, layer in enumerate(layers, 1):
-            tensors[f"w{k}"] = layer.weight.detach().numpy().copy()
-            tensors[f"b{k}"] = layer.bias.detach().numpy().copy()
-        return ColourPrior(tensors)
+        return ColourPrior(mlp_tensors(net, mean, scale))
 
     for epoch in tqdm(range(epochs), desc="prior fit", unit="epoch", disable=not progress):
         net.train()
