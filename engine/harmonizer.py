@@ -378,18 +378,23 @@ class Harmonizer:
             params, amount = self._gated(params, features, comp_low, mask_low)
         else:
             params = self._fit_lift(output, comp_low, mask_low, previous)
-        if params is None or not np.isfinite(params.data).all():
-            log.warning("correction was not finite; this frame is left as the composite")
-            self._params = params = None
-        else:
-            # The correction is smoothed with the same momentum as the statistics: the network's output
-            # follows the frame's content; averaging the corrections keeps it from shimmering with every
-            # small movement of the person. Every correction is linear in its parameters.
-            params = self._params = lift_mod.blend_params(previous, params, momentum)
+        params = self._params = self._smoothed(params, previous, momentum)
         # The gate's amount scales the sharpness undo too: amount 0 leaves the person's pixels untouched.
         unsharpen = min(1.0, amount) * self._unsharpen_share(composite, mask_f, momentum) if params is not None else 0.0
         return Correction(size=size, net_size=(h, w), params=params, momentum=momentum,
                           scene_change=scene_change, unsharpen=unsharpen, amount=amount)
+
+    @staticmethod
+    def _smoothed(params, previous, momentum: float):
+        """This estimate's correction averaged with the last one (None where it is not finite).
+
+        The correction is smoothed with the same momentum as the statistics: the network's output follows
+        the frame's content; averaging the corrections keeps it from shimmering with every small movement
+        of the person. Every correction is linear in its parameters."""
+        if params is None or not np.isfinite(params.data).all():
+            log.warning("correction was not finite; this frame is left as the composite")
+            return None
+        return lift_mod.blend_params(previous, params, momentum)
 
     def _colour_features(self, comp_low: np.ndarray, mask_low: np.ndarray, reference: np.ndarray | None):
         """The composite's colour statistics (engine.colour_prior.colour_features), computed once for the

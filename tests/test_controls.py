@@ -100,7 +100,7 @@ def test_request_rejects_unknown_settings_and_bad_values(pipeline):
     with pytest.raises(ValueError, match="unknown setting"):
         pipeline.request(colour="red")
     with pytest.raises(ValueError, match="smoothing"):
-        pipeline.request(smoothing=1.5)  # refused here, never sent to the engine
+        pipeline.request(smoothing=2.5)  # refused here (over 2 s), never sent to the engine
     pipeline.apply_pending()
     assert pipeline.config.smoothing == 0.6
 

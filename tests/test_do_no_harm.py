@@ -82,21 +82,19 @@ def test_smoothing_is_a_time_constant_the_same_at_any_estimate_rate():
             h.smoothing = MAX_SMOOTHING + 1
 
 
-def test_the_training_mixture_has_every_strength_including_none(monkeypatch):
-    import trainer.camera
+def test_the_training_mixture_has_every_strength_including_none():
     from trainer import mixture
 
-    cameras = []
-    real_camera = trainer.camera.camera_like
-    monkeypatch.setattr(trainer.camera, "camera_like", lambda *a: cameras.append(1) or real_camera(*a))
-
-    image, mask = _photo(np.random.default_rng(4), 300, 400)
+    # A photo large enough that a camera-like frame (longest side <= 640) is told apart from a crop
+    # (at least 60 % of each side: >= 1080 px)
+    image, mask = _photo(np.random.default_rng(4), 1350, 1800)
     strengths = [mixture.draw_strength(np.random.default_rng(k)) for k in range(400)]
     assert 0.08 < np.mean([t == 0 for t in strengths]) < 0.22
     assert 0.6 * mixture.PARTIAL_SHARE < np.mean([0 < t < 1 for t in strengths]) < 1.4 * mixture.PARTIAL_SHARE
-    seen = set()
+    seen, cameras = set(), []
     for k in range(60):
         comp, real, m, t = mixture.draw_composite(image, mask, np.random.default_rng(k))
+        cameras.append(max(real.shape[:2]) <= 640)
         assert comp.dtype == real.dtype == np.uint8 and comp.shape == real.shape and m.shape == real.shape[:2]
         outside = m == 0
         np.testing.assert_array_equal(comp[outside], real[outside])  # only the person is re-coloured
@@ -104,4 +102,4 @@ def test_the_training_mixture_has_every_strength_including_none(monkeypatch):
             np.testing.assert_array_equal(comp, real)  # nothing to do: the composite is the photo
         seen.add("none" if t == 0 else "partial" if t < 1 else "full")
     assert seen == {"none", "partial", "full"}
-    assert 0.5 * mixture.CAMERA_SHARE < len(cameras) / 60 < 1.5 * mixture.CAMERA_SHARE
+    assert 0.5 * mixture.CAMERA_SHARE < np.mean(cameras) < 1.5 * mixture.CAMERA_SHARE

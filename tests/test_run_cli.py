@@ -76,7 +76,7 @@ def test_image_input_with_image_background(tmp_path, shared_data, recorder):
     (["--output", "hologram"], "unknown --output"),
     (["--output", "virtualcam", "--vcam-backend", "nope"], "unknown --vcam-backend"),
     (["--background", "color:#12"], "colour must look like"),
-    (["--smoothing", "1.5"], "--smoothing must be in"),
+    (["--smoothing", "2.5"], "--smoothing must be in"),
 ])
 def test_bad_input_is_one_clear_line(argv, expected, tmp_path, capsys):
     image = tmp_path / "person.png"

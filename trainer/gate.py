@@ -50,10 +50,10 @@ class Recorder:
     """A gate that keeps the features it is shown and applies every correction whole."""
 
     def __init__(self):
-        self.features = None
+        self.seen = None
 
     def __call__(self, features: np.ndarray) -> float:
-        self.features = np.asarray(features, np.float32)
+        self.seen = np.asarray(features, np.float32)
         return 1.0
 
 
@@ -74,15 +74,15 @@ def draw_sample(photo: tuple, seed: int, index: int, draw: int):
     rng = np.random.default_rng((seed, index, draw))
     comp, real, mask, t = draw_composite(photo[1], photo[2], rng)
     harmonizer.reset()
-    recorder.features = None
+    recorder.seen = None
     out = harmonizer.apply(harmonizer.estimate(comp, mask), comp, mask)
-    if recorder.features is None:
+    if recorder.seen is None:
         return None
     r = real.astype(np.float64) - comp
     d = out.astype(np.float64) - comp
     n = r.size
     sums = np.array([(r * r).sum() / n, (r * d).sum() / n, (d * d).sum() / n], np.float64)
-    return recorder.features, sums, t
+    return recorder.seen, sums, t
 
 
 def _work(job):

@@ -152,6 +152,17 @@ def _with_reference_light(coefficients: torch.Tensor, comp_low: torch.Tensor, ma
     return (coefficients.view(b, 4, 3, h, w) * gain.view(1, 1, 3, 1, 1)).view(b, 12, h, w)
 
 
+def _checked_fps(fps: float) -> float:
+    """The camera's frame rate the smoothing assumes.
+
+    Raises:
+        ValueError: outside (0, 1000].
+    """
+    if not 0 < float(fps) <= 1000:
+        raise ValueError(f"fps must be in (0, 1000], got {fps}")
+    return float(fps)
+
+
 class GpuFramePath:
     """Composite + harmonize frames of one size on one torch device (CUDA in half precision, or a CPU).
 
@@ -208,13 +219,7 @@ class GpuFramePath:
         for p in self._model.parameters():
             p.requires_grad_(False)
         self.stats_size = int(self._model.stats_size)
-        # The colour prior the weights were trained behind (engine.colour_prior), in fp32 on the device.
-        prior = colour_prior.prior_for(model) if prior else None
-        self._prior = colour_prior.TorchPrior(prior, self.device) if prior is not None else None
-        gate = gate_mod.gate_for(model) if gate else None
-        self._gate = gate_mod.TorchGate(gate, self.device) if gate is not None else None
-        self._gate_constants = colour_prior.torch_constants(self.device, torch.float32)
-        self._identity = torch.tensor(colour_prior.IDENTITY, dtype=torch.float32).reshape(1, 12, 1, 1).to(self.device)
+        self._load_colour_models(model, prior, gate)
         self.harmonizing = True  # False: the composite alone (no network), e.g. the harmonize hotkey
         dev, dt = self.device, self._dtype
         ry, rx_t = resize_matrices(self.frame_shape, self.net_shape)
@@ -235,9 +240,7 @@ class GpuFramePath:
             ref_t = torch.from_numpy(np.clip(ref, 0, 1)).to(dev, torch.float32)
             self._reference_low = (torch.from_numpy(ry).to(dev) @ ref_t @ torch.from_numpy(rx_t).to(dev)).clamp(0, 1)
         self._allocate_state(dev)
-        if not 0 < float(fps) <= 1000:
-            raise ValueError(f"fps must be in (0, 1000], got {fps}")
-        self.fps = float(fps)
+        self.fps = _checked_fps(fps)
         self.smoothing, self.strength = smoothing, strength
         if background is not None:
             self.set_background(background)
@@ -251,6 +254,16 @@ class GpuFramePath:
             self._stream = torch.cuda.Stream(dev)
         if self._cuda_graph:
             self._capture(self.harmonizing)
+
+    def _load_colour_models(self, model, prior: bool, gate: bool) -> None:
+        """The colour prior the weights were trained behind and the gate fitted for them (engine.colour_prior,
+        engine.gate), in fp32 on the device, as engine.Harmonizer loads them."""
+        prior = colour_prior.prior_for(model) if prior else None
+        self._prior = colour_prior.TorchPrior(prior, self.device) if prior is not None else None
+        gate = gate_mod.gate_for(model) if gate else None
+        self._gate = gate_mod.TorchGate(gate, self.device) if gate is not None else None
+        self._gate_constants = colour_prior.torch_constants(self.device, torch.float32)
+        self._identity = torch.tensor(colour_prior.IDENTITY, dtype=torch.float32).reshape(1, 12, 1, 1).to(self.device)
 
     def _allocate_host(self, height: int, width: int, depth: int, cuda: bool) -> None:
         # Host side: pinned slots on CUDA (asynchronous copies need page-locked memory).
