@@ -9,9 +9,11 @@ person as the correction would leave them, and says how much of the correction t
 
     corrected = identity + amount * (correction - identity)
 
-It was fitted (trainer.gate) on fresh composites of every strength, including ones that need nothing and
-camera-like frames, to maximise the PSNR gain of the blended output while penalising any loss: a person
-who already fits gets (nearly) the identity; a strong mismatch gets the whole correction.
+It is fitted (trainer.gate) on fresh composites of every strength, including ones that need nothing and
+camera-like frames, to maximise the PSNR gain of the blended output while penalising any loss. None ships
+yet: the one fitted halves the composites made worse, but it also leaves a real person on a virtual
+background uncorrected (it learned to spot unnatural colours, not a mismatch with the scene;
+docs/model_card.md, "Do no harm"). The Harmonizer uses a gate only where one lies beside the weights.
 
 NumPy only: it runs beside the colour prior on the network-size picture (a few ms per estimate).
 """

@@ -262,7 +262,6 @@ class GpuFramePath:
         self._prior = colour_prior.TorchPrior(prior, self.device) if prior is not None else None
         gate = gate_mod.gate_for(model) if gate else None
         self._gate = gate_mod.TorchGate(gate, self.device) if gate is not None else None
-        self._gate_constants = colour_prior.torch_constants(self.device, torch.float32)
         self._identity = torch.tensor(colour_prior.IDENTITY, dtype=torch.float32).reshape(1, 12, 1, 1).to(self.device)
 
     def _allocate_host(self, height: int, width: int, depth: int, cuda: bool) -> None:
@@ -553,7 +552,7 @@ class GpuFramePath:
         """Harmonizer._gated on the device: the coefficients moved towards the identity by the gate's
         amount, judged on the person as the whole correction leaves them at network size."""
         if features is None:
-            features = colour_prior.colour_features_torch(comp_low, mask_low, chosen, self._gate_constants)
+            features = colour_prior.colour_features_torch(comp_low, mask_low, chosen, self._gate.constants)
         c = F.interpolate(coefficients, size=comp_low.shape[-2:], mode="bilinear", align_corners=False)
         corrected = (c[:, 0:3] * comp_low[:, 0:1] + c[:, 3:6] * comp_low[:, 1:2] + c[:, 6:9] * comp_low[:, 2:3]
                      + c[:, 9:12]).clamp(0, 1)
