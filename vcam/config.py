@@ -66,6 +66,7 @@ class RunConfig:
     segmenter_model: str | None = None  # a MediaPipe Tasks .tflite segmenter instead
     mask_smoothing: bool = True
     # Run control.
+    overlap: str = "auto"  # the frame loop's front half (segment, composite) in a thread of its own: auto, on, off
     max_frames: int | None = None
     stats_json: str | None = None
     status_interval: float = 5.0
@@ -200,7 +201,7 @@ _NUMBERS: dict[str, tuple[float, float, bool, bool]] = {
     "ui_port": (0, 65535, True, False),
 }
 _BOOLS = ("harmonize", "mask_smoothing", "split", "loop", "ui")
-_CHOICES = {"harmonize_mode": ("auto", "inline", "worker")}
+_CHOICES = {"harmonize_mode": ("auto", "inline", "worker"), "overlap": ("auto", "on", "off")}
 _STRINGS = ("model", "weights", "backend", "device", "reference", "vcam_backend", "vcam_device",
             "segmenter_model", "stats_json", "config", "ui_host")
 DEFAULT_BLUR = 12.0  # blur background: Gaussian sigma in full-resolution pixels at 720p

@@ -250,6 +250,8 @@ class HarmonizeStage:
         reference: optional float32 H×W reference mask (background region to match).
         enabled: harmonize at all (a live setting).
         retry_initial, retry_max: after an engine error, seconds until the next try (doubling up to the max).
+        overlapped: the names of the stages that run in a thread of their own, beside this one's (the
+            pipeline's front with overlap on): the refresh governor reads the loop's pace from the busier side.
 
     Raises:
         ValueError: an unknown mode.
@@ -257,7 +259,7 @@ class HarmonizeStage:
 
     def __init__(self, harmonizer, mode: str = "auto", refresh_hz: float = 10.0,
                  reference: np.ndarray | None = None, enabled: bool = True, retry_initial: float = 1.0,
-                 retry_max: float = 60.0):
+                 retry_max: float = 60.0, overlapped=()):
         if mode not in ("auto", "inline", "worker"):
             raise ValueError(f"mode must be auto, inline or worker, got {mode!r}")
         self.harmonizer = harmonizer
@@ -271,7 +273,8 @@ class HarmonizeStage:
         self._retry_delay = retry_initial
         self._retry_at = 0.0
         self.refresh_hz = float(refresh_hz)
-        self.governor = RefreshGovernor(self.refresh_hz)
+        self.overlapped = frozenset(overlapped)
+        self.governor = RefreshGovernor(self.refresh_hz, overlapped=self.overlapped)
         self._generation = 0  # bumped by reset(): corrections from before it are not applied
         self._worker: _Worker | None = None
         self._inline_ms = Window(TIMING_WINDOW)
@@ -285,7 +288,7 @@ class HarmonizeStage:
             self.harmonizer.strength = float(min(max(strength, 0.0), 1.0))
         if refresh_hz is not None:
             self.refresh_hz = float(refresh_hz)
-            self.governor = RefreshGovernor(self.refresh_hz)
+            self.governor = RefreshGovernor(self.refresh_hz, overlapped=self.overlapped)
             if self._worker is not None:
                 self._worker.refresh_hz = self.refresh_hz
         if smoothing is not None:

@@ -3,12 +3,16 @@
 One `Frame` goes through small stages, each timed into `frame.timings`. The capture and the harmonizer's
 network run in their own threads; the loop itself never waits for either beyond the next frame:
 
-    frame = capture.read()            # newest frame (latest wins), or every frame of a file
-    segment, background, composite    # the mask is from this same frame
+    frame = capture.read()            # newest frame (latest wins), or every frame of a file  } the front
+    segment, background, composite    # the mask is from this same frame                      } (`_front`)
     harmonize                         # apply(latest correction); the network runs in its worker
     outputs.send(); metrics.record(); on_frame(frame)
     keys; config file; apply_pending()   # every setting change, applied here, between frames
     outputs.pace()                    # pyvirtualcam's sleep_until_next_frame
+
+With `overlap` on (the default with two cores or more), the front runs in a thread of its own, one frame
+ahead of the rest (`vcam.overlap.FrontStage`): frame N+1 is segmented and composited while frame N is
+harmonized and sent, at most one frame of extra latency. Off, one thread does it all, in this order.
 
 Public hooks, so that nobody needs to replace a method: `on_frame(frame)` is called with every frame
 after it was sent; `metrics` may be passed in; `stop()` ends the loop after the current frame (from any
@@ -41,12 +45,14 @@ from vcam.harmonize import HarmonizeStage, create_harmonizer
 from vcam.loader import HarmonizerLoader
 from vcam.metrics import CORES, Metrics, write_json
 from vcam.output import Outputs, make_placeholder
+from vcam.overlap import END, FrontStage
 from vcam.reference import check_reference, reference_mask
 from vcam.segment import Segmenter
 
 log = logging.getLogger("vcam.pipeline")
 
 STALL_S = 0.5  # no frame from a "live" camera for this long: send placeholders until it is back
+FRONT_STAGES = frozenset({"segment", "background", "composite"})  # what the front thread runs with overlap on
 NEXT_BACKGROUND = "next_background"  # a request that is an action, not a RunConfig field
 
 
@@ -56,6 +62,12 @@ def _timed(frame: Frame, name: str, stage) -> Frame:
     frame.timings[name] = (time.perf_counter() - started) * 1000.0
     frame.cpu_ms[name] = (time.thread_time() - cpu) * 1000.0
     return frame
+
+
+def use_overlap(setting: str) -> bool:
+    """Whether the front runs in its own thread: "on", "off", or "auto" (on with two cores or more: with one,
+    the two halves would only take turns on it, and pay for the hand-over)."""
+    return setting == "on" or (setting == "auto" and CORES >= 2)
 
 
 def _limit_opencv_threads() -> None:
@@ -132,6 +144,13 @@ class Pipeline:
         self._applying: list[dict] = []
         self._requests_lock = threading.Lock()  # held for a list append or swap, nothing else
         self._stop = threading.Event()
+        # Held by the front thread for each frame's work, by the loop to change what that work uses (a
+        # segmenter, the backgrounds): reentrant, since a key's action may apply a setting (vcam.overlap).
+        self._front_lock = threading.RLock()
+        self._scene_change = threading.Event()  # set by the front on a camera's return: the loop resets harmonize
+        self._last_frame_at = time.perf_counter()
+        self._reconnects = 0
+        self.overlap = use_overlap(config.overlap)
         self._load_harmonizer = load_harmonizer or self._create_harmonizer
         self._loader = HarmonizerLoader(self._load_harmonizer)  # when `harmonize` is turned on later
         try:
@@ -181,7 +200,7 @@ class Pipeline:
     def _stage(self, harmonizer, config: RunConfig) -> HarmonizeStage:
         """The stage around `harmonizer`, set to the current settings (they may have changed since it was built)."""
         stage = HarmonizeStage(harmonizer, config.harmonize_mode, config.refresh_hz, self._reference,
-                               enabled=config.harmonize)
+                               enabled=config.harmonize, overlapped=FRONT_STAGES if self.overlap else ())
         stage.configure(smoothing=config.smoothing, strength=config.strength)
         return stage
 
@@ -222,6 +241,8 @@ class Pipeline:
 
     def apply_pending(self) -> None:
         """Apply the queued requests (the frame loop calls this between frames)."""
+        if not self._requests and not self._loader.loading:  # every frame: the common case is two reads
+            return
         with self._requests_lock:
             pending, self._requests = self._requests, []
             self._applying = pending
@@ -241,7 +262,8 @@ class Pipeline:
         self._adopt_loaded_harmonizer()
 
     def next_background(self) -> None:
-        self.backgrounds.next()
+        with self._front_lock:
+            self.backgrounds.next()
         if self.harmonize is not None:
             self.harmonize.reset()  # a new background is a new scene for the temporal statistics
 
@@ -250,6 +272,10 @@ class Pipeline:
 
         Called from the frame loop only (`apply_pending`), or before `run()`.
         """
+        with self._front_lock:  # between two frames of the front thread too
+            self._apply_config(new)
+
+    def _apply_config(self, new: RunConfig) -> None:
         live, restart = changed_settings(self.config, new)
         if "reference" in live and not self._set_reference(new.reference):
             new = new.replace(reference=self.config.reference)
@@ -331,6 +357,19 @@ class Pipeline:
     # -- the loop ---------------------------------------------------------------------------------
     def process(self, frame: Frame) -> Frame:
         """Run the stages on one live frame; a failing stage falls back to the last good picture."""
+        return self._back(self._front(frame))
+
+    def _front(self, frame: Frame) -> Frame:
+        """Segment, background, composite (the front thread's work with overlap on, under `_front_lock`).
+
+        A failure sets `frame.output` to the last good picture (the back then leaves the frame alone)."""
+        if not frame.live:
+            return frame
+        capture = self.capture
+        if capture is not None and capture.reconnects != self._reconnects:  # the camera came back: a new scene
+            self._reconnects = capture.reconnects
+            self.segmenter.reset()
+            self._scene_change.set()  # the harmonizer's state is the loop's: reset there
         try:
             _timed(frame, "segment", self.segmenter)
             _timed(frame, "background", self.backgrounds)
@@ -345,6 +384,15 @@ class Pipeline:
             # Privacy first: never the camera picture (the room) while a virtual background is chosen.
             last = getattr(self, "_last_output", None)  # any size: the outputs resize to theirs
             frame.output = last if last is not None else self._placeholder
+        return frame
+
+    def _back(self, frame: Frame) -> Frame:
+        """Harmonize (the frame loop's own work); a frame whose output is set already is left as it is."""
+        if self._scene_change.is_set():
+            self._scene_change.clear()
+            if self.harmonize is not None:
+                self.harmonize.reset()
+        if frame.output is not None:  # a placeholder, or the front's fallback after a failure
             return frame
         if self.harmonize is not None:
             _timed(frame, "harmonize", self.harmonize)
@@ -365,7 +413,10 @@ class Pipeline:
         interrupted = False
         self.capture.start()
         try:
-            self._loop()
+            if self.overlap:
+                self._loop_overlapped()
+            else:
+                self._loop()
         except KeyboardInterrupt:
             interrupted = True
             log.info("interrupted; shutting down")
@@ -376,30 +427,64 @@ class Pipeline:
             log.info("stats written to %s", write_json(self.config.stats_json, stats))
         return stats
 
+    def _read(self):
+        """The next frame to work on: the camera's, a placeholder while the input is away, None (nothing yet:
+        a little late, not a lost camera) or END (a file played out)."""
+        capture = self.capture
+        frame = capture.read(timeout=1.0 if capture.every_frame else 1.0 / self.fps)
+        now = time.perf_counter()
+        if frame is not None:
+            self._last_frame_at = now
+            return frame
+        if capture.ended:
+            return END
+        if capture.state == "live" and now - self._last_frame_at < STALL_S:
+            return None
+        return self._placeholder_frame(self.frames)
+
+    def _more(self) -> bool:
+        return not self._stop.is_set() and (self.config.max_frames is None or self.frames < self.config.max_frames)
+
     def _loop(self) -> None:
-        capture, period = self.capture, 1.0 / self.fps
-        reconnects, last_frame_at = 0, time.perf_counter()
-        while not self._stop.is_set() and (self.config.max_frames is None or self.frames < self.config.max_frames):
-            frame = capture.read(timeout=1.0 if capture.every_frame else period)
-            now = time.perf_counter()
+        """One thread: read, front, back, send, settings, pace."""
+        while self._more():
+            frame = self._read()
+            if frame is END:
+                break
             if frame is None:
-                if capture.ended:
-                    break
-                if capture.state == "live" and now - last_frame_at < STALL_S:
-                    continue  # a little late; not a lost camera
-                frame = self._placeholder_frame(self.frames)
-            else:
-                last_frame_at = now
-                if capture.reconnects != reconnects:  # the camera came back: a new scene
-                    reconnects = capture.reconnects
-                    self.segmenter.reset()
-                    if self.harmonize is not None:
-                        self.harmonize.reset()
-                self.process(frame)
-            self._send(frame)
+                continue
+            self._send(self.process(frame))
             if self._between_frames():
                 break
             self.outputs.pace()
+
+    def _loop_overlapped(self) -> None:
+        """The front in its own thread, one frame ahead; here the back, send, settings, pace."""
+        front = FrontStage(self._read, self._front, self._front_lock).start()
+        try:
+            while self._more():
+                frame = front.take(timeout=0.1)  # short: stop() and Ctrl-C are seen at once
+                if frame is END:
+                    break
+                if frame is None:
+                    continue
+                self._send(self._back(frame))
+                if self._between_frames():
+                    break
+                self.outputs.pace()
+        finally:
+            self._stop_front(front)
+
+    def _stop_front(self, front: FrontStage) -> None:
+        """Stop the front thread; what it uses is closed after its last use (vcam.overlap)."""
+        owned = {"segmenter": self.segmenter, "backgrounds": self.backgrounds}
+
+        def close_late() -> None:
+            for name, stage in owned.items():
+                _close(name, stage)
+
+        if not front.close(close_late):
+            self.segmenter = self.backgrounds = None  # the front thread closes them
 
     def _send(self, frame: Frame) -> None:
         started = time.perf_counter()
@@ -450,7 +535,7 @@ class Pipeline:
                    "reconnects": self.capture.reconnects if self.capture else 0},
             size=list(getattr(self, "size", ())),
             target_fps=getattr(self, "fps", None),
-            segmenter=self.segmenter.name if self.segmenter else None,
+            segmenter=self.segmenter.name if self.segmenter else None, overlap=self.overlap,
             background=backgrounds.current.name if backgrounds and backgrounds._items else None,
             config={k: v for k, v in asdict(self.config).items() if k != "config"},
             **extra,
@@ -460,11 +545,14 @@ class Pipeline:
         """Release the camera, the harmonizer, the outputs (files finalized); idempotent."""
         self._loader.close()  # a harmonizer still loading is closed by its loader's thread once it exists
         for name in ("capture", "harmonize", "segmenter", "backgrounds", "outputs"):
-            stage = getattr(self, name, None)
-            if stage is None:
-                continue
-            try:
-                stage.close()
-            except Exception as exc:  # keep closing the rest: a file must still be finalized
-                log.warning("closing %s failed: %s", name, exc)
+            _close(name, getattr(self, name, None))
             setattr(self, name, None)
+
+
+def _close(name: str, stage) -> None:
+    if stage is None:
+        return
+    try:
+        stage.close()
+    except Exception as exc:  # keep closing the rest: a file must still be finalized
+        log.warning("closing %s failed: %s", name, exc)
