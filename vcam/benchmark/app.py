@@ -260,9 +260,10 @@ def run_once(clip: InputClip, harmonize: bool, paced: bool, frames: int, warmup:
     """One pipeline run; a row of the report (status "failed" with the reason when it cannot run)."""
     import torch
 
-    mode = ("harmonize" if harmonize else "no-harmonize") + (f" @{clip.fps:g}fps" if paced else "")
-    row = {"input": clip.label, "resolution": f"{clip.size[0]}x{clip.size[1]}", "origin": clip.origin,
-           "mode": mode, "harmonize": harmonize, "paced": paced, "source_fps": clip.fps}
+    mode = ("harmonize" if harmonize else "no-harmonize") + (f" @{clip.fps:g}fps" if paced else "") + \
+        ("" if base.overlap == "auto" else f" overlap {base.overlap}")
+    row = {"input": clip.label, "resolution": f"{clip.size[0]}x{clip.size[1]}", "origin": clip.origin, "mode": mode,
+           "harmonize": harmonize, "paced": paced, "source_fps": clip.fps}
     # Fast: a --max-frames makes the app read every frame of the file; paced: the file plays at its rate.
     # Both loop the file so that a slow start never runs out of input; the clock hook ends the run.
     config = base.replace(input=str(clip.path), output=["null"], harmonize=harmonize, status_interval=0.0,
@@ -294,20 +295,21 @@ def _figures(clock: _Clock, summary: dict, harmonize: bool, paced: bool) -> dict
             "stages_cpu_ms": {k: v["p50"] for k, v in summary["stages_cpu_ms"].items()},
             "refresh_hz": (est1 - est0) / span if harmonize else None,
             "cpu_util": (cpu1 - cpu0) / span, "cpu_ms_per_frame": 1000.0 * (cpu1 - cpu0) / max(timed - 1, 1),
-            "cpu_machine_pct": 100.0 * (cpu1 - cpu0) / span / CORES, "harmonizer": summary["harmonizer"]}
+            "cpu_machine_pct": 100.0 * (cpu1 - cpu0) / span / CORES, "harmonizer": summary["harmonizer"],
+            "load_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,  # the machine's, as the row ends
+            "overlap": summary.get("overlap")}
 
 
 def run_pipeline_bench(clips: list[InputClip], modes: list[bool], camera_rate: bool, frames: int, warmup: int,
-                       base: RunConfig, max_seconds: float | None = None) -> list[dict]:
-    """Every clip × (fast, then paced if `camera_rate`) × each mode, in that order."""
+                       base: RunConfig, max_seconds: float | None = None, overlaps=("auto",)) -> list[dict]:
+    """Every clip × (fast, then paced if `camera_rate`) × each mode × each overlap setting, in that order."""
     rows = []
-    for clip in clips:
-        for paced in ((False, True) if camera_rate else (False,)):
-            for harmonize in modes:
-                row = run_once(clip, harmonize, paced, frames, warmup, base, max_seconds)
-                rows.append(row)
-                log.info("%s %s: %s", clip.label, row["mode"], f"{row['fps']:.1f} FPS, latency p95 "
-                         f"{row['latency_p95_ms']} ms" if row["status"] == "ok" else row["reason"])
+    for clip, paced, harmonize, overlap in ((c, p, h, o) for c in clips for p in ((False, True) if camera_rate
+                                            else (False,)) for h in modes for o in overlaps):
+        row = run_once(clip, harmonize, paced, frames, warmup, base.replace(overlap=overlap), max_seconds)
+        rows.append(row)
+        log.info("%s %s: %s", clip.label, row["mode"], f"{row['fps']:.1f} FPS, latency p95 "
+                 f"{row['latency_p95_ms']} ms" if row["status"] == "ok" else row["reason"])
     add_ratios(rows)
     return rows
 
@@ -317,7 +319,7 @@ def add_ratios(rows: list[dict]) -> None:
     ok = [r for r in rows if r.get("status") == "ok"]
     for r in (r for r in ok if r["harmonize"]):
         base = next((b for b in ok if b["input"] == r["input"] and b["paced"] == r["paced"]
-                     and not b["harmonize"]), None)
+                     and not b["harmonize"] and b.get("overlap") == r.get("overlap")), None)
         if base is None or not base.get("fps") or r.get("fps") is None:
             continue
         r["fps_ratio"] = r["fps"] / base["fps"]

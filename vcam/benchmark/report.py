@@ -21,7 +21,7 @@ ENGINE_COLUMNS = (("backend", "backend", -1), ("device", "device", -1), ("precis
 PIPELINE_COLUMNS = (("input", "input", -1), ("resolution", "resolution", -1), ("mode", "mode", -1),
                     ("frames", "frames", -1), ("fps", "FPS", 1), ("latency_p50_ms", "e2e p50 ms", 1),
                     ("latency_p95_ms", "e2e p95 ms", 1), ("refresh_hz", "refresh Hz", 1),
-                    ("cpu_ms_per_frame", "CPU ms/frame", 1), ("cpu_machine_pct", "CPU % machine", 0),
+                    ("cpu_ms_per_frame", "CPU ms/frame", 1), ("cpu_machine_pct", "CPU % machine", 0), ("load_1m", "load", 2),
                     ("fps_ratio", "FPS ÷ no-harm.", 2), ("stages", "stages p50/p95 ms (loop CPU p50)", -1))
 
 
@@ -69,9 +69,8 @@ def _clean(value):
 
 
 def _fmt(value, digits: int) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return f"{value:.{digits}f}" if isinstance(value, float) and digits >= 0 else str(value)
+    bad = value is None or (isinstance(value, float) and not math.isfinite(value))
+    return "–" if bad else f"{value:.{digits}f}" if isinstance(value, float) and digits >= 0 else str(value)
 
 
 def to_markdown(report: dict) -> str:

@@ -71,6 +71,9 @@ def _add_pipeline_arguments(pipe: argparse.ArgumentParser) -> None:
     pipe.add_argument("--background", default=None,
                       help="virtual background, as for `vcam run` (default: a real indoor photo from "
                            "../shared/data/backgrounds, else a flat colour)")
+    pipe.add_argument("--overlap", default="auto",
+                      help="comma list of auto, on, off: each run once per setting, side by side (before/after in "
+                           "one run; see `vcam run --overlap`; default auto)")
     harm = pipe.add_argument_group("harmonization (as for `vcam run`; defaults are vcam run's)")
     add_engine_arguments(harm)
     pipe.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
@@ -142,10 +145,13 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     base = base.replace(background=[args.background or app.default_background()])
     clips = app.prepare_inputs(specs, args.frames + args.warmup_frames, args.camera_rate or 30.0, args.out,
                                args.source)
+    overlaps = [o.strip() for o in args.overlap.split(",") if o.strip()]
+    if not overlaps or any(o not in ("auto", "on", "off") for o in overlaps):
+        raise ValueError(f"--overlap: expected a comma list of auto, on, off, got {args.overlap!r}")
     rows = app.run_pipeline_bench(clips, modes, args.camera_rate > 0, args.frames, args.warmup_frames, base,
-                                  args.max_seconds)
+                                  args.max_seconds, overlaps)
     settings = {"inputs": specs, "frames": args.frames, "warmup_frames": args.warmup_frames,
-                "max_seconds": args.max_seconds, "camera_rate": args.camera_rate, "modes": args.modes,
+                "max_seconds": args.max_seconds, "camera_rate": args.camera_rate, "modes": args.modes, "overlap": overlaps,
                 "run_config": vars(base)}
     result = report.new_report("pipeline", _command_line(), settings)
     result["rows"] = rows
