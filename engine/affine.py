@@ -8,14 +8,18 @@ convention of ``F.interpolate(align_corners=False)`` and ``cv2.resize``) and app
 Because the transform is applied to the sharp composite at whatever resolution it has, the person's
 texture is never lost, and the network's resolution only limits how finely the *colour change* varies.
 
-Pure functions on torch tensors; the NumPy twin is ``engine.lift.apply_affine_grid`` (tests compare them).
+Pure functions on torch tensors. The upsample and the apply are engine.resampling's and engine.corrections'
+(``upsample_grid_torch``, ``transform_torch``), the same functions the GPU frame path runs, each tested against
+its NumPy twin (``upsample_box``, ``transform``; ``apply_affine_grid`` here).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from engine.corrections import transform_torch
+from engine.resampling import upsample_grid_torch
 
 COEFFICIENTS = 12
 # Identity in the [c_r, c_g, c_b, bias] layout: out_r = r, out_g = g, out_b = b.
@@ -29,10 +33,8 @@ def identity(batch: int, height: int, width: int, device=None, dtype=torch.float
 
 
 def upsample(coefficients: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear, half-pixel centres, clamped edges (the same as cv2.resize INTER_LINEAR when enlarging)."""
-    if tuple(coefficients.shape[-2:]) == tuple(size):
-        return coefficients
-    return F.interpolate(coefficients, size=size, mode="bilinear", align_corners=False)
+    """Bilinear, half-pixel centres, clamped edges (engine.resampling.upsample_grid_torch)."""
+    return upsample_grid_torch(coefficients, size)
 
 
 def apply(coefficients: Tensor, image: Tensor, clamp: bool = True) -> Tensor:
@@ -54,7 +56,7 @@ def apply(coefficients: Tensor, image: Tensor, clamp: bool = True) -> Tensor:
     if image.ndim != 4 or image.shape[1] != 3 or image.shape[0] != coefficients.shape[0]:
         raise ValueError(f"image must be (B, 3, H, W) with B = {coefficients.shape[0]}, got {tuple(image.shape)}")
     c = upsample(coefficients, tuple(image.shape[-2:]))
-    out = c[:, 0:3] * image[:, 0:1] + c[:, 3:6] * image[:, 1:2] + c[:, 6:9] * image[:, 2:3] + c[:, 9:12]
+    out = transform_torch(c, image)
     return out.clamp(0.0, 1.0) if clamp else out
 
 

@@ -153,7 +153,7 @@ def scale_correction(data: np.ndarray, identity: np.ndarray, amount: float) -> n
     return (a * data + (np.float32(1) - a) * identity).astype(np.float32, copy=False)
 
 
-# -- the same on a torch device (vcam.gpu_frame): static shapes, no host round trip, CUDA-graph safe -----
+# -- the same on a torch device (engine.gpu_frame): static shapes, no host round trip, CUDA-graph safe -----
 
 class TorchGate:
     """A Gate's MLP as device tensors: `amount(features, corrected, mask)` -> a 0-d tensor on the device."""

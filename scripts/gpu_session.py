@@ -10,7 +10,7 @@ most valuable results in OUT (every part writes its files as soon as it ends):
 2. engine    phnet, phnet-s and the shipped model at 256², 512², 1024²: fp32 eager against fp16/bf16
              eager, CUDA graphs and channels-last; p50/p95 after warm-up (engine.json, engine.md);
 3. pipeline  the 1080p clip from the carry, decoded in a thread while the GPU works, composited and
-             harmonized on every frame through vcam.gpu_frame (fp16, one CUDA graph), next to the same
+             harmonized on every frame through engine.gpu_frame (fp16, one CUDA graph), next to the same
              run without harmonization and an eager fp32 run; fast-vs-CPU-path agreement on real frames
              (pipeline.json, pipeline.md);
 4. train     the shipped recipe (engine/weights/default.json) on the GPU for the minutes left (at most
@@ -362,11 +362,11 @@ def _finish(pending, stages) -> None:
 def pipeline_part(args, log: Log, box_s: float, carry: Path) -> dict:
     import torch
 
+    from engine.gpu_frame import GpuFramePath
     from engine.harmonizer import Harmonizer, net_shape
     from engine.phnet import create_model, output_names
     from engine.weights import DEFAULT_WEIGHTS, load_weights
     from vcam.composite import composite
-    from vcam.gpu_frame import GpuFramePath
 
     device = "cuda" if torch.cuda.is_available() and not args.dry_run else "cpu"
     t_end = time.monotonic() + box_s
@@ -448,7 +448,7 @@ def pipeline_part(args, log: Log, box_s: float, carry: Path) -> dict:
     # the clip's real frames and masks.
     agreement = {}
     try:
-        # The device path does not apply keep_detail yet (vcam/gpu_frame.py), nor the stills-only sharpness
+        # The device path does not apply keep_detail yet (engine/device_harmonizer.py), nor the stills-only sharpness
         # step (off in the app, as here): compare like with like.
         reference_model = copy.deepcopy(shipped)
         if hasattr(reference_model.config, "keep_detail"):
@@ -473,7 +473,7 @@ def pipeline_part(args, log: Log, box_s: float, carry: Path) -> dict:
     result = {"device": device, "size": [width, height], "note": note, "runs": results, "network": network,
               "agreement": agreement}
     write_json(args.out / "pipeline.json", result)
-    lines = ["# 1080p pipeline through vcam.gpu_frame", "", f"Device: {device}; clip {width}x{height}; "
+    lines = ["# 1080p pipeline through engine.gpu_frame", "", f"Device: {device}; clip {width}x{height}; "
              "masks precomputed with MediaPipe (scripts/make_gpu_pack.py); smoothing 0.1 s; BGR in and out.", ""]
     if note:
         lines += [f"Note: {note}.", ""]

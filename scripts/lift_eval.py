@@ -6,12 +6,12 @@
 For each real photo (permissive groups of ../shared/data/portraits): a person mask from MediaPipe selfie
 segmentation; the person is re-coloured (brightness/contrast/saturation/hue jitter, FFHQH-like) and
 pasted back over the original, which is the ground truth. The "network output" is the ORACLE: the ground
-truth downsampled to the network size exactly as the Harmonizer does. Each lift method (engine.lift)
+truth downsampled to the network size exactly as the Harmonizer does. Each lift method (engine.lifts)
 carries it to full resolution; we report full-resolution PSNR and foreground PSNR (MAX 255, mask > 0.5)
 against the original photo. Rows:
   composite        nothing done (the re-coloured photo)
   upsample         the oracle image resized bilinearly to full size and blended (what blurring gives)
-  <method>         engine.lift methods fitted on (composite_low -> oracle_low)
+  <method>         engine.lifts methods fitted on (composite_low -> oracle_low)
   harmonizer/<m>   the whole Harmonizer path (model --model, default "stats") with lift <m>
 Timings on a shared 2-core machine are noisy.
 """
@@ -79,13 +79,13 @@ def blend(composite: np.ndarray, corrected: np.ndarray, mask: np.ndarray) -> np.
 
 
 def main(args) -> dict:
-    from engine import lift
+    from engine import corrections, lifts
     from engine.harmonizer import Harmonizer, net_shape
     from vcam.segment import open_selfie_model
 
     rng = np.random.default_rng(args.seed)
     photos = list_photos(args.data, args.groups.split(","), args.per_group)
-    methods = {m: {} for m in lift.METHODS}
+    methods = {m: {} for m in corrections.METHODS}
     if args.sweep:
         for grid in (4, 16):
             methods[f"affine-grid/g{grid}"] = {"method": "affine-grid", "grid": grid}
@@ -94,7 +94,7 @@ def main(args) -> dict:
         methods["poly/deg3"] = {"method": "poly", "degree": 3}
     harmonizers = {}
     if args.model != "none":
-        for m in lift.METHODS:
+        for m in corrections.METHODS:
             harmonizers[f"harmonizer/{m}"] = Harmonizer(model=args.model, backend="auto", device="cpu",
                                                         net_size=args.net_size, lift=m)
     rows: dict[str, list[tuple[float, float]]] = {}
@@ -122,8 +122,8 @@ def main(args) -> dict:
                 spec = dict(spec)
                 method = spec.pop("method", label)
                 t0 = time.perf_counter()
-                params = lift.fit_lift(method, comp_low, oracle_low, mask_low, **spec)
-                corrected = lift.apply_lift(params, composite)
+                params = lifts.fit_lift(method, comp_low, oracle_low, mask_low, **spec)
+                corrected = corrections.apply_lift(params, composite)
                 times.setdefault(label, []).append(time.perf_counter() - t0)
                 outputs[label] = blend(composite, corrected, mask)
             for label, harmonizer in harmonizers.items():

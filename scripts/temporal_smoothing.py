@@ -59,7 +59,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model name or weights path (default: shipped weights, "
                    "else 'stats')")
     p.add_argument("--backend", default="auto")
-    p.add_argument("--lift", default=None, help="full-resolution lift (engine.lift.METHODS; default: the Harmonizer's)")
+    p.add_argument("--lift", default=None, help="full-resolution lift (engine.corrections.METHODS; default: the Harmonizer's)")
     p.add_argument("--identity-frames", type=int, default=5, help="frames checked for momentum-0 identity")
     p.add_argument("--out", type=Path, default=Path("docs/img/temporal_smoothing"),
                    help="output stem: <out>.json and <out>.png")

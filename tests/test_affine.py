@@ -1,5 +1,5 @@
 """The affine colour-transform head (engine.affine, PHNet output="affine"): its maths against the NumPy twin
-in engine.lift, identity at initialisation, exactness at full resolution through the Harmonizer."""
+in engine.corrections, identity at initialisation, exactness at full resolution through the Harmonizer."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine import affine, lift
+from engine import affine, corrections
 from engine.export import example_inputs
 from engine.harmonizer import Harmonizer
 from engine.phnet import create_model, harmonized_image, output_names
@@ -34,7 +34,7 @@ def test_apply_matches_the_numpy_affine_grid():
     grid = _random_grid(5, 7)
     rng = np.random.default_rng(1)
     image = rng.random((37, 53, 3), dtype=np.float32)
-    expected = lift.apply_affine_grid(lift.LiftParams("affine-grid", grid), image)
+    expected = corrections.apply_affine_grid(corrections.LiftParams("affine-grid", grid), image)
     got = affine.apply(torch.from_numpy(grid).permute(2, 0, 1)[None], torch.from_numpy(image).permute(2, 0, 1)[None],
                        clamp=False)
     np.testing.assert_allclose(got[0].permute(1, 2, 0).numpy(), expected, atol=1e-5)
@@ -47,14 +47,14 @@ def test_camera_rate_blend_matches_the_float_reference():
     frame = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
     box = (10, 80, 20, 150)
     weight = rng.random((70, 130), dtype=np.float32)
-    params = lift.LiftParams("affine-grid", grid)
-    got = lift.apply_affine_blend(params, frame, weight, box)
-    corrected = lift.apply_lift(params, frame, box) * 255
+    params = corrections.LiftParams("affine-grid", grid)
+    got = corrections.apply_affine_blend(params, frame, weight, box)
+    corrected = corrections.apply_lift(params, frame, box) * 255
     part = frame[10:80, 20:150].astype(np.float32)
     expected = part + weight[..., None] * (corrected - part)
     assert got.dtype == np.uint8
     assert np.abs(got.astype(np.float32) - expected).max() <= 2.0  # uint8 rounding twice, 1/32 px positions
-    zero = lift.apply_affine_blend(params, frame, np.zeros_like(weight), box)
+    zero = corrections.apply_affine_blend(params, frame, np.zeros_like(weight), box)
     assert np.array_equal(zero, frame[10:80, 20:150])  # weight 0 is the composite bit for bit
 
 
@@ -163,15 +163,15 @@ def test_keep_detail_restores_the_frames_texture_under_a_flattening_transform():
     rng = np.random.default_rng(11)
     frame = np.clip(128 + 40 * rng.standard_normal((120, 160, 3)), 0, 255).astype(np.uint8)
     grid = np.broadcast_to(np.array([0.5, 0, 0, 0, 0.5, 0, 0, 0, 0.5, 0.3, 0.2, 0.1], np.float32), (6, 8, 12))
-    params = lift.LiftParams("affine-grid", grid.copy())
+    params = corrections.LiftParams("affine-grid", grid.copy())
     box, weight = (0, 120, 0, 160), np.ones((120, 160), np.float32)
 
     def high(a):
         a = a.astype(np.float32)
         return a - cv2.GaussianBlur(a, (0, 0), 3)
 
-    flat = lift.apply_affine_blend(params, frame, weight, box)
-    kept = lift.apply_affine_blend(params, frame, weight, box, detail_scale=4)
+    flat = corrections.apply_affine_blend(params, frame, weight, box)
+    kept = corrections.apply_affine_blend(params, frame, weight, box, detail_scale=4)
     assert high(flat).std() < 0.6 * high(frame).std()
     assert abs(high(kept).std() / high(frame).std() - 1) < 0.1
     assert abs(kept.mean() - flat.mean()) < 2.0  # the colour change itself is the same

@@ -1,4 +1,5 @@
-"""engine.lift: the low-res -> full-res correction methods, against NumPy references and synthetic truths."""
+"""engine.lifts, engine.corrections and engine.resampling: the low-res -> full-res correction methods, against NumPy
+references and synthetic truths."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine import lift
+from engine import corrections, lifts, resampling
 
 RNG = np.random.default_rng(0)
 A = np.array([[0.8, 0.1, 0.0], [0.05, 0.9, 0.05], [0.0, 0.1, 0.7]], np.float32)
@@ -37,18 +38,18 @@ def _low(full, size):
 def test_taps_match_cv2_resize():
     src = RNG.random((9, 7, 5), dtype=np.float32)
     ref = cv2.resize(src, (53, 41), interpolation=cv2.INTER_LINEAR)
-    got = lift._resize_box(src, (41, 53), (0, 41, 0, 53))
+    got = resampling.upsample_box(src, (41, 53), (0, 41, 0, 53))
     np.testing.assert_allclose(got, ref, atol=2e-3)  # cv2 uses fixed-point weights
-    part = lift._resize_box(src, (41, 53), (5, 30, 7, 50))
+    part = resampling.upsample_box(src, (41, 53), (5, 30, 7, 50))
     np.testing.assert_array_equal(part, got[5:30, 7:50])
-    fast = lift.resize_box(src, (41, 53), (5, 30, 7, 50))  # positions quantised to 1/32 px
+    fast = resampling.resize_box(src, (41, 53), (5, 30, 7, 50))  # positions quantised to 1/32 px
     np.testing.assert_allclose(fast, part, atol=0.03)
     smooth = cv2.resize(src[..., :3], (5, 4), interpolation=cv2.INTER_AREA)  # smooth, like the delta map
-    np.testing.assert_allclose(lift.resize_box(smooth, (41, 53), (0, 41, 0, 53)),
-                               lift._resize_box(smooth, (41, 53), (0, 41, 0, 53)), atol=0.01)
+    np.testing.assert_allclose(resampling.resize_box(smooth, (41, 53), (0, 41, 0, 53)),
+                               resampling.upsample_box(smooth, (41, 53), (0, 41, 0, 53)), atol=0.01)
 
 
-@pytest.mark.parametrize("method", lift.METHODS)
+@pytest.mark.parametrize("method", corrections.METHODS)
 def test_global_colour_change_recovered_on_smooth_image(method):
     """Every method recovers a pure global colour change at full resolution (smooth image: delta too)."""
     full = _texture(360, 640, smooth=True)
@@ -57,13 +58,13 @@ def test_global_colour_change_recovered_on_smooth_image(method):
     # delta's default smoothing of the correction (detail_sigma) trades exactness on gain changes for less
     # flicker and no lost texture; the raw difference is what must be exact here.
     options = {"detail_sigma": 0} if method == "delta" else {}
-    params = lift.fit_lift(method, low, _affine(low), m, **options)
-    out = lift.apply_lift(params, full)
+    params = lifts.fit_lift(method, low, _affine(low), m, **options)
+    out = corrections.apply_lift(params, full)
     inside = (slice(90, 270), slice(170, 470))
     tol = 0.01 if method == "delta" else 2e-3
     assert np.abs(out[inside] - _affine(full)[inside]).max() < tol
     if method == "delta":  # the default stays close: within 3 levels of 255
-        smoothed = lift.apply_lift(lift.fit_lift(method, low, _affine(low), m), full)
+        smoothed = corrections.apply_lift(lifts.fit_lift(method, low, _affine(low), m), full)
         assert np.abs(smoothed[inside] - _affine(full)[inside]).max() < 0.03
 
 
@@ -74,9 +75,9 @@ def test_texture_keeps_its_contrast(method):
     low = _low(full, (144, 256))
     m = _mask(144, 256)
     inside = (slice(90, 270), slice(170, 470))
-    out = lift.apply_lift(lift.fit_lift(method, low, _affine(low), m), full)
+    out = corrections.apply_lift(lifts.fit_lift(method, low, _affine(low), m), full)
     assert np.abs(out[inside] - _affine(full)[inside]).max() < 2e-3
-    delta = lift.apply_lift(lift.fit_lift("delta", low, _affine(low), m), full)
+    delta = corrections.apply_lift(lifts.fit_lift("delta", low, _affine(low), m), full)
     assert np.abs(delta[inside] - _affine(full)[inside]).max() > 0.02
 
 
@@ -84,14 +85,14 @@ def test_delta_is_exact_for_an_offset():
     full = _texture(200, 300)
     low = _low(full, (80, 120))
     m = _mask(80, 120)
-    out = lift.apply_lift(lift.fit_delta(low, low + 0.1, m), full)
+    out = corrections.apply_lift(lifts.fit_delta(low, low + 0.1, m), full)
     np.testing.assert_allclose(out, np.clip(full + 0.1, 0, 1), atol=1e-5)
 
 
 def _reference_affine_grid(comp, harm, mask, grid, lam, lam_global):
     """Plain NumPy float64 reference: loops over nodes, explicit tent weights, np.linalg.solve."""
     h, w = mask.shape
-    ny, nx = lift.grid_shape(h, w, grid)
+    ny, nx = lifts.grid_shape(h, w, grid)
 
     def tent(n_out, n_in):
         pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
@@ -132,29 +133,29 @@ def test_affine_grid_fit_matches_numpy_reference():
     harm[:, :32, 0] += 0.05
     mask = _mask(48, 64)
     mask[10:20, 20:30] = 0.5
-    got = lift.fit_affine_grid(comp, harm, mask, grid=6, lam=0.05, lam_global=0.01)
+    got = lifts.fit_affine_grid(comp, harm, mask, grid=6, lam=0.05, lam_global=0.01)
     ref = _reference_affine_grid(comp, harm, mask, 6, 0.05, 0.01)
     np.testing.assert_allclose(got.data, ref, atol=2e-3)
 
 
 def test_affine_grid_apply_matches_dense_reference():
-    params = lift.LiftParams("affine-grid", RNG.normal(size=(5, 7, 12)).astype(np.float32))
+    params = corrections.LiftParams("affine-grid", RNG.normal(size=(5, 7, 12)).astype(np.float32))
     full = RNG.random((301, 411, 3), dtype=np.float32)
     coef = cv2.resize(params.data, (411, 301), interpolation=cv2.INTER_LINEAR)
     ref = (np.einsum("hwck,hwk->hwc", coef[..., :9].reshape(301, 411, 3, 3).transpose(0, 1, 3, 2), full)
            + coef[..., 9:])
-    got = lift.apply_affine_grid(params, full)
+    got = corrections.apply_affine_grid(params, full)
     np.testing.assert_allclose(got, ref, atol=5e-3)
     box = (17, 290, 33, 400)
-    np.testing.assert_allclose(lift.apply_affine_grid(params, full, box), got[17:290, 33:400], atol=1e-5)
+    np.testing.assert_allclose(corrections.apply_affine_grid(params, full, box), got[17:290, 33:400], atol=1e-5)
 
 
 def test_poly_matches_lstsq_reference_without_ridge():
     comp = _texture(40, 50, seed=3)
     harm = np.clip(comp ** 1.5 * 0.9 + 0.05, 0, 1).astype(np.float32)
     mask = np.ones((40, 50), np.float32)
-    params = lift.fit_poly(comp, harm, mask, degree=2, lam=0.0)
-    feats = lift.poly_features(comp.reshape(-1, 3).astype(np.float64) - params.centre, 2)
+    params = lifts.fit_poly(comp, harm, mask, degree=2, lam=0.0)
+    feats = corrections.poly_features(comp.reshape(-1, 3).astype(np.float64) - params.centre, 2)
     ref, *_ = np.linalg.lstsq(feats, harm.reshape(-1, 3).astype(np.float64), rcond=None)
     np.testing.assert_allclose(feats @ params.data, feats @ ref, atol=2e-3)
 
@@ -163,20 +164,20 @@ def test_uint8_frames_and_float_frames_agree():
     full = (_texture(120, 160) * 255).astype(np.uint8)
     low = _low(full.astype(np.float32) / 255, (60, 80))
     m = _mask(60, 80)
-    for method in lift.METHODS:
-        params = lift.fit_lift(method, low, _affine(low), m)
-        np.testing.assert_allclose(lift.apply_lift(params, full), lift.apply_lift(params, full / np.float32(255)),
+    for method in corrections.METHODS:
+        params = lifts.fit_lift(method, low, _affine(low), m)
+        np.testing.assert_allclose(corrections.apply_lift(params, full), corrections.apply_lift(params, full / np.float32(255)),
                                    atol=1e-5)
 
 
-@pytest.mark.parametrize("method", lift.METHODS)
+@pytest.mark.parametrize("method", corrections.METHODS)
 def test_empty_and_flat_persons_are_finite_identity_like(method):
     comp = np.full((32, 32, 3), 0.4, np.float32)
     harm = np.full((32, 32, 3), 0.6, np.float32)
-    empty = lift.fit_lift(method, comp, harm, np.zeros((32, 32), np.float32))
-    np.testing.assert_allclose(lift.apply_lift(empty, comp), comp, atol=1e-6)
-    flat = lift.fit_lift(method, comp, harm, _mask(32, 32))  # zero colour variance: singular X^T X
-    out = lift.apply_lift(flat, comp)
+    empty = lifts.fit_lift(method, comp, harm, np.zeros((32, 32), np.float32))
+    np.testing.assert_allclose(corrections.apply_lift(empty, comp), comp, atol=1e-6)
+    flat = lifts.fit_lift(method, comp, harm, _mask(32, 32))  # zero colour variance: singular X^T X
+    out = corrections.apply_lift(flat, comp)
     assert np.isfinite(flat.data).all()
     np.testing.assert_allclose(out[16, 16], 0.6, atol=1e-3)
     assert out.dtype == np.float32
@@ -185,33 +186,33 @@ def test_empty_and_flat_persons_are_finite_identity_like(method):
 def test_float64_and_bad_inputs_rejected():
     comp = np.zeros((8, 8, 3), np.float32)
     with pytest.raises(TypeError, match="float32"):
-        lift.fit_lift("delta", comp.astype(np.float64), comp, comp[..., 0])
+        lifts.fit_lift("delta", comp.astype(np.float64), comp, comp[..., 0])
     with pytest.raises(ValueError, match="size"):
-        lift.fit_lift("delta", comp, np.zeros((8, 9, 3), np.float32), comp[..., 0])
+        lifts.fit_lift("delta", comp, np.zeros((8, 9, 3), np.float32), comp[..., 0])
     with pytest.raises(ValueError, match="unknown lift method"):
-        lift.fit_lift("bicubic", comp, comp, comp[..., 0])
+        lifts.fit_lift("bicubic", comp, comp, comp[..., 0])
     with pytest.raises(ValueError, match="degree"):
-        lift.fit_poly(comp, comp, comp[..., 0], degree=5)
+        lifts.fit_poly(comp, comp, comp[..., 0], degree=5)
 
 
 def test_blend_params_is_an_ema_of_corrections():
     comp = _texture(40, 60)
     m = _mask(40, 60)
-    for method in lift.METHODS:
-        a = lift.fit_lift(method, comp, _affine(comp), m)
+    for method in corrections.METHODS:
+        a = lifts.fit_lift(method, comp, _affine(comp), m)
         options = {"centre": a.centre} if method == "poly" else {}
-        b = lift.fit_lift(method, comp, np.clip(comp + 0.1, 0, 1), m, **options)
-        mixed = lift.blend_params(a, b, 0.75)
-        np.testing.assert_allclose(lift.apply_lift(mixed, comp, (8, 32, 15, 45)),
-                                   0.75 * lift.apply_lift(a, comp, (8, 32, 15, 45))
-                                   + 0.25 * lift.apply_lift(b, comp, (8, 32, 15, 45)), atol=2e-3)
-        assert lift.blend_params(None, b, 0.75) is b and lift.blend_params(a, b, 0.0) is b
+        b = lifts.fit_lift(method, comp, np.clip(comp + 0.1, 0, 1), m, **options)
+        mixed = corrections.blend_params(a, b, 0.75)
+        np.testing.assert_allclose(corrections.apply_lift(mixed, comp, (8, 32, 15, 45)),
+                                   0.75 * corrections.apply_lift(a, comp, (8, 32, 15, 45))
+                                   + 0.25 * corrections.apply_lift(b, comp, (8, 32, 15, 45)), atol=2e-3)
+        assert corrections.blend_params(None, b, 0.75) is b and corrections.blend_params(a, b, 0.0) is b
 
 
 def test_apply_delta_blend_matches_float_reference():
     """The camera-rate uint8 path equals composite + weight * (saturate(composite + upsampled delta) -
     composite), rounded, within 1 level; untouched where the weight is 0."""
-    from engine.lift import LiftParams, apply_delta_blend
+    from engine.corrections import LiftParams, apply_delta_blend
 
     rng = np.random.default_rng(3)
     composite = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
@@ -237,8 +238,8 @@ def test_delta_drops_the_networks_lost_texture_but_keeps_the_colour_change():
     shift = np.array([0.1, -0.05, 0.02], np.float32)
     harmonized = cv2.GaussianBlur(composite, (0, 0), 3) + shift
     mask = np.ones((64, 96), np.float32)
-    smoothed = lift.fit_delta(composite, harmonized, mask).data
-    raw = lift.fit_delta(composite, harmonized, mask, detail_sigma=0).data
+    smoothed = lifts.fit_delta(composite, harmonized, mask).data
+    raw = lifts.fit_delta(composite, harmonized, mask, detail_sigma=0).data
     texture = lambda d: float(np.abs(d - d.mean(axis=(0, 1))).mean())  # noqa: E731
     assert texture(smoothed) < 0.5 * texture(raw)
     np.testing.assert_allclose(smoothed.mean(axis=(0, 1)), shift, atol=0.01)
@@ -249,7 +250,7 @@ def test_delta_drops_the_networks_lost_texture_but_keeps_the_colour_change():
 def test_apply_person_corrects_the_person_then_composites(method, strength):
     """m * T_s(foreground) + (1 - m) * background within 1 level (T_s: T blended with the identity by the
     strength); the background bit for bit where m is 0; the edge gets the inside's correction."""
-    from engine.lift import LiftParams, affine_corrected_fast, apply_person, delta_corrected
+    from engine.corrections import LiftParams, affine_corrected_fast, apply_person, delta_corrected
 
     rng = np.random.default_rng(5)
     foreground = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
@@ -280,7 +281,7 @@ def test_the_camera_rate_affine_path_is_close_to_the_exact_one():
     grid that varies over the frame, off by about a level on average."""
     from skimage import data
 
-    from engine.lift import LiftParams, affine_corrected, affine_corrected_fast
+    from engine.corrections import LiftParams, affine_corrected, affine_corrected_fast
 
     photo = np.ascontiguousarray(data.astronaut()[:, 64:448])  # 512 x 384 RGB uint8
     base = np.float32([0.85, 0.05, 0.0, 0.02, 0.9, 0.0, 0.0, 0.05, 1.1, 0.06, -0.03, 0.02])
@@ -304,7 +305,7 @@ def test_reference_light_gain_matches_a_per_pixel_reference():
     mask[3:9, 5:11] = 0.8  # the person (>= 0.5): left out of both means
     reference = np.zeros((12, 16), np.float32)
     reference[:, :6] = 1.0  # the region, overlapping the person's left columns
-    gain = lift.reference_light_gain(image, mask, reference, 0.5)
+    gain = corrections.reference_light_gain(image, mask, reference, 0.5)
     region, whole = [], []
     for y in range(12):
         for x in range(16):
@@ -315,26 +316,26 @@ def test_reference_light_gain_matches_a_per_pixel_reference():
     eps = 1 / 255
     expected = np.clip(((np.mean(region, 0) + eps) / (np.mean(whole, 0) + eps)) ** 0.5, 0.5, 2.0)
     np.testing.assert_allclose(gain, expected, rtol=1e-5)
-    assert np.array_equal(lift.reference_light_gain(image, mask, reference, 0.0), np.ones(3, np.float32))
-    assert np.array_equal(lift.reference_light_gain(image, mask, np.zeros_like(mask), 0.5), np.ones(3, np.float32))
+    assert np.array_equal(corrections.reference_light_gain(image, mask, reference, 0.0), np.ones(3, np.float32))
+    assert np.array_equal(corrections.reference_light_gain(image, mask, np.zeros_like(mask), 0.5), np.ones(3, np.float32))
     red = np.zeros_like(image)
     red[..., 0], red[:, 8:, 2] = 1.0, 1.0  # right half magenta, left half red: the red region has no blue
-    assert tuple(lift.reference_light_gain(red, np.zeros_like(mask), reference, 1.0)[[0, 2]]) == (1.0, 0.5)
+    assert tuple(corrections.reference_light_gain(red, np.zeros_like(mask), reference, 1.0)[[0, 2]]) == (1.0, 0.5)
 
 
 def test_scaled_grid_outputs_equal_the_grid_then_the_gain():
     rng = np.random.default_rng(4)
-    grid = (lift._IDENTITY12 + rng.normal(0, 0.1, (5, 6, 12))).astype(np.float32)
+    grid = (corrections.IDENTITY12 + rng.normal(0, 0.1, (5, 6, 12))).astype(np.float32)
     image = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
     gain = np.array([1.3, 0.9, 0.6], np.float32)
-    scaled = lift.LiftParams("affine-grid", lift.scale_grid_outputs(grid, gain))
-    plain = lift.LiftParams("affine-grid", grid)
-    np.testing.assert_allclose(lift.apply_affine_grid(scaled, image), lift.apply_affine_grid(plain, image) * gain,
+    scaled = corrections.LiftParams("affine-grid", corrections.scale_grid_outputs(grid, gain))
+    plain = corrections.LiftParams("affine-grid", grid)
+    np.testing.assert_allclose(corrections.apply_affine_grid(scaled, image), corrections.apply_affine_grid(plain, image) * gain,
                                rtol=1e-5, atol=1e-3)
 
 
 def test_contrast_gain_is_the_grids_stretch_of_the_persons_grey_contrast():
-    from engine.lift import LiftParams, contrast_gain
+    from engine.corrections import LiftParams, contrast_gain
 
     image = _texture(60, 90, smooth=True)
     mask = np.zeros((60, 90), np.float32)
@@ -344,7 +345,7 @@ def test_contrast_gain_is_the_grids_stretch_of_the_persons_grey_contrast():
     params = LiftParams("affine-grid", np.tile(stretch, (4, 6, 1)))
     small = cv2.resize(np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8), (30, 20), interpolation=cv2.INTER_AREA)
     person = cv2.resize(mask, (30, 20), interpolation=cv2.INTER_AREA) > 0.5
-    grey = small.astype(np.float32) @ lift.GREY
+    grey = small.astype(np.float32) @ corrections.GREY
     after = 1.4 * grey - 0.2 * 255  # the NumPy reference of the same stretch
     expected = np.clip(after[person].std() / grey[person].std(), 0.5, 2.0)
     assert contrast_gain(params, image, mask, 3) == pytest.approx(expected, rel=0.02)
@@ -354,7 +355,7 @@ def test_contrast_gain_is_the_grids_stretch_of_the_persons_grey_contrast():
 
 
 def test_kept_detail_follows_the_detail_gain_and_the_gain_is_averaged_over_time():
-    from engine.lift import LiftParams, affine_corrected_fast, blend_params
+    from engine.corrections import LiftParams, affine_corrected_fast, blend_params
 
     photo = (np.clip(_texture(96, 128), 0, 1) * 255).astype(np.uint8)
     grid = np.tile(np.float32([0.9, 0, 0, 0, 0.9, 0, 0, 0, 0.9, 0.05, 0.05, 0.05]), (4, 6, 1))

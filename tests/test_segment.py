@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.lift import resize_box
+from engine.resampling import resize_box
 from vcam.segment import (
     MODELS_DIR,
     SELFIE_MODELS,

@@ -14,16 +14,13 @@ head's colour transforms applied at full resolution and the blend through the ma
 half precision; the output is downloaded once. On CUDA the device part is one CUDA graph (one launch
 instead of hundreds of small kernels), and nothing waits for the GPU except `result()` (the download).
 
-The maths is the CPU path's, step for step, so the two give the same picture (tests/test_gpu_frame.py
-compares them on real frames): vcam.composite (blendLinear: rounded to uint8), Harmonizer.estimate (the
-same INTER_AREA resize, as two matrix products with cv2's own weights, rounded to uint8 like cv2 does for
-uint8 frames; the no-person check; scene changes; momentum; the correction smoothed with the statistics'
-momentum; non-finite guards) and Harmonizer.apply with engine.lift.apply_affine_blend (the transforms
-applied at 0..255, rounded, then blended and rounded). Every data-dependent decision is a `torch.where` on
-the device rather than a Python `if` on a tensor, which would wait for the GPU and break the graph.
+The maths is engine.device_harmonizer's: the CPU path's steps (engine.resampling, engine.corrections,
+engine.scene), each in its torch form beside the NumPy one, so the two give the same picture
+(tests/test_gpu_frame.py compares them on a moving person and on real frames). This module moves the
+frames: pinned host slots, the frames' own CUDA stream, the CUDA graph, the one wait in `result()`.
 
 Only models whose first output is "coefficients" (the affine head, the shipped weights) run here: an image
-head needs a lift fitted per frame (engine.lift), which `engine.Harmonizer` does.
+head needs a lift fitted per frame (engine.lifts), which `engine.Harmonizer` does.
 """
 
 from __future__ import annotations
@@ -31,54 +28,19 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import math
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from engine import colour_prior
 from engine import gate as gate_mod
-from engine.harmonizer import MAX_SMOOTHING, NO_PERSON, REFERENCE_ADAPTATION, SCENE_CHANGE, net_shape
-from engine.lift import REFERENCE_GAIN_LIMITS
+from engine.device_harmonizer import DeviceHarmonizer
+from engine.harmonizer import MAX_SMOOTHING, net_shape
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 CHANNELS = ("rgb", "bgr")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def resize_matrices(size: tuple[int, int], net: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(Ry (h, H), Rx^T (W, w)) float32 with ``Ry @ image @ Rx^T == cv2.resize(image, (w, h))``.
-
-    The interpolation is the Harmonizer's (INTER_AREA when shrinking both sides, else INTER_LINEAR), and
-    the weights are cv2's own: each matrix is cv2.resize applied to an identity along one axis. A resize
-    as two matrix products runs on the GPU's tensor cores and equals the CPU path to float rounding.
-
-    Args:
-        size: (H, W) of the frame.
-        net: (h, w) of the network input.
-    """
-    (height, width), (h, w) = size, net
-    interp = cv2.INTER_AREA if h <= height and w <= width else cv2.INTER_LINEAR
-    ry = cv2.resize(np.eye(height, dtype=np.float32), (height, h), interpolation=interp)
-    rx_t = cv2.resize(np.eye(width, dtype=np.float32), (w, width), interpolation=interp)
-    return np.ascontiguousarray(ry), np.ascontiguousarray(rx_t)
-
-
-def blend_linear(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """cv2.blendLinear(a, b, weight, 1 - weight) before its rounding: it divides by the weights' sum + 1e-5,
-    which moves exact .5 ties down (0.3 % of pixels in a random test would round the other way)."""
-    inverse = 1 - weight
-    return (a * weight + b * inverse) / (weight + inverse + 1e-5)
-
-
-def _quadrants(h: int, w: int) -> tuple[tuple[slice, slice], ...]:
-    """The 2x2 quadrants of Harmonizer._scene_signature (with its `or 1` for 1-pixel sides)."""
-    top, left = slice(0, h // 2 or 1), slice(0, w // 2 or 1)
-    bottom, right = slice(h // 2, h), slice(w // 2, w)
-    return ((top, left), (top, right), (bottom, left), (bottom, right))
 
 
 @dataclass
@@ -136,20 +98,6 @@ def _check_arguments(model, size, device, precision, net_size: int, channels: st
     if precision != "fp32" and not cuda:
         raise ValueError(f"precision {precision!r} needs a CUDA device; use 'fp32' on a CPU")
     return width, height, precision
-
-
-def _with_reference_light(coefficients: torch.Tensor, comp_low: torch.Tensor, mask_low: torch.Tensor,
-                          ref_low: torch.Tensor, eps: float = 1 / 255) -> torch.Tensor:
-    """engine.lift.reference_light_gain folded into the grid (scale_grid_outputs), on the device and without
-    a branch on a tensor's value (CUDA graphs)."""
-    room = (mask_low < 0.5).float()
-    weights = torch.cat([ref_low * room, room], dim=0)  # (2, 1, h, w)
-    totals = weights.sum(dim=(1, 2, 3))
-    means = (comp_low * weights).sum(dim=(2, 3)) / totals.clamp_min(1e-12)[:, None]  # (2, 3)
-    gain = ((means[0] + eps) / (means[1] + eps)) ** REFERENCE_ADAPTATION
-    gain = torch.where(totals.min() < 1e-6, torch.ones_like(gain), gain.clamp(*REFERENCE_GAIN_LIMITS))
-    b, _, h, w = coefficients.shape
-    return (coefficients.view(b, 4, 3, h, w) * gain.view(1, 1, 3, 1, 1)).view(b, 12, h, w)
 
 
 def _checked_fps(fps: float) -> float:
@@ -215,16 +163,8 @@ class GpuFramePath:
         self.precision, self.channels, self.depth = precision, channels, depth
         self._model_dtype = _DTYPES[precision]
         self._dtype = torch.float32 if precision == "fp32" else torch.float16
-        self._model = copy.deepcopy(model).eval().to(device=self.device, dtype=self._model_dtype)
-        for p in self._model.parameters():
-            p.requires_grad_(False)
-        self.stats_size = int(self._model.stats_size)
-        self._load_colour_models(model, prior, gate)
         self.harmonizing = True  # False: the composite alone (no network), e.g. the harmonize hotkey
-        dev, dt = self.device, self._dtype
-        ry, rx_t = resize_matrices(self.frame_shape, self.net_shape)
-        self._ry = torch.from_numpy(ry).to(dev, dt)
-        self._rx_t = torch.from_numpy(rx_t).to(dev, dt)
+        dev = self.device
         # Device inputs and output: fixed buffers, so a CUDA graph can read and write them every frame.
         self._image = torch.zeros(height, width, 3, dtype=torch.uint8, device=dev)
         self._background = torch.zeros(height, width, 3, dtype=torch.uint8, device=dev)
@@ -232,14 +172,7 @@ class GpuFramePath:
                       torch.float32: torch.zeros(height, width, dtype=torch.float32, device=dev)}
         self._mask_is_u8 = torch.zeros((), dtype=torch.bool, device=dev)
         self._out = torch.zeros(height, width, 3, dtype=torch.uint8, device=dev)
-        self._reference_low = None
-        if reference is not None:
-            ref = np.asarray(reference, np.float32)
-            if ref.shape != self.frame_shape:
-                raise ValueError(f"reference must be {self.frame_shape} like the frames, got {ref.shape}")
-            ref_t = torch.from_numpy(np.clip(ref, 0, 1)).to(dev, torch.float32)
-            self._reference_low = (torch.from_numpy(ry).to(dev) @ ref_t @ torch.from_numpy(rx_t).to(dev)).clamp(0, 1)
-        self._allocate_state(dev)
+        self._harmonizer = self._device_harmonizer(model, reference, prior, gate)
         self.fps = _checked_fps(fps)
         self.smoothing, self.strength = smoothing, strength
         if background is not None:
@@ -255,14 +188,20 @@ class GpuFramePath:
         if self._cuda_graph:
             self._capture(self.harmonizing)
 
-    def _load_colour_models(self, model, prior: bool, gate: bool) -> None:
-        """The colour prior the weights were trained behind and the gate fitted for them (engine.colour_prior,
-        engine.gate), in fp32 on the device, as engine.Harmonizer loads them."""
-        prior = colour_prior.prior_for(model) if prior else None
-        self._prior = colour_prior.TorchPrior(prior, self.device) if prior is not None else None
-        gate = gate_mod.gate_for(model) if gate else None
-        self._gate = gate_mod.TorchGate(gate, self.device) if gate is not None else None
-        self._identity = torch.tensor(colour_prior.IDENTITY, dtype=torch.float32).reshape(1, 12, 1, 1).to(self.device)
+    def _device_harmonizer(self, model, reference, prior: bool, gate: bool) -> DeviceHarmonizer:
+        """The model on the device in its precision, with the colour prior the weights were trained behind and
+        the gate fitted for them (engine.colour_prior, engine.gate), as engine.Harmonizer loads them."""
+        if reference is not None:
+            reference = np.asarray(reference, np.float32)
+            if reference.shape != self.frame_shape:
+                raise ValueError(f"reference must be {self.frame_shape} like the frames, got {reference.shape}")
+        device_model = copy.deepcopy(model).eval().to(device=self.device, dtype=self._model_dtype)
+        for p in device_model.parameters():
+            p.requires_grad_(False)
+        self.stats_size = int(device_model.stats_size)
+        return DeviceHarmonizer(device_model, self.frame_shape, self.net_shape, self._dtype, reference,
+                                colour_prior.prior_for(model) if prior else None,
+                                gate_mod.gate_for(model) if gate else None)
 
     def _allocate_host(self, height: int, width: int, depth: int, cuda: bool) -> None:
         # Host side: pinned slots on CUDA (asynchronous copies need page-locked memory).
@@ -272,20 +211,6 @@ class GpuFramePath:
         self._host_out = [t.numpy() for t in self._host_out_t]
         self._uploaded = [None] * depth  # CUDA events: the slot's host buffers may be overwritten after these
         self._next = 0
-
-    def _allocate_state(self, dev: torch.device) -> None:
-        # Settings and temporal state live on the device: the step reads them without a host round trip.
-        self._smoothing = torch.zeros((), device=dev)
-        self._strength = torch.ones((), device=dev)
-        h, w = self.net_shape
-        self._quadrant_area = torch.tensor([0.05 * len(range(h)[ys]) * len(range(w)[xs])
-                                            for ys, xs in _quadrants(h, w)], device=dev)
-        factor = self._model.config.affine_factor
-        self._stats = torch.zeros(1, self.stats_size, device=dev)
-        self._coefficients = torch.zeros(1, 12, h // factor, w // factor, device=dev)
-        self._scene = torch.zeros(4, 3, device=dev)
-        self._scene_valid = torch.zeros(4, dtype=torch.bool, device=dev)
-        self._has = {k: torch.zeros((), dtype=torch.bool, device=dev) for k in ("stats", "params", "scene")}
 
     # -- settings ---------------------------------------------------------------------------------------
 
@@ -299,9 +224,8 @@ class GpuFramePath:
         if not 0.0 <= value <= MAX_SMOOTHING:
             raise ValueError(f"smoothing must be a time constant in seconds in [0, {MAX_SMOOTHING:g}], got {value}")
         self._smoothing_value = value
-        momentum = math.exp(-1.0 / (self.fps * value)) if value > 0 else 0.0  # one frame's, as the Harmonizer's
-        with self._ordered():
-            self._smoothing.fill_(momentum)  # a kernel with the value as argument: no wait for the GPU
+        with self._ordered():  # a kernel with the value as argument: no wait for the GPU
+            self._harmonizer.set_smoothing(value, self.fps)
 
     @property
     def strength(self) -> float:
@@ -314,7 +238,7 @@ class GpuFramePath:
             raise ValueError(f"strength must be in [0, 1], got {value}")
         self._strength_value = value
         with self._ordered():
-            self._strength.fill_(value)
+            self._harmonizer.strength.fill_(value)
 
     def _ordered(self):
         """Writes to the device state go on the frames' stream, so they land between two frames."""
@@ -334,8 +258,7 @@ class GpuFramePath:
     def reset(self) -> None:
         """Forget the temporal state (the next frame runs with momentum 0), as Harmonizer.reset."""
         with self._ordered():
-            for flag in self._has.values():
-                flag.fill_(False)
+            self._harmonizer.reset()
 
     # -- per frame ----------------------------------------------------------------------------------------
 
@@ -456,9 +379,10 @@ class GpuFramePath:
         """Warm up (cuDNN/cuBLAS pick their kernels), then record `_step` as one CUDA graph.
 
         Set-up time, not per frame: it waits for the GPU and the warm-up runs move the temporal state,
-        which is therefore saved around it."""
+        which is therefore saved around it (all of it: a capture mid-stream keeps the stream's state)."""
+        state = self._harmonizer.state
         with torch.cuda.stream(self._stream), torch.inference_mode():
-            saved = {k: v.clone() for k, v in self._has.items()}
+            saved = {k: v.clone() for k, v in state.items()}
             for _ in range(3):
                 self._step(harmonize)
         self._stream.synchronize()
@@ -468,7 +392,7 @@ class GpuFramePath:
         self._graphs[harmonize] = graph
         with torch.cuda.stream(self._stream):
             for k, v in saved.items():
-                self._has[k].copy_(v)
+                state[k].copy_(v)
         self._stream.synchronize()
 
     def _step(self, harmonize: bool) -> None:
@@ -479,106 +403,13 @@ class GpuFramePath:
         background = self._background.permute(2, 0, 1)[chw].unsqueeze(0).to(dt)
         mask_f = torch.where(self._mask_is_u8, self._mask[torch.uint8].float() * (1 / 255),
                              torch.nan_to_num(self._mask[torch.float32].clamp(0, 1), nan=0.0))
-        mask = mask_f.to(dt)[None, None]  # (1, 1, H, W)
-        # vcam.composite: blendLinear's weighted sum, rounded to uint8 (integers are exact in fp16).
-        composite = torch.round(blend_linear(image, background, mask)).clamp(0, 255)
-        out = composite
-        if harmonize:
-            out = self._harmonize(composite, mask, mask_f.amax() >= NO_PERSON)
+        out = self._harmonizer.step(image, background, mask_f, harmonize)
         self._out.copy_(out[0][chw].permute(1, 2, 0).to(torch.uint8))
-
-    def _harmonize(self, composite: torch.Tensor, mask: torch.Tensor, person: torch.Tensor) -> torch.Tensor:
-        """(1, 3, H, W) 0..255: the harmonized composite (the composite itself where there is no person)."""
-        dt = self._dtype
-        coefficients, use = self._estimate(composite, mask, person)
-        # Harmonizer.apply + lift.apply_affine_blend at 0..255: transforms (bilinear, half-pixel centres)
-        # applied and rounded to uint8, then blended by mask x strength and rounded again.
-        c = F.interpolate(coefficients.to(dt), size=self.frame_shape, mode="bilinear", align_corners=False)
-        corrected = (c[:, 0:3] * composite[:, 0:1] + c[:, 3:6] * composite[:, 1:2] + c[:, 6:9] * composite[:, 2:3]
-                     + c[:, 9:12] * 255)
-        corrected = torch.round(corrected.clamp(0, 255))
-        weight = mask * torch.where(use, self._strength, 0.0).to(dt)
-        return torch.round(blend_linear(corrected, composite, weight))
-
-    def _estimate(self, composite: torch.Tensor, mask: torch.Tensor, person: torch.Tensor):
-        """Harmonizer.estimate on the device: (smoothed coefficients (1, 12, h/f, w/f) fp32, whether to apply).
-
-        The state changes exactly where the Harmonizer's does: nothing without a person; a scene change
-        forgets the statistics and the correction; a non-finite result is dropped.
-        """
-        planes = torch.cat([composite, mask], dim=1)  # one resize for the four planes
-        low = (self._ry @ planes @ self._rx_t).float()  # (1, 4, h, w)
-        # cv2 rounds a uint8 frame's resize to uint8: the network sees what the CPU path gives it.
-        comp_low = torch.round(low[:, :3]).clamp(0, 255) * (1 / 255)
-        mask_low = low[:, 3:].clamp(0, 1)
-        ref_low = 1 - mask_low if self._reference_low is None else self._reference_low[None, None]
-        has = self._has
-        change, signature, valid = self._scene_change(comp_low, ref_low)
-        had_stats = has["stats"] & ~change
-        had_params = has["params"] & ~change
-        momentum = self._smoothing * had_stats.float()
-        mdt = self._model_dtype
-        net_in, prior_matrix, features = comp_low, None, None
-        chosen = None if self._reference_low is None else ref_low
-        if self._prior is not None:  # Harmonizer.estimate: the prior's re-colouring first
-            features = self._prior.features(comp_low, mask_low, chosen)
-            prior_matrix = self._prior.matrix(comp_low, mask_low, chosen, features)
-            net_in = colour_prior.recolour_torch(comp_low, mask_low, prior_matrix)
-        output, stats_out = self._model(net_in.to(mdt), mask_low.to(mdt), ref_low.to(mdt),
-                                        self._stats.to(mdt), momentum.reshape(1).to(mdt))
-        output, stats_out = output.float(), stats_out.float()
-        if self._reference_low is not None:
-            output = _with_reference_light(output, comp_low, mask_low, ref_low)
-        if prior_matrix is not None:
-            output = colour_prior.compose_torch(prior_matrix, output)
-        if self._gate is not None:
-            output = self._gated(output, comp_low, mask_low, chosen, features)
-        stats_ok = torch.isfinite(stats_out).all()
-        m = momentum * had_params.float()  # lift.blend_params: the previous correction only with momentum
-        blended = m * self._coefficients + (1 - m) * output
-        params_ok = torch.isfinite(blended).all()
-        # The state moves only on frames with a person (the Harmonizer returns before touching it).
-        self._stats.copy_(torch.where(person & stats_ok, stats_out, self._stats))
-        has["stats"].copy_(torch.where(person, stats_ok, has["stats"]))
-        self._coefficients.copy_(torch.where(person & params_ok, blended, self._coefficients))
-        has["params"].copy_(torch.where(person, params_ok, has["params"]))
-        self._scene.copy_(torch.where(person, signature, self._scene))
-        self._scene_valid.copy_(torch.where(person, valid, self._scene_valid))
-        has["scene"].copy_(has["scene"] | person)
-        use = person & params_ok
-        return torch.where(use, blended, self._coefficients), use
-
-    def _gated(self, coefficients, comp_low, mask_low, chosen, features):
-        """Harmonizer._gated on the device: the coefficients moved towards the identity by the gate's
-        amount, judged on the person as the whole correction leaves them at network size."""
-        if features is None:
-            features = colour_prior.colour_features_torch(comp_low, mask_low, chosen, self._gate.constants)
-        c = F.interpolate(coefficients, size=comp_low.shape[-2:], mode="bilinear", align_corners=False)
-        corrected = (c[:, 0:3] * comp_low[:, 0:1] + c[:, 3:6] * comp_low[:, 1:2] + c[:, 6:9] * comp_low[:, 2:3]
-                     + c[:, 9:12]).clamp(0, 1)
-        amount = self._gate.amount(features, corrected, mask_low)
-        amount = torch.where(torch.isfinite(amount), amount, 1.0)
-        return amount * coefficients + (1 - amount) * self._identity
-
-    def _scene_change(self, comp_low: torch.Tensor, ref_low: torch.Tensor):
-        """Harmonizer._scene_signature / _is_scene_change: (changed, signature (4, 3), valid (4,))."""
-        h, w = self.net_shape
-        sums, totals = [], []
-        for ys, xs in _quadrants(h, w):
-            weight = ref_low[0, 0, ys, xs]
-            sums.append((comp_low[0, :, ys, xs] * weight).sum(dim=(1, 2)))
-            totals.append(weight.sum())
-        totals = torch.stack(totals)
-        valid = totals > self._quadrant_area  # too little reference in a quadrant to judge it
-        signature = torch.stack(sums) / torch.where(valid, totals, 1.0)[:, None]
-        both = valid & self._scene_valid
-        diff = torch.where(both[:, None], (signature - self._scene).abs(), 0.0).amax()
-        return self._has["scene"] & (diff > SCENE_CHANGE), signature, valid
 
     def close(self) -> None:
         """Free the device buffers and the graph. Safe to call more than once."""
         self._graphs = {}
-        self._model = None
+        self._harmonizer = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -589,4 +420,4 @@ class GpuFramePath:
         self.close()
 
 
-__all__ = ["CHANNELS", "PRECISIONS", "GpuFramePath", "PendingFrame", "blend_linear", "resize_matrices"]
+__all__ = ["CHANNELS", "PRECISIONS", "GpuFramePath", "PendingFrame"]

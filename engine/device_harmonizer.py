@@ -1,0 +1,171 @@
+"""engine.Harmonizer's estimate and apply on a torch device, the temporal state kept on the device.
+
+The GPU frame path (engine.gpu_frame) moves frames on and off the device; this is the maths it runs on
+each one, built from the same steps as the CPU path: the resize to the network's size
+(engine.resampling.network_resize_torch, cv2's own weights), the no-person and no-reference checks, the
+scene-change test (engine.scene), the colour prior and the gate (engine.colour_prior, engine.gate), the
+chosen region's light (engine.corrections.reference_light_gain_torch), the temporal average of the
+statistics and the correction (engine.corrections.ema, the Harmonizer's momentum for the frames since the
+last estimate), the grid's upsample (engine.resampling.upsample_grid_torch), the transforms applied at
+0..255 and rounded (engine.corrections.transform_torch) and the blend through mask x strength
+(engine.corrections.blend_linear_torch). Each of those is tested against its NumPy twin on the CPU
+(tests/test_resampling.py), and the whole against engine.Harmonizer on a moving person
+(tests/test_gpu_frame.py).
+
+Every data-dependent decision is a `torch.where` on the device rather than a Python `if` on a tensor,
+which would wait for the GPU and break a CUDA graph.
+
+Not here yet (engine.Harmonizer has them): keep_detail (the shipped weights' kept texture), the person's
+own colours composited a second time (Harmonizer.apply's foreground), the sharpness undo, image heads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from engine import colour_prior, scene
+from engine import gate as gate_mod
+from engine.corrections import (
+    blend_linear_torch,
+    ema,
+    reference_light_gain_torch,
+    scale_grid_outputs_torch,
+    transform_torch,
+)
+from engine.harmonizer import NO_PERSON, NO_REFERENCE, REFERENCE_ADAPTATION, SCENE_CHANGE
+from engine.resampling import network_resize_torch, resize_matrices, upsample_grid_torch
+
+
+class DeviceHarmonizer:
+    """Composite and harmonize frames of one size on one device; the state lives in device tensors.
+
+    Args:
+        model: an affine-head nn.Module already on the device in its precision (engine.gpu_frame checks it).
+        frame_shape, net_shape: (H, W) of the frames, (h, w) the network runs at (engine.harmonizer.net_shape).
+        dtype: the image maths' dtype (fp16 on CUDA: 0..255 integers are exact in it; fp32 on a CPU).
+        reference: optional float32 (H, W) mask of the background region the person is matched to.
+        prior, gate: the colour prior and the gate the weights name (engine.colour_prior.prior_for,
+            engine.gate.gate_for), or None.
+    """
+
+    def __init__(self, model: torch.nn.Module, frame_shape: tuple[int, int], net_shape: tuple[int, int],
+                 dtype: torch.dtype, reference: np.ndarray | None, prior, gate):
+        dev = next(model.parameters()).device
+        self.device, self.dtype, self.net_shape = dev, dtype, net_shape
+        self._model, self._model_dtype = model, next(model.parameters()).dtype
+        ry, rx_t = (torch.from_numpy(m).to(dev) for m in resize_matrices(frame_shape, net_shape))
+        self._ry, self._rx_t = ry.to(dtype), rx_t.to(dtype)
+        self._reference_low = None
+        if reference is not None:  # fixed for the stream: resized once, in fp32
+            ref = torch.from_numpy(np.clip(reference, 0, 1)).to(dev, torch.float32)[None, None]
+            self._reference_low = network_resize_torch(ref, ry, rx_t).clamp(0, 1)
+        self._prior = colour_prior.TorchPrior(prior, dev) if prior is not None else None
+        self._gate = gate_mod.TorchGate(gate, dev) if gate is not None else None
+        self._identity = torch.tensor(colour_prior.IDENTITY, dtype=torch.float32).reshape(1, 12, 1, 1).to(dev)
+        # Settings on the device: the step reads them without a host round trip.
+        self.per_frame_momentum = torch.zeros((), device=dev)  # exp(-1 / (fps * smoothing)): one frame's
+        self.strength = torch.ones((), device=dev)
+        h, w = net_shape
+        factor = model.config.affine_factor
+        self.state = {"stats": torch.zeros(1, int(model.stats_size), device=dev),
+                      "coefficients": torch.zeros(1, 12, h // factor, w // factor, device=dev),
+                      "scene": torch.zeros(1, 3, h, w, device=dev),
+                      "background": torch.zeros(h, w, dtype=torch.bool, device=dev),
+                      "frames": torch.zeros((), device=dev),  # frames since the last estimate
+                      **{f"has_{k}": torch.zeros((), dtype=torch.bool, device=dev) for k in ("stats", "params", "scene")}}
+
+    def set_smoothing(self, smoothing: float, fps: float) -> None:
+        """The time constant in seconds at `fps` frames a second (a kernel with the value as argument)."""
+        self.per_frame_momentum.fill_(math.exp(-1.0 / (fps * smoothing)) if smoothing > 0 else 0.0)
+
+    def reset(self) -> None:
+        """Forget the temporal state (the next frame runs with momentum 0), as Harmonizer.reset."""
+        for k in ("has_stats", "has_params", "has_scene"):
+            self.state[k].fill_(False)
+
+    def step(self, image, background, mask_f, harmonize: bool):
+        """(1, 3, H, W) 0..255 in self.dtype, RGB: the composite of image over background through mask_f
+        (H, W) float32 in [0, 1], harmonized when `harmonize`."""
+        mask = mask_f.to(self.dtype)[None, None]
+        # vcam.composite's blend, rounded to uint8 (integers are exact in fp16).
+        composite = blend_linear_torch(image, background, mask)
+        if not harmonize:
+            return composite
+        coefficients, use = self._estimate(composite, mask, mask_f.amax() >= NO_PERSON)
+        # Harmonizer.apply + corrections.apply_affine_blend at 0..255: the transforms applied and rounded to
+        # uint8, then blended by mask x strength and rounded again.
+        c = upsample_grid_torch(coefficients.to(self.dtype), tuple(composite.shape[-2:]))
+        corrected = torch.round(transform_torch(c, composite, 255.0).clamp(0, 255))
+        weight = mask * torch.where(use, self.strength, 0.0).to(self.dtype)
+        return blend_linear_torch(corrected, composite, weight)
+
+    def _estimate(self, composite, mask, person):
+        """Harmonizer.estimate: (smoothed coefficients (1, 12, h/f, w/f) fp32, whether to apply them).
+
+        The state moves exactly where the Harmonizer's does: not without a person or a reference (the
+        Harmonizer returns before touching it); a scene change forgets the statistics and the correction;
+        a non-finite result is dropped."""
+        low = network_resize_torch(torch.cat([composite, mask], dim=1), self._ry, self._rx_t, uint8_planes=3)
+        comp_low, mask_low = low[:, :3] * (1 / 255), low[:, 3:].clamp(0, 1)
+        ref_low = 1 - mask_low if self._reference_low is None else self._reference_low
+        active = person & (ref_low.mean() >= NO_REFERENCE)
+        s = self.state
+        s["frames"].add_(1)
+        changed, background = scene.scene_changed_torch(s["scene"], s["background"], comp_low, ref_low, SCENE_CHANGE)
+        change = s["has_scene"] & changed
+        had_stats, had_params = s["has_stats"] & ~change, s["has_params"] & ~change
+        # Harmonizer.momentum: exp(-dt / smoothing) for the time since the last estimate.
+        momentum = self.per_frame_momentum ** s["frames"] * had_stats.float()
+        output, stats_out = self._network(comp_low, mask_low, ref_low, momentum)
+        m = momentum * had_params.float()  # corrections.blend_params: the previous correction only with momentum
+        blended = ema(s["coefficients"], output, m)
+        stats_ok, params_ok = torch.isfinite(stats_out).all(), torch.isfinite(blended).all()
+        s["stats"].copy_(torch.where(active & stats_ok, stats_out, s["stats"]))
+        s["has_stats"].copy_(torch.where(active, stats_ok, s["has_stats"]))
+        s["coefficients"].copy_(torch.where(active & params_ok, blended, s["coefficients"]))
+        s["has_params"].copy_(torch.where(active, params_ok, s["has_params"]))
+        s["scene"].copy_(torch.where(active, comp_low, s["scene"]))
+        s["background"].copy_(torch.where(active, background, s["background"]))
+        s["has_scene"].copy_(s["has_scene"] | active)
+        s["frames"].copy_(torch.where(active, 0.0, s["frames"]))
+        use = active & params_ok
+        return torch.where(use, blended, s["coefficients"]), use
+
+    def _network(self, comp_low, mask_low, ref_low, momentum):
+        """The network's correction as the Harmonizer makes it: the prior's re-colouring first, the chosen
+        region's light, the prior's transform composed, the gate; and the new statistics (fp32)."""
+        mdt = self._model_dtype
+        net_in, prior_matrix, features = comp_low, None, None
+        chosen = None if self._reference_low is None else ref_low
+        if self._prior is not None:
+            features = self._prior.features(comp_low, mask_low, chosen)
+            prior_matrix = self._prior.matrix(comp_low, mask_low, chosen, features)
+            net_in = colour_prior.recolour_torch(comp_low, mask_low, prior_matrix)
+        output, stats_out = self._model(net_in.to(mdt), mask_low.to(mdt), ref_low.to(mdt),
+                                        self.state["stats"].to(mdt), momentum.reshape(1).to(mdt))
+        output, stats_out = output.float(), stats_out.float()
+        if chosen is not None:
+            gain = reference_light_gain_torch(comp_low, mask_low, ref_low, REFERENCE_ADAPTATION)
+            output = scale_grid_outputs_torch(output, gain)
+        if prior_matrix is not None:
+            output = colour_prior.compose_torch(prior_matrix, output)
+        if self._gate is not None:
+            output = self._gated(output, comp_low, mask_low, chosen, features)
+        return output, stats_out
+
+    def _gated(self, coefficients, comp_low, mask_low, chosen, features):
+        """Harmonizer._gated: the coefficients moved towards the identity by the gate's amount, judged on
+        the person as the whole correction leaves them at network size."""
+        if features is None:
+            features = colour_prior.colour_features_torch(comp_low, mask_low, chosen, self._gate.constants)
+        c = upsample_grid_torch(coefficients, tuple(comp_low.shape[-2:]))
+        corrected = transform_torch(c, comp_low).clamp(0, 1)
+        amount = self._gate.amount(features, corrected, mask_low)
+        amount = torch.where(torch.isfinite(amount), amount, 1.0)
+        return ema(coefficients, self._identity, amount)  # gate.scale_correction: amount * c + (1 - amount) * I
+
+
+__all__ = ["DeviceHarmonizer"]

@@ -1,0 +1,155 @@
+"""One implementation per per-frame step: each NumPy function the CPU path runs against the torch function the
+GPU frame path runs for the same step (engine.resampling, engine.corrections, engine.scene), on the CPU.
+
+Tolerances: float maths, 1e-5 relative to the values' range (summation order); uint8 results equal, or
+within 1 level on under 0.5 % of the values where a float rounding tie can fall either way."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from engine import corrections, resampling, scene
+from engine.harmonizer import REFERENCE_ADAPTATION, SCENE_CHANGE
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def _chw(a: np.ndarray) -> torch.Tensor:
+    """(h, w[, C]) NumPy -> (1, C, h, w) torch."""
+    a = a[..., None] if a.ndim == 2 else a
+    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None]
+
+
+def _hwc(t: torch.Tensor) -> np.ndarray:
+    return t[0].permute(1, 2, 0).numpy()
+
+
+def _grid(ny, nx, seed=0):
+    rng = np.random.default_rng(seed)
+    return (corrections.IDENTITY12 + 0.2 * rng.standard_normal((ny, nx, 12))).astype(np.float32)
+
+
+@pytest.mark.parametrize("size, net", [((360, 640), (144, 256)), ((720, 1280), (144, 256)), ((12, 20), (16, 24))])
+def test_the_resize_to_the_network_is_one_resize(size, net):
+    """network_resize (cv2) and network_resize_torch (its matrices): a uint8 frame rounded alike, a mask
+    to float rounding. Enlarging (a frame smaller than the network), cv2 interpolates a uint8 frame in
+    fixed point (11-bit weights): within a level there, on many values; the GPU path's frames are larger."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    mask = cv2.GaussianBlur((rng.random(size) > 0.5).astype(np.float32), (0, 0), 3)
+    ry, rx_t = (torch.from_numpy(m) for m in resampling.resize_matrices(size, net))
+    planes = torch.cat([_chw(image).float(), _chw(mask)], dim=1)
+    low = resampling.network_resize_torch(planes, ry, rx_t, uint8_planes=3)
+    diff = np.abs(_hwc(low[:, :3]) - resampling.network_resize(image, net))
+    shrinking = net[0] <= size[0]
+    assert diff.max() <= 1 and ((diff > 0).mean() < 0.005 or not shrinking)  # a .5 tie can round either way
+    np.testing.assert_allclose(_hwc(low[:, 3:])[..., 0], resampling.network_resize(mask, net), atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(180, 320), (37, 53), (720, 1280)])
+def test_the_grid_upsample_is_one_upsample(size):
+    """upsample_box (exact, NumPy), upsample_grid_torch (F.interpolate) and the fast OpenCV resize_box."""
+    grid = _grid(9, 16)
+    exact = resampling.upsample_box(grid, size, (0, size[0], 0, size[1]))
+    np.testing.assert_allclose(_hwc(resampling.upsample_grid_torch(_chw(grid), size)), exact, atol=1e-5)
+    box = (size[0] // 5, size[0] - 3, size[1] // 7, size[1] - 1)
+    part = resampling.resize_box(grid, size, box, whole=False)
+    # OpenCV quantises the sample positions to 1/32 of a node: off by at most 1/32 of a step between two
+    # neighbouring nodes along each axis (this random grid's steps are far steeper than a network's).
+    steepest = max(np.abs(np.diff(grid, axis=0)).max(), np.abs(np.diff(grid, axis=1)).max())
+    np.testing.assert_allclose(part, exact[box[0]:box[1], box[2]:box[3]], atol=2 * steepest / 32)
+
+
+def test_the_transforms_are_one_apply():
+    grid, rng = _grid(5, 7), np.random.default_rng(1)
+    image = rng.integers(0, 256, (40, 60, 3)).astype(np.float32)
+    coef = resampling.upsample_box(grid, (40, 60), (0, 40, 0, 60))
+    expected = corrections.transform(coef, image, 255.0)
+    got = corrections.transform_torch(_chw(coef), _chw(image), 255.0)
+    np.testing.assert_allclose(_hwc(got), expected, rtol=1e-5, atol=1e-3)
+
+
+def test_the_camera_rate_apply_is_the_device_apply():
+    """affine_corrected (uint8, OpenCV) and the GPU path's upsample, transform at 0..255 and rounding."""
+    grid, rng = _grid(9, 16), np.random.default_rng(2)
+    image = rng.integers(0, 256, (180, 320, 3), dtype=np.uint8)
+    box = (0, 180, 0, 320)
+    expected = corrections.affine_corrected(corrections.LiftParams("affine-grid", grid), image, box)
+    c = resampling.upsample_grid_torch(_chw(grid), (180, 320))
+    got = torch.round(corrections.transform_torch(c, _chw(image).float(), 255.0).clamp(0, 255))
+    diff = np.abs(_hwc(got) - expected)
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.005
+
+
+def test_the_blend_is_one_blend():
+    """blend_linear (cv2.blendLinear) and blend_linear_torch: equal on every value, ties included."""
+    rng = np.random.default_rng(3)
+    a, b = (rng.integers(0, 256, (64, 96, 3), dtype=np.uint8) for _ in range(2))
+    weight = rng.random((64, 96), dtype=np.float32)
+    weight[:8] = 0.0  # where the weight is 0: b's pixel bit for bit
+    weight[8:16] = 0.5  # ties
+    expected = corrections.blend_linear(a, b, weight)
+    got = corrections.blend_linear_torch(_chw(a).float(), _chw(b).float(), _chw(weight))
+    assert np.array_equal(_hwc(got).astype(np.uint8), expected)
+    assert np.array_equal(expected[:8], b[:8])
+
+
+@pytest.mark.parametrize("empty", [False, True])
+def test_the_reference_gain_is_one_gain(empty):
+    rng = np.random.default_rng(4)
+    image = rng.random((36, 64, 3), dtype=np.float32)
+    mask = np.zeros((36, 64), np.float32)
+    mask[10:, 20:40] = 1.0
+    reference = np.zeros_like(mask)
+    if not empty:
+        reference[:, :16] = 1.0
+        image[:, :16] *= np.float32([1.3, 1.0, 0.6])  # a region lit differently from the room
+    expected = corrections.reference_light_gain(image, mask, reference, REFERENCE_ADAPTATION)
+    got = corrections.reference_light_gain_torch(_chw(image), _chw(mask), _chw(reference), REFERENCE_ADAPTATION)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5)
+    assert empty == bool(np.all(expected == 1.0))
+    grid = _grid(4, 8)
+    np.testing.assert_allclose(_hwc(corrections.scale_grid_outputs_torch(_chw(grid), got)),
+                               corrections.scale_grid_outputs(grid, expected), rtol=1e-6)
+
+
+def test_the_temporal_average_is_written_once():
+    previous, current = _grid(3, 4, 0), _grid(3, 4, 1)
+    expected = corrections.blend_params(corrections.LiftParams("affine-grid", previous),
+                                        corrections.LiftParams("affine-grid", current), 0.8).data
+    got = corrections.ema(torch.from_numpy(previous), torch.from_numpy(current), torch.tensor(0.8))
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6)
+
+
+def _scene_frame(person_x: int, background: np.ndarray):
+    """A network-size picture with a person (a bar) at person_x over `background`, and its reference."""
+    mask = np.zeros(background.shape[:2], np.float32)
+    mask[20:, person_x:person_x + 30] = 1.0
+    picture = background * (1 - mask[..., None]) + np.float32([0.8, 0.6, 0.5]) * mask[..., None]
+    return picture.astype(np.float32), 1 - mask
+
+
+@pytest.mark.parametrize("case, expected", [("person moves", False), ("new background", True),
+                                            ("small change", False), ("person fills a quadrant", False)])
+def test_the_scene_test_is_one_test(case, expected):
+    """A person moving over a still background is one scene; a new background is a new one; both paths
+    decide alike (the device one without a branch on a tensor)."""
+    rng = np.random.default_rng(5)
+    still = rng.random((72, 128, 3), dtype=np.float32)
+    last = _scene_frame(10, still)
+    now = {"person moves": _scene_frame(40, still),
+           "new background": _scene_frame(40, rng.random((72, 128, 3), dtype=np.float32) * 0.3),
+           "small change": _scene_frame(10, np.clip(still + 0.05, 0, 1)),
+           "person fills a quadrant": _scene_frame(0, still)}[case]
+    if case == "person fills a quadrant":
+        now[1][:40, :70] = 0.0  # too little shared background top left: that quadrant is not judged
+        now[0][:40, :70] = 0.0
+    signature = scene.signature(*last)
+    assert scene.scene_changed(signature, *now, SCENE_CHANGE) == expected
+    changed, background = scene.scene_changed_torch(_chw(last[0]), torch.from_numpy(signature[1]), _chw(now[0]),
+                                                    _chw(now[1]), SCENE_CHANGE)
+    assert bool(changed) == expected
+    assert np.array_equal(background.numpy(), scene.signature(*now)[1])
