@@ -1,4 +1,5 @@
-"""trainer.train: exact resume (acceptance 2), DDP on CPU with gloo (acceptance 1), stage parsing."""
+"""trainer.train (and trainer.schedule, trainer.checkpoints): exact resume (acceptance 2), DDP on CPU with gloo
+(acceptance 1), stage parsing."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import numpy as np
 import pytest
 import torch
 
+from trainer.checkpoints import WeightAverage
 from trainer.make_dataset import make_dataset
-from trainer.train import WeightAverage, get_args_parser, parse_stages, stage_at, train
+from trainer.schedule import parse_stages, stage_at
+from trainer.train import get_args_parser, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

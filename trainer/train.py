@@ -20,81 +20,40 @@ same weights as an uninterrupted one (tests/test_trainer_train.py checks it).
 Outputs in ``--out``: ``log.csv`` (every loss term per step), ``eval.csv`` (held-out metrics every
 ``--eval-every`` steps), ``ckpt_<step>.pt``, ``last.pt``, ``best.pt`` and ``best.safetensors`` (+ .json,
 via engine.weights.save_weights) for the best held-out PSNR.
+
+The schedule's stages are trainer.schedule's; checkpoints, the weight average and the CSV logs are
+trainer.checkpoints'; this module sets up the processes and data and runs the loop.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import dataclasses
 import json
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from engine.colour_prior import load_prior, prior_path
+from trainer.checkpoints import (
+    MetricLogger,
+    RunState,
+    WeightAverage,
+    restore,
+    save_best_weights,
+    save_checkpoint,
+)
 from trainer.cli import run_main
 from trainer.datasets import IHarmonyDataset, PriorCorrected, SynthesisDataset
 from trainer.evaluate import evaluate_model, run_model
-from trainer.lion import Lion
 from trainer.losses import harmonization_loss
-
-STAGE_KINDS = {
-    1: {"use_pfe": False, "freeze_encoder": False},
-    2: {"use_pfe": True, "freeze_encoder": True},
-    3: {"use_pfe": True, "freeze_encoder": False},
-}
-
-
-@dataclass(frozen=True)
-class Stage:
-    kind: int  # 1, 2 or 3 (STAGE_KINDS)
-    steps: int
-    lr: float
-
-
-def parse_stages(text: str) -> list[Stage]:
-    """``"1:1000:1e-4,2:100:1e-5"`` -> [Stage(1, 1000, 1e-4), Stage(2, 100, 1e-5)].
-
-    Raises:
-        ValueError: on a malformed entry, an unknown kind, or a non-positive step count / negative lr.
-    """
-    stages = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        fields = part.split(":")
-        try:
-            kind, steps, lr = int(fields[0]), int(fields[1]), float(fields[2])
-            if len(fields) != 3:
-                raise IndexError
-        except (IndexError, ValueError):
-            raise ValueError(f"--stages entry {part!r} is not KIND:STEPS:LR (e.g. 1:1000:1e-4)") from None
-        if kind not in STAGE_KINDS:
-            raise ValueError(f"--stages kind must be one of {sorted(STAGE_KINDS)}, got {kind} in {part!r}")
-        if steps <= 0 or lr < 0:
-            raise ValueError(f"--stages entry {part!r}: steps must be > 0 and lr >= 0")
-        stages.append(Stage(kind, steps, lr))
-    if not stages:
-        raise ValueError("--stages is empty")
-    return stages
-
-
-def stage_at(stages: list[Stage], step: int) -> int:
-    """Index of the stage that global step ``step`` (0-based) belongs to."""
-    end = 0
-    for i, stage in enumerate(stages):
-        end += stage.steps
-        if step < end:
-            return i
-    return len(stages) - 1
+from trainer.schedule import Stage, apply_stage, parse_stages, stage_at
 
 
 class ResumableSampler(DistributedSampler):
@@ -167,49 +126,6 @@ def build_train_data(args, rank: int, world: int):
     return dataset, sampler, loader, steps_per_epoch
 
 
-def encoder_parameter_names(model: torch.nn.Module) -> set[str]:
-    """Names of the encoder's parameters (what stage 2 freezes)."""
-    return {n for n, _ in model.named_parameters() if n.split(".")[0] == "encoder"}
-
-
-def apply_stage(model: torch.nn.Module, stage: Stage, device: torch.device, world: int):
-    """Switch PFE and the encoder's trainability for ``stage``; return (wrapped model, fresh optimiser)."""
-    spec = STAGE_KINDS[stage.kind]
-    if hasattr(model, "config") and hasattr(model.config, "use_pfe"):
-        model.config.use_pfe = spec["use_pfe"]
-    frozen = encoder_parameter_names(model) if spec["freeze_encoder"] else set()
-    for name, p in model.named_parameters():
-        p.requires_grad_(name not in frozen)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    wrapped = model
-    if world > 1:
-        # Re-wrapped at every stage: DDP fixes the set of trainable parameters when it is built, and
-        # stage 1 leaves the PFE's parameters unused.
-        wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                          find_unused_parameters=True)
-    return wrapped, Lion(trainable, lr=stage.lr, weight_decay=0.0)
-
-
-def rng_state(device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def save_checkpoint(path: Path, model, optimizer, step: int, stage_index: int, best: float, args, device,
-                    ema: WeightAverage | None = None) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({
-        "model_name": model.name, "model_config": dataclasses.asdict(model.config),
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-        "stage_index": stage_index, "best_psnr": best, "rng": rng_state(device),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        **({"ema": ema.shadow} if ema is not None else {}),
-    }, tmp)
-    os.replace(tmp, path)  # never leave a half-written checkpoint behind a crash
-
-
 def broadcast_buffers(model: torch.nn.Module, world: int) -> None:
     """Give every rank rank 0's buffers (BatchNorm running stats drift apart between DDP's broadcasts)."""
     if world > 1:
@@ -276,107 +192,6 @@ def check_ranks_agree(model: torch.nn.Module, world: int, out: Path, is_main: bo
 def main(args) -> int:
     train(args)
     return 0
-
-
-class MetricLogger:
-    """The run's two CSV files (torchvision's MetricLogger, reduced): every step's loss terms in log.csv,
-    held-out metrics in eval.csv. A resumed run appends; a new run starts them afresh. Rank 0 only."""
-
-    EVAL_FIELDS = ("step", "psnr", "fpsnr", "mse", "fmse", "count")
-
-    def __init__(self, out: Path, resume: bool, lm: bool, log_every: int):
-        fields = ["step", "epoch", "stage", "lr", "total", "psnr", "fn_mse", "grad"] + (["lm"] if lm else [])
-        self._files, self._writers = [], []
-        for name, columns in (("log.csv", fields + ["sec_per_step"]), ("eval.csv", self.EVAL_FIELDS)):
-            new = not resume or not (out / name).exists()
-            f = open(out / name, "w" if new else "a", newline="")
-            writer = csv.DictWriter(f, fieldnames=columns)
-            if new:
-                writer.writeheader()
-            f.flush()  # headers on disk now: a run killed before its first flush must still resume cleanly
-            self._files.append(f)
-            self._writers.append(writer)
-        self.log_every = log_every
-
-    def step(self, row: dict) -> None:
-        self._writers[0].writerow(row)
-        if row["step"] % self.log_every == 0:
-            self._files[0].flush()
-
-    def evaluation(self, step: int, metrics: dict) -> None:
-        self._writers[1].writerow({"step": step, **{k: metrics[k] for k in self.EVAL_FIELDS[1:]}})
-        self._files[1].flush()
-
-    def close(self) -> None:
-        for f in self._files:
-            f.close()
-
-
-class WeightAverage:
-    """An exponential moving average of the model's floating-point tensors (weights and BatchNorm
-    statistics), evaluated and shipped in place of the last step's weights.
-
-    Why: on a CPU budget the runs are short and the held-out PSNR of single checkpoints swings by
-    +-0.3 dB from one evaluation to the next; the average over the last ~1/(1-decay) steps is steadier,
-    so the held-out set picks less by chance (docs/model_card.md has the figures).
-    """
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"--ema must be in (0, 1), got {decay}")
-        self.decay = decay
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        model = getattr(model, "module", model)  # DistributedDataParallel's wrapper names tensors module.*
-        for k, v in model.state_dict().items():
-            if k in self.shadow:
-                self.shadow[k].lerp_(v, 1.0 - self.decay)
-
-    @contextlib.contextmanager
-    def applied(self, model: torch.nn.Module):
-        """Inside, the model holds the averaged tensors; afterwards its own again."""
-        own = {k: v.detach().clone() for k, v in model.state_dict().items() if k in self.shadow}
-        model.load_state_dict(self.shadow, strict=False)
-        try:
-            yield model
-        finally:
-            model.load_state_dict(own, strict=False)
-
-
-@dataclass
-class RunState:
-    """What a checkpoint restores: the global step, the best held-out PSNR, the current stage and the
-    weight average (if --ema)."""
-
-    step: int = 0
-    best: float = -math.inf
-    stage_index: int = 0
-    ema: WeightAverage | None = None
-
-
-def restore(args, model, stages, device, world):
-    """(RunState, wrapped model, optimiser), from --resume's checkpoint or fresh."""
-    state = RunState(stage_index=stage_at(stages, 0))
-    ckpt = None
-    if args.resume:
-        ckpt = torch.load(args.resume, map_location="cpu", weights_only=True)
-        if ckpt["model_name"] != model.name:
-            raise ValueError(f"--resume {args.resume} holds a {ckpt['model_name']!r} model, not {model.name!r}")
-        model.load_state_dict(ckpt["model"])
-        state = RunState(int(ckpt["step"]), float(ckpt["best_psnr"]), int(ckpt["stage_index"]))
-    if args.ema:
-        state.ema = WeightAverage(model, args.ema)  # from the weights it starts from, or the checkpoint's average
-        if ckpt is not None and "ema" in ckpt:
-            state.ema.shadow = {k: v.to(device) for k, v in ckpt["ema"].items()}
-    wrapped, optimizer = apply_stage(model, stages[state.stage_index], device, world)
-    if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if device.type == "cuda" and "cuda" in ckpt["rng"]:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
-    return state, wrapped, optimizer
 
 
 def after_step(args, model, optimizer, state: RunState, last: bool, eval_set, logger, device, world) -> None:
@@ -504,14 +319,6 @@ def train(args) -> torch.nn.Module:
     if is_main:
         print(f"done: step {state.step}, best held-out PSNR {state.best:.2f} dB, outputs in {out}")
     return model
-
-
-def save_best_weights(model, path: Path, step: int, best: float, args) -> None:
-    """The best model as a shippable weights file (engine.weights), with the recipe in its metadata."""
-    from engine.weights import save_weights
-
-    recipe = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    save_weights(model, path, extra={"trainer": {"step": step, "heldout_psnr": best, "args": recipe}})
 
 
 def get_args_parser() -> argparse.ArgumentParser:
