@@ -92,6 +92,7 @@ class DeviceHarmonizer:
         mask = mask_f.to(self.dtype)[None, None]
         # vcam.composite's blend, rounded to uint8 (integers are exact in fp16).
         composite = blend_linear_torch(image, background, mask)
+        self.state["frames"].add_(1)  # time passes with harmonization off too (the momentum follows it)
         if not harmonize:
             return composite
         coefficients, use = self._estimate(composite, mask, mask_f.amax() >= NO_PERSON)
@@ -113,7 +114,6 @@ class DeviceHarmonizer:
         ref_low = 1 - mask_low if self._reference_low is None else self._reference_low
         active = person & (ref_low.mean() >= NO_REFERENCE)
         s = self.state
-        s["frames"].add_(1)
         changed, background = scene.scene_changed_torch(s["scene"], s["background"], comp_low, ref_low, SCENE_CHANGE)
         change = s["has_scene"] & changed
         had_stats, had_params = s["has_stats"] & ~change, s["has_params"] & ~change
