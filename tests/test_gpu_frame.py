@@ -281,21 +281,28 @@ def _moving_person(frames: int, size=(320, 180), step=8):
 def test_a_moving_person_matches_the_cpu_path_within_one_level(strong_model):
     """Acceptance 3 of issue 22: the GPU frame path (on the CPU torch device, fp32) equals engine.Harmonizer
     within 1 level of 255 on every pixel of every frame, while a person moves over a still background with
-    smoothing on (the temporal state carried from frame to frame). A step changed in one path only (the
-    scene test, the momentum, the resize, the blend) moves some pixel by more than that."""
+    smoothing on (the temporal state carried from frame to frame), and under 0.5 % of the values a level
+    apart. Measured with one step changed in the GPU path only, each fails: the resize not rounded to uint8
+    (1.1 % of values differ), the blend without cv2's 1e-5 (2 levels), the transforms 0.3 level off
+    (1.3 %), a scene test that fires on the walk (104 levels), the average weighted 0.8x (9-29 levels);
+    so did HEAD's vcam.gpu_frame before issue 22 (3 levels: its momentum ignored the missed frame)."""
     clip, background = _moving_person(8)
     harmonizer = Harmonizer(model=strong_model, backend="torch", device="cpu", sharpness=False, smoothing=0.5)
     path = GpuFramePath(strong_model, (320, 180), background=background, device="cpu", smoothing=0.5)
-    worst, moved = 0, []
+    worst, different, moved = 0, [], []
     for i, (image, mask) in enumerate(clip):
         comp = composite(image, background, mask)
         correction = harmonizer.estimate(comp, mask, timestamp=i / 30)
         ref = harmonizer.apply(correction, comp, mask)
         out = path.process(image, mask)
-        worst = max(worst, int(np.abs(out.astype(np.int16) - ref).max()))
+        diff = np.abs(out.astype(np.int16) - ref)
+        worst, different = max(worst, int(diff.max())), different + [float((diff > 0).mean())]
         moved.append(correction.momentum > 0 and not correction.scene_change)
         assert i == 4 or np.abs(ref.astype(int) - comp).mean() > 0.5  # the correction does change the person
     assert worst <= 1, f"max difference {worst} levels"
+    # Measured: under 0.1 % of the values a level apart (float rounding ties), where the correction moves
+    # the person by 53-61 levels on average.
+    assert np.mean(different) < 0.005, f"{np.mean(different):.2%} of values differ"
     # The walk is one scene: the state is carried throughout (frame 4 has no person: no estimate).
     assert moved == [False, True, True, True, False, True, True, True]
     harmonizer.close()
