@@ -6,8 +6,11 @@
 Creates a new virtual environment with the given interpreter, runs `pip install <this checkout>` in it with
 pip's configuration files and every PIP_* source setting ignored (no find-links, local wheel directory,
 extra index or constraints: PyPI only), and prints the size of its site-packages in MB, the largest
-distributions and whether torch, nvidia-* or triton are there. Exits 1 when the install fails, when any of
-those is there, or when site-packages exceeds --max-mb (600, issue 21). --smoke then runs `vcam demo`
+distributions (--table: all of them) and whether torch, nvidia-* or triton are there. The size is the sum
+of the files' bytes in MB (10^6 bytes), the .pyc files that pip compiles at install and the venv's own pip
+included: what a user's disk holds. (`du -s` counts directories and whole blocks too, ~3 % more bytes;
+`du -sh` prints that in MiB, a smaller number: 624M for 634.0 MB.) Exits 1 when the install fails, when
+any of those is there, or when site-packages exceeds --max-mb (600, issue 21). --smoke then runs `vcam demo`
 and tests/lean_frame.py (a frame through engine.Harmonizer and `vcam run`) with the environment's python.
 """
 
@@ -100,6 +103,15 @@ def smoke(venv: Path) -> list[str]:
     return failures
 
 
+def table(found: dict) -> str:
+    """Every distribution, largest first, as Markdown rows (name, version, MB of its installed files, the
+    .pyc that pip compiled at install included)."""
+    rows = ["| distribution | version | MB |", "|---|---|---:|"]
+    rows += [f"| {d['name']} | {d['version']} | {d['bytes'] / 1e6:.1f} |"
+             for d in sorted(found["distributions"], key=lambda d: -d["bytes"])]
+    return "\n".join(rows)
+
+
 def report(found: dict, python_version: str, seconds: float, max_mb: float) -> list[str]:
     """Print the figures; returns the problems (forbidden distributions, too big)."""
     mb = found["bytes"] / 1e6
@@ -125,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-mb", type=float, default=600.0, help="site-packages limit in MB (default 600)")
     parser.add_argument("--smoke", action="store_true", help="also run vcam demo and tests/lean_frame.py in it")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--table", action="store_true", help="also print every distribution's size (Markdown)")
     args = parser.parse_args(argv)
     python = shutil.which(os.path.expanduser(args.python)) or os.path.expanduser(args.python)
     if args.venv is not None and args.venv.exists():
@@ -137,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                                  capture_output=True, text=True, check=True).stdout.strip()
         found = measure(venv)
         problems = report(found, version, seconds, args.max_mb)
+        if args.table:
+            print(table(found))
         if args.json:
             args.json.write_text(json.dumps({"python": version, "seconds": seconds, **found}, indent=1) + "\n")
         if args.smoke:

@@ -46,3 +46,12 @@ def test_torch_nvidia_triton_and_size_fail_the_check(capsys):
 def test_an_existing_venv_is_refused(tmp_path, capsys):
     assert _script().main(["--venv", str(tmp_path)]) == 2
     assert "needs a fresh environment" in capsys.readouterr().err
+
+
+def test_the_table_lists_every_distribution_largest_first():
+    found = {"site_packages": ["/x"], "bytes": 0,
+             "distributions": [{"name": "pip", "version": "24.2", "bytes": 10_900_000},
+                               {"name": "opencv-contrib-python", "version": "4.11.0.86", "bytes": 190_000_000}]}
+    rows = _script().table(found).splitlines()
+    assert rows[0] == "| distribution | version | MB |"
+    assert rows[2:] == ["| opencv-contrib-python | 4.11.0.86 | 190.0 |", "| pip | 24.2 | 10.9 |"]
