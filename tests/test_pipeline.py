@@ -4,6 +4,7 @@ through its public hooks (`on_frame`, `stop()`, `request`), never by replacing i
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -381,3 +382,41 @@ def test_overlapped_loop_sends_what_the_single_thread_loop_sends(person_video, r
         assert indices == list(range(12)), "every frame, in order"
         runs[overlap] = backend.frames
     assert all(np.array_equal(a, b) for a, b in zip(runs["off"], runs["on"], strict=True))
+
+
+def _background_video(path) -> str:
+    """Two frames at 240 fps: the background loops (and so re-opens its file) every 8 ms of wall time."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 240.0, (64, 36))
+    for colour in ((200, 40, 20), (190, 50, 30)):
+        writer.write(np.full((36, 64, 3), colour, np.uint8))
+    writer.release()
+    return str(path)
+
+
+@pytest.mark.parametrize("fault", ["deleted", "live-edit-missing"])
+def test_overlapped_background_failing_mid_stream_never_sends_the_room(person_video, recorder, tmp_path, fault,
+                                                                      caplog):
+    """The background fails while the front thread renders it (its file deleted from the frame loop, or a
+    live edit to a missing file): no frame sent is the camera picture, and the stream goes on."""
+    background = _background_video(tmp_path / "bg.avi")
+    config = RunConfig(input=person_video, size=SIZE, background=[background], output=["virtualcam"],
+                       vcam_backend="vcam-test", harmonize=False, max_frames=30, status_interval=0, overlap="on")
+    images = []
+
+    def on_frame(frame):
+        images.append(frame.image.copy())
+        if len(images) == 5:
+            if fault == "deleted":
+                os.unlink(background)
+            else:
+                pipeline.request(background=[str(tmp_path / "missing.mp4")])
+
+    pipeline = Pipeline(config, on_frame=on_frame)
+    with caplog.at_level(logging.ERROR):
+        stats = pipeline.run()
+    assert any("background" in r.getMessage() for r in caplog.records), "the fault must really have happened"
+    sent = [f.reshape(SIZE[1], SIZE[0], 3) for f in recorder.instances[0].frames]
+    assert stats["frames"] == len(sent) == 30
+    for i, (out, image) in enumerate(zip(sent, images, strict=True)):
+        close = np.mean(np.abs(out.astype(int) - image.astype(int)) <= 8)
+        assert close < 0.5, f"frame {i} shows the room ({close:.0%} of its pixels)"

@@ -66,7 +66,7 @@ class RunConfig:
     segmenter_model: str | None = None  # a MediaPipe Tasks .tflite segmenter instead
     mask_smoothing: bool = True
     # Run control.
-    overlap: str = "auto"  # the frame loop's front half (segment, composite) in a thread of its own: auto, on, off
+    overlap: str = "auto"  # segment and composite in a thread of their own: on, off, auto (2+ cores, above 720p)
     max_frames: int | None = None
     stats_json: str | None = None
     status_interval: float = 5.0

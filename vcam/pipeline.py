@@ -10,7 +10,7 @@ network run in their own threads; the loop itself never waits for either beyond 
     keys; config file; apply_pending()   # every setting change, applied here, between frames
     outputs.pace()                    # pyvirtualcam's sleep_until_next_frame
 
-With `overlap` on (the default with two cores or more), the front runs in a thread of its own, one frame
+With `overlap` on (by default with two cores or more, above 720p), the front runs in a thread of its own, one frame
 ahead of the rest (`vcam.overlap.FrontStage`): frame N+1 is segmented and composited while frame N is
 harmonized and sent, at most one frame of extra latency. Off, one thread does it all, in this order.
 
@@ -53,6 +53,7 @@ log = logging.getLogger("vcam.pipeline")
 
 STALL_S = 0.5  # no frame from a "live" camera for this long: send placeholders until it is back
 FRONT_STAGES = frozenset({"segment", "background", "composite"})  # what the front thread runs with overlap on
+OVERLAP_MIN_PIXELS = 1280 * 720  # overlap "auto": frames larger than this (see use_overlap)
 NEXT_BACKGROUND = "next_background"  # a request that is an action, not a RunConfig field
 
 
@@ -64,10 +65,12 @@ def _timed(frame: Frame, name: str, stage) -> Frame:
     return frame
 
 
-def use_overlap(setting: str) -> bool:
-    """Whether the front runs in its own thread: "on", "off", or "auto" (on with two cores or more: with one,
-    the two halves would only take turns on it, and pay for the hand-over)."""
-    return setting == "on" or (setting == "auto" and CORES >= 2)
+def use_overlap(setting: str, size: tuple[int, int]) -> bool:
+    """Whether the front runs in its own thread: "on", "off", or "auto": on with two cores or more for
+    frames larger than 720p. There one thread cannot keep 30 FPS with harmonization (1080p: 26.6 FPS on a
+    quiet 2-core machine, issue 21), while at 720p it does (30.0 FPS, p95 29-33 ms) and a second thread would
+    only add a frame in flight; with one core the two halves would only take turns on it."""
+    return setting == "on" or (setting == "auto" and CORES >= 2 and size[0] * size[1] > OVERLAP_MIN_PIXELS)
 
 
 def _limit_opencv_threads() -> None:
@@ -150,7 +153,7 @@ class Pipeline:
         self._scene_change = threading.Event()  # set by the front on a camera's return: the loop resets harmonize
         self._last_frame_at = time.perf_counter()
         self._reconnects = 0
-        self.overlap = use_overlap(config.overlap)
+        self.overlap = False  # decided once the frame size is known (`_open`)
         self._load_harmonizer = load_harmonizer or self._create_harmonizer
         self._loader = HarmonizerLoader(self._load_harmonizer)  # when `harmonize` is turned on later
         try:
@@ -172,6 +175,7 @@ class Pipeline:
         self.capture = Capture(source, config.size, every_frame=fast, loop=loop)
         self.size = tuple(self.capture.size)
         self.fps = float(config.fps or self.capture.fps or 30.0)
+        self.overlap = use_overlap(config.overlap, self.size)
         self.backgrounds = Backgrounds(config.background)
         self._reference = reference_mask(config.reference, self.size)
         self.outputs = Outputs(config.output, self.size, self.fps, config.vcam_backend, config.vcam_device)

@@ -62,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                     "as possible, every frame)")
     run.add_argument("--overlap", choices=("auto", "on", "off"),
                      help="segment and composite the next frame in a thread of their own while this one is "
-                          "harmonized and sent (one frame of extra latency at most; default auto: on with 2+ cores)")
+                          "harmonized and sent (one frame of extra latency at most; default auto: on with 2+ cores "
+                          "above 720p)")
     run.add_argument("--stats-json", help="write FPS, stage p50/p95, latency and harmonizer rate here at exit")
     run.add_argument("--status-interval", type=float, help="seconds between status lines (0 = none; default 5)")
     run.add_argument("--split", action="store_true", default=None, help="preview: start in before/after view")
