@@ -16,6 +16,7 @@ labelled synthetic clip. Video paths are used as they are.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -258,8 +259,6 @@ class _Clock:
 def run_once(clip: InputClip, harmonize: bool, paced: bool, frames: int, warmup: int, base: RunConfig,
              max_seconds: float | None = None) -> dict:
     """One pipeline run; a row of the report (status "failed" with the reason when it cannot run)."""
-    import torch
-
     mode = ("harmonize" if harmonize else "no-harmonize") + (f" @{clip.fps:g}fps" if paced else "") + \
         ("" if base.overlap == "auto" else f" overlap {base.overlap}")
     row = {"input": clip.label, "resolution": f"{clip.size[0]}x{clip.size[1]}", "origin": clip.origin, "mode": mode,
@@ -268,7 +267,8 @@ def run_once(clip: InputClip, harmonize: bool, paced: bool, frames: int, warmup:
     # Both loop the file so that a slow start never runs out of input; the clock hook ends the run.
     config = base.replace(input=str(clip.path), output=["null"], harmonize=harmonize, status_interval=0.0,
                           max_frames=None if paced else 10**9, loop=True)
-    torch.manual_seed(0)  # a model named without weights: the same random weights, the ONNX cache reused
+    with contextlib.suppress(ImportError):  # a model named without weights: the same random weights, the ONNX
+        __import__("torch").manual_seed(0)  # cache reused (the lean runtime has no torch: the shipped graph)
     metrics = Metrics(status_interval=0.0)
     clock = _Clock(metrics, warmup, frames, max_seconds)
     try:

@@ -8,6 +8,7 @@ JSON and are listed under the table, never silently dropped.
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.util
 import json
 import math
 import os
@@ -27,21 +28,20 @@ PIPELINE_COLUMNS = (("input", "input", -1), ("resolution", "resolution", -1), ("
 
 def system_info() -> dict:
     """CPU, usable cores, GPU, library versions and git commit: figures are never read without their machine."""
-    import torch
-
+    torch = importlib.import_module("torch") if importlib.util.find_spec("torch") else None  # not in the lean runtime
     cpu = platform.processor() or "unknown"
     if Path("/proc/cpuinfo").exists():
         cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                     if line.lower().startswith("model name")), cpu)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    gpu = torch.cuda.get_device_name(0) if torch is not None and torch.cuda.is_available() else None
     try:
         commit = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True, timeout=5).stdout.strip() or None
     except (OSError, subprocess.TimeoutExpired):
         commit = None
     return {"cpu": {"model": cpu, "cores": cores}, "gpu": gpu, "platform": platform.platform(),
-            "versions": {"python": platform.python_version(), "torch": torch.__version__}, "git_commit": commit,
+            "versions": {"python": platform.python_version(), "torch": getattr(torch, "__version__", None)}, "git_commit": commit,
             "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
