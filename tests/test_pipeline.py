@@ -420,3 +420,33 @@ def test_overlapped_background_failing_mid_stream_never_sends_the_room(person_vi
     for i, (out, image) in enumerate(zip(sent, images, strict=True)):
         close = np.mean(np.abs(out.astype(int) - image.astype(int)) <= 8)
         assert close < 0.5, f"frame {i} shows the room ({close:.0%} of its pixels)"
+
+
+def test_overlapped_live_settings_apply_between_the_front_threads_frames(person_video, caplog):
+    """Live settings that replace what the front thread uses (a new segmenter, the next background, the
+    mask smoothing) while it runs: applied, logged once each, and every frame still goes out."""
+    changes = {5: lambda: pipeline.request(segmentation_model=0), 10: lambda: handle_key(pipeline, ord("b")),
+               15: lambda: pipeline.request(mask_smoothing=False)}
+    sent, segmenters = [], []
+
+    def on_frame(frame):
+        sent.append(frame.index)
+        segmenters.append(pipeline.segmenter)
+        changes.get(len(sent), lambda: None)()
+        if len(sent) == 25:
+            pipeline.stop()
+
+    config = RunConfig(input=person_video, size=SIZE, background=["color:#1e3caa", "color:#aa3c1e"],
+                       output=["null"], harmonize=False, max_frames=3000, loop=True, status_interval=0,
+                       overlap="on")
+    pipeline = Pipeline(config, on_frame=on_frame)
+    first_segmenter = pipeline.segmenter
+    with caplog.at_level(logging.INFO, logger="vcam.pipeline"):
+        stats = pipeline.run()
+    assert stats["frames"] == 25 and sent == sorted(sent)
+    assert stats["config"]["segmentation_model"] == 0 and stats["config"]["mask_smoothing"] is False
+    assert stats["background"] == "color:#aa3c1e"
+    applied = [r.getMessage() for r in caplog.records if r.getMessage().startswith("config applied")]
+    assert len(applied) == 2, applied
+    assert not any(r.levelno >= logging.ERROR for r in caplog.records)
+    assert segmenters[0] is first_segmenter and segmenters[-1] is not first_segmenter, "a new segmenter"
