@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import order_stats
+
 PRIOR_PATH = Path(__file__).resolve().parent / "weights" / "colour_prior.safetensors"
 FORMAT = "vcam-colour-prior"
 PERCENTILES = (1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0)
@@ -64,7 +66,12 @@ def region_features(values: np.ndarray) -> np.ndarray:
     rows[:3] = rgb
     np.dot(OPPONENT.T, rgb, out=rows[3:6])
     np.subtract(rgb.max(0), rgb.min(0), out=rows[6])  # chroma
-    levels = np.percentile(rows, PERCENTILES, axis=1)  # (levels, 7); the chroma's are among PERCENTILES
+    # (levels, 7); the chroma's are among PERCENTILES. Colours that are uint8 levels (the network-size
+    # picture always is) get np.percentile's exact values from histograms of their integer codes
+    # (engine.order_stats: no sort of every sample, 2-3x faster); other colours the sort itself.
+    codes = order_stats.lattice_codes(rgb)
+    levels = (np.percentile(rows, PERCENTILES, axis=1) if codes is None
+              else order_stats.rows_percentiles(rows, codes, PERCENTILES))
     mean, std = rows.mean(1), rows.std(1)
     feats = []
     for k in (0, 3):

@@ -10,7 +10,7 @@ cumulative sum, no sort), and only the samples whose codes hold the wanted ranks
 exact values: the result is `np.percentile`'s bit for bit, not an approximation of it (two codes never
 interleave: the values of different codes are at least 1/255000 apart, float rounding 1e-8).
 
-Not yet wired into engine.colour_prior (being edited for issue 20); `lattice_codes` says None for values that
+engine.colour_prior.region_features uses it for every region; `lattice_codes` says None for values that
 are not on the uint8 lattice (float pictures), where the caller keeps `np.percentile`.
 """
 

@@ -207,3 +207,22 @@ def test_torch_prior_recolour_and_compose_match_numpy():
     t_grid = torch.from_numpy(grid).permute(2, 0, 1)[None]
     np.testing.assert_allclose(cp.compose_torch(m32, t_grid)[0].permute(1, 2, 0).numpy(),
                                cp.compose(matrix, grid), atol=1e-5)
+
+
+def test_region_features_take_numpys_percentiles_from_histograms_on_uint8_colours():
+    """The network-size picture's colours are uint8 levels: region_features reads their percentiles from
+    histograms (engine.order_stats), and they must be np.percentile's bit for bit (the prior was trained
+    on those)."""
+    from engine import order_stats
+
+    rng = np.random.default_rng(3)
+    values = (rng.integers(0, 256, (5000, 3)).astype(np.float32) * np.float32(1 / 255))  # as _to_network_size
+    rgb = values.T.astype(np.float64)
+    assert order_stats.lattice_codes(rgb) is not None  # the histogram path is the one taken
+    rows = np.concatenate([rgb, cp.OPPONENT.T @ rgb, (rgb.max(0) - rgb.min(0))[None]])
+    expected = np.percentile(rows, cp.PERCENTILES, axis=1)
+    feats = cp.region_features(values)
+    np.testing.assert_array_equal(feats[6:33], expected[:, 0:3].ravel())
+    np.testing.assert_array_equal(feats[39:66], expected[:, 3:6].ravel())
+    chroma = [cp.PERCENTILES.index(q) for q in cp.CHROMA_PERCENTILES]
+    np.testing.assert_array_equal(feats[-3:], expected[chroma, 6])
