@@ -10,9 +10,9 @@ network run in their own threads; the loop itself never waits for either beyond 
     keys; config file; apply_pending()   # every setting change, applied here, between frames
     outputs.pace()                    # pyvirtualcam's sleep_until_next_frame
 
-With `overlap` on (by default with two cores or more, above 720p), the front runs in a thread of its own, one frame
-ahead of the rest (`vcam.overlap.FrontStage`): frame N+1 is segmented and composited while frame N is
-harmonized and sent, at most one frame of extra latency. Off, one thread does it all, in this order.
+With `overlap` on (by default with two cores or more, above 720p), the front runs in a thread of its own,
+one frame ahead of the rest (`vcam.overlap.FrontStage`): frame N+1 is segmented and composited while frame
+N is harmonized and sent, at most one frame of extra latency. Off, one thread does it all, in this order.
 
 Public hooks, so that nobody needs to replace a method: `on_frame(frame)` is called with every frame
 after it was sent; `metrics` may be passed in; `stop()` ends the loop after the current frame (from any
