@@ -86,15 +86,16 @@ def edge_correction(harmonizer, image, published, background, mask) -> dict:
     band, inside = band_and_inside(published)
     inner = band & (published > 127)
     foreground = image.copy()
-    plain = composite_person(image, background, mask, foreground=foreground)
-    correction = harmonizer.estimate(plain, mask)
+    alpha = mask.copy()  # as the app's frame.mask after compositing: the edge's weights, lowered by colour
+    plain = composite_person(image, background, mask, foreground=foreground, alpha=alpha)
+    correction = harmonizer.estimate(plain, alpha)
     if correction.params is None:
         return {}
     ratios = {}
     for name, (base, output) in {
         "before": (composite(image, background, mask),
                    harmonizer.apply(correction, composite(image, background, mask), mask)),
-        "now": (plain, harmonizer.apply(correction, plain, mask, foreground=foreground,
+        "now": (plain, harmonizer.apply(correction, plain, alpha, foreground=foreground,
                                                  background=background)),
     }.items():
         change = np.abs(output.astype(np.float32) - base.astype(np.float32)).mean(axis=2)

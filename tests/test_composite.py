@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from engine.blend import edge_points
-from vcam.composite import Compositor, composite, composite_person, estimate_foreground, mask_box
+from vcam.composite import (
+    ALPHA_MAX_RESIDUAL,
+    ALPHA_MIN_CONTRAST,
+    Compositor,
+    colour_alpha,
+    composite,
+    composite_person,
+    estimate_foreground,
+    mask_box,
+)
 from vcam.frame import Frame
 
 
@@ -78,13 +87,16 @@ def test_composite_person_is_exact_where_certain_and_cleaner_at_the_edge():
 def test_the_stage_fills_composite_foreground_and_box():
     image, mask = _edge_scene()
     background = np.full_like(image, 30)
-    frame = Compositor()(Frame(index=0, captured_at=0.0, image=image, mask=mask, background=background))
+    frame = Compositor()(Frame(index=0, captured_at=0.0, image=image, mask=mask.copy(), background=background))
     assert frame.box == mask_box(mask)
     np.testing.assert_array_equal(frame.composite, composite_person(image, background, mask))
-    expected = image.copy()
-    composite_person(image, background, mask, frame.box, expected)
+    expected, alpha = image.copy(), mask.copy()
+    composite_person(image, background, mask, frame.box, expected, alpha=alpha)
     y0, y1, x0, x1 = frame.box
     np.testing.assert_array_equal(frame.foreground[y0:y1, x0:x1], expected[y0:y1, x0:x1])
+    # The frame's mask is the composite's alpha (the harmonizer recomposes m·foreground + (1-m)·background).
+    np.testing.assert_array_equal(frame.mask, alpha)
+    assert np.abs(frame.composite.astype(int) - composite(frame.foreground, background, frame.mask)).max() <= 1
     assert frame.foreground is not image and np.array_equal(image, _edge_scene()[0])  # the camera picture kept
     # Harmonization off: the same composite, and no copy of the person's colours that nobody reads.
     stage = Compositor()
@@ -105,8 +117,64 @@ def test_edge_points_sort_the_mask_by_its_uint8_level():
 
 def test_composite_person_blends_the_edge_as_blend_linear_rounds():
     image, background, mask = _scene(1, 40, 50, 8)
-    foreground = image.copy()
-    out = composite_person(image, background, mask, foreground=foreground)
-    # The edge is the estimated foreground over the background, within rounding of composite()'s blend.
-    assert np.abs(out.astype(int) - composite(foreground, background, mask)).max() <= 1
+    foreground, alpha = image.copy(), mask.copy()
+    out = composite_person(image, background, mask, foreground=foreground, alpha=alpha)
+    # The edge is the estimated foreground over the background by the edge's alpha, within rounding of
+    # composite()'s blend; the alpha is the mask or lower, and the mask where it is 0 or 1.
+    assert np.abs(out.astype(int) - composite(foreground, background, alpha)).max() <= 1
+    assert (alpha <= mask).all() and np.array_equal(alpha[:16], mask[:16])
     assert np.array_equal(out[:8], background[:8]) and np.array_equal(out[8:16], image[8:16])
+
+
+def _colour_alpha_reference(pixels, f_hat, b_hat, mask, weight, weight2):
+    """colour_alpha pixel by pixel in float64, written out from its docstring."""
+    out = mask.astype(np.float64).copy()
+    for i in range(len(mask)):
+        d = f_hat[i].astype(np.float64) - b_hat[i]
+        s = float(np.dot(pixels[i] - b_hat[i], d) / max(np.dot(d, d), 1e-3))
+        residual = np.linalg.norm(pixels[i] - b_hat[i] - s * d)
+        p = weight2[i] / max(weight[i], 1e-3)
+        q = (weight[i] - weight2[i]) / max(1 - weight[i], 1e-3)
+        if (np.linalg.norm(d) >= ALPHA_MIN_CONTRAST and residual <= ALPHA_MAX_RESIDUAL * np.linalg.norm(d)
+                and 0.02 < weight[i] < 0.98):
+            out[i] = min(mask[i], min(max(q + s * (p - q), 0.0), 1.0))
+    return out
+
+
+def test_colour_alpha_matches_its_formula():
+    rng = np.random.default_rng(3)
+    n = 400
+    pixels, f_hat, b_hat = (rng.uniform(0, 255, (n, 3)).astype(np.float32) for _ in range(3))
+    mask = rng.uniform(0, 1, n).astype(np.float32)
+    weight = rng.uniform(0, 1, n).astype(np.float32)
+    weight2 = (weight * rng.uniform(weight, 1)).astype(np.float32)  # a window's m̄² lies in [m̄·m̄, m̄]
+    got = colour_alpha(pixels, f_hat, b_hat, mask, weight, weight2)
+    np.testing.assert_allclose(got, _colour_alpha_reference(pixels, f_hat, b_hat, mask, weight, weight2),
+                               atol=1e-4)
+    assert (got < mask - 1e-3).any() and (got == mask).any()  # both branches taken
+
+
+def test_colour_alpha_lowers_a_room_pixel_and_never_raises():
+    person, room = np.float32([200, 150, 120]), np.float32([40, 200, 60])
+    pure = np.float32([1.0])
+    f_hat, b_hat = person[None], room[None]
+    window = (pure * 0.5, pure * 0.5)  # half person, of 0s and 1s only (m̄² = m̄): both means pure
+    # a pixel all room the mask calls 0.6: lowered to 0; one all person the mask calls 0.4: left at 0.4
+    assert colour_alpha(room[None], f_hat, b_hat, pure * 0.6, *window)[0] == 0.0
+    assert colour_alpha(person[None], f_hat, b_hat, pure * 0.4, *window)[0] == np.float32(0.4)
+    # colour cannot tell: means 20 levels apart, or a pixel far off the line between them
+    near = room + np.float32([10, -10, 10])
+    assert colour_alpha(room[None], near[None], b_hat, pure * 0.6, *window)[0] == np.float32(0.6)
+    off = np.float32([120, 175, 255])
+    assert colour_alpha(off[None], f_hat, b_hat, pure * 0.6, *window)[0] == np.float32(0.6)
+
+
+def test_colour_alpha_keeps_a_true_linear_mix():
+    """Where the camera pixel is a true mix of person and room by the mask (a blurred outline), the colour
+    says what the mask says: the window's means are mixed too, and the correction for it (p, q) makes that
+    exact, so such an edge is not lowered (no bite)."""
+    image, mask = _edge_scene()
+    alpha = mask.copy()
+    composite_person(image, np.zeros_like(image), mask, alpha=alpha)
+    edge = (mask > 0) & (mask < 1)
+    assert np.abs(alpha[edge] - mask[edge]).max() < 0.01, np.abs(alpha[edge] - mask[edge]).max()

@@ -52,30 +52,76 @@ FOREGROUND_SCALE = 4  # the blurs of the foreground estimate run at 1/4 of the b
 FOREGROUND_RADIUS = 1  # their box radius there (3x3: the nearest 12 px; wider radii measured worse)
 
 
-def _edge_foreground(image: np.ndarray, mask: np.ndarray, ys: np.ndarray, xs: np.ndarray,
-                     at_points: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """The foreground estimate at the points (ys, xs): float32 n×3 (see `estimate_foreground`).
+ALPHA_MIN_CONTRAST = 30.0  # levels: nearer local person and room means, colour cannot tell them apart
+ALPHA_MAX_RESIDUAL = 0.5  # a pixel farther than this (x their distance) from the line between them is neither
 
-    `at_points` is (the mask's values, the image's pixels) at those points, gathered once by the caller."""
+
+def colour_alpha(pixels: np.ndarray, f_hat: np.ndarray, b_hat: np.ndarray, mask: np.ndarray,
+                 weight: np.ndarray, weight2: np.ndarray) -> np.ndarray:
+    """The soft edge's alpha: the mask, lowered where the pixel's colour says it holds more of the room.
+
+    Seen as a mix of the local person and room means, a pixel is I = s·F̂ + (1-s)·B̂, s = <I - B̂, F̂ - B̂> /
+    |F̂ - B̂|². The means are themselves mixed where the window holds soft pixels: with m̄ and m̄² the
+    window's means of m and m², F̂ holds p = m̄²/m̄ of the person and B̂ holds q = (m̄ - m̄²)/(1 - m̄), so the
+    pixel's share of person is a = q + s·(p - q) (exact for pixels that are linear mixes by m). Where
+    colour can tell (F̂ and B̂ at least ALPHA_MIN_CONTRAST levels apart, the pixel within ALPHA_MAX_RESIDUAL
+    of their distance from the line between them, the window holding some of both) the mask is lowered to
+    a, never raised: a hair strand the segmenter spread over the room lets the room through, and a pixel
+    already soft is not made more person. scripts/edge_colour.py measures it (docs/benchmarks.md).
+
+    Args:
+        pixels, f_hat, b_hat: float32 n×3, the pixels and their local person and room means.
+        mask, weight, weight2: float32 n, the mask at the pixels and the window's means of m and m².
+
+    Returns:
+        float32 n: the alpha, at most `mask`.
+    """
+    direction = f_hat - b_hat
+    distance2 = np.einsum("ij,ij->i", direction, direction)
+    offset = pixels - b_hat
+    share = np.einsum("ij,ij->i", offset, direction) / np.maximum(distance2, 1e-3)
+    # |I - B̂ - s·(F̂ - B̂)|² = |I - B̂|² - s²·|F̂ - B̂|² (s is the projection's coefficient)
+    residual2 = np.einsum("ij,ij->i", offset, offset) - share * share * distance2
+    person_in_f = weight2 / np.maximum(weight, 1e-3)
+    person_in_b = (weight - weight2) / np.maximum(1 - weight, 1e-3)
+    share = person_in_b + share * (person_in_f - person_in_b)
+    told = ((distance2 >= ALPHA_MIN_CONTRAST ** 2) & (residual2 <= ALPHA_MAX_RESIDUAL ** 2 * distance2)
+            & (weight > 0.02) & (weight < 0.98))
+    return np.where(told, np.minimum(mask, np.clip(share, 0.0, 1.0)), mask).astype(np.float32)
+
+
+def _edge_foreground(image: np.ndarray, mask: np.ndarray, ys: np.ndarray, xs: np.ndarray,
+                     at_points: tuple[np.ndarray, np.ndarray], scale: int = FOREGROUND_SCALE,
+                     radius: int = FOREGROUND_RADIUS, alpha: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(foreground estimate float32 n×3, alpha float32 n) at the points (ys, xs) (see `estimate_foreground`).
+
+    `at_points` is (the mask's values, the image's pixels) at those points, gathered once by the caller;
+    `scale` and `radius` as FOREGROUND_SCALE and FOREGROUND_RADIUS (scripts/edge_colour.py compares others);
+    `alpha`: the mask lowered by `colour_alpha` (else the mask as it is)."""
     height, width = mask.shape
-    low_w, low_h = max(width // FOREGROUND_SCALE, 1), max(height // FOREGROUND_SCALE, 1)
+    low_w, low_h = max(width // scale, 1), max(height // scale, 1)
     # Bilinear, not area: 20x cheaper, and the box blurs that follow do the averaging.
     image_low = cv2.resize(image, (low_w, low_h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
     mask_low = cv2.resize(mask, (low_w, low_h), interpolation=cv2.INTER_LINEAR)
-    kernel = (2 * FOREGROUND_RADIUS + 1,) * 2
+    kernel = (2 * radius + 1,) * 2
     # Window sums of m, m·I and I; the room's are the rest (I·(1-m) = I - I·m), and the means are taken
     # only at the edge pixels, with the nearest low-resolution window (a few percent of the box).
     weight = cv2.blur(mask_low, kernel)
+    weight2 = cv2.blur(mask_low * mask_low, kernel) if alpha else None  # how mixed the window's means are
     person_sum = cv2.blur(image_low * mask_low[..., None], kernel)
     image_sum = cv2.blur(image_low, kernel)
     low = flat_index(ys * low_h // height, xs * low_w // width, low_w)
-    w = take_pixels(weight, low)[:, None]
+    w = take_pixels(weight, low)
     p_sum = take_pixels(person_sum, low)
-    f_hat = p_sum / np.maximum(w, 1e-3)
-    b_hat = (take_pixels(image_sum, low) - p_sum) / np.maximum(1 - w, 1e-3)
-    m, pixels = at_points[0][:, None], at_points[1].astype(np.float32)
+    f_hat = p_sum / np.maximum(w, 1e-3)[:, None]
+    b_hat = (take_pixels(image_sum, low) - p_sum) / np.maximum(1 - w, 1e-3)[:, None]
+    pixels = at_points[1].astype(np.float32)
+    m = at_points[0]
+    if alpha:
+        m = colour_alpha(pixels, f_hat, b_hat, m, w, take_pixels(weight2, low))
+    m2 = m[:, None]
     # F = F̂ + m·(I - m·F̂ - (1-m)·B̂)
-    return f_hat + m * (pixels - m * f_hat - (1 - m) * b_hat)
+    return f_hat + m2 * (pixels - m2 * f_hat - (1 - m2) * b_hat), m
 
 
 def estimate_foreground(image: np.ndarray, mask: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -96,24 +142,33 @@ def estimate_foreground(image: np.ndarray, mask: np.ndarray, out: np.ndarray | N
     out = image.copy() if out is None else out
     ys, xs, _ = edge_points(mask)
     if ys.size:
-        out[ys, xs] = round_u8(_edge_foreground(image, mask, ys, xs, (mask[ys, xs], image[ys, xs])))
+        # for this mask as it is (the caller blends with it): no lowered alpha
+        at_points = (mask[ys, xs], image[ys, xs])
+        out[ys, xs] = round_u8(_edge_foreground(image, mask, ys, xs, at_points, alpha=False)[0])
     return out
 
 
 def composite_person(image: np.ndarray, background: np.ndarray, mask: np.ndarray,
                      box: tuple[int, int, int, int] | None = None,
-                     foreground: np.ndarray | None = None) -> np.ndarray:
+                     foreground: np.ndarray | None = None, alpha: np.ndarray | None = None,
+                     scale: int = FOREGROUND_SCALE, radius: int = FOREGROUND_RADIUS,
+                     lower_alpha: bool = True) -> np.ndarray:
     """The person's estimated own colours over the background, computed in the person's box only.
 
     Inside the box, three kinds of pixel: the background's where the mask is 0, the camera picture's where
     it is 1 (one masked copy), and the blend of the foreground estimate and the background at the soft
-    edge (a few percent of the box), rounded as `cv2.blendLinear` rounds.
+    edge (a few percent of the box), rounded as `cv2.blendLinear` rounds. At the edge the blend's weight is
+    the mask lowered where the pixel's colour says it holds more of the room (`colour_alpha`).
 
     Args:
         image, background: RGB uint8 H×W×3.
         mask: float32 H×W in [0, 1], 0 outside `box`.
         box: (y0, y1, x0, x1) around the person (default: found from the mask); None-like with no person.
         foreground: an H×W×3 uint8 copy of `image`; the estimated foreground is written into its box.
+        alpha: an H×W float32 C-contiguous array (the frame's mask itself) to write the edge's blend weights
+            into, so that composite = alpha·foreground + (1-alpha)·background holds for a later stage.
+        scale, radius: the estimate's resolution divisor and box-blur radius (FOREGROUND_SCALE, _RADIUS).
+        lower_alpha: lower the edge's weight by colour (`colour_alpha`); off: the mask as it is.
 
     Returns:
         RGB uint8 H×W×3: the background where the mask is 0, the camera picture where it is 1.
@@ -141,10 +196,13 @@ def composite_person(image: np.ndarray, background: np.ndarray, mask: np.ndarray
         # One flat index into the whole frame for every gather and scatter (image, mask, out and foreground
         # are whole, C-contiguous H×W arrays; `flat_index`).
         index = flat_index(ys, xs, image.shape[1], y0, x0)
-        weight = take_pixels(mask, index)
-        estimate = round_u8(_edge_foreground(person, m, ys, xs, (weight, take_pixels(image, index))))
+        values, weight = _edge_foreground(person, m, ys, xs, (take_pixels(mask, index), take_pixels(image, index)),
+                                          scale, radius, lower_alpha)
+        estimate = round_u8(values)
         if foreground is not None:  # it holds the camera picture: the edge's estimates are written into it
             put_pixels(foreground, index, estimate)
+        if alpha is not None:
+            put_pixels(alpha, index, weight)
         blend_edge(out, index, estimate.astype(np.float32), weight)
     return out
 
@@ -171,7 +229,11 @@ class Compositor:
             if box is not None:
                 y0, y1, x0, x1 = box
                 frame.foreground[y0:y1, x0:x1] = image[y0:y1, x0:x1]
-        frame.composite = composite_person(image, background, mask, box, frame.foreground)
+        # The frame's mask becomes the composite's alpha (lowered at the edge where the colour says room), so
+        # that the harmonizer's m·T(foreground) + (1-m)·background recomposes this composite.
+        if mask.dtype != np.float32 or not mask.flags.c_contiguous or not mask.flags.writeable:
+            mask = frame.mask = np.array(mask, dtype=np.float32, order="C")
+        frame.composite = composite_person(image, background, mask, box, frame.foreground, alpha=mask)
         frame.box = box
         return frame
 
