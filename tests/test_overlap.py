@@ -98,3 +98,14 @@ def test_a_front_stuck_in_a_frame_closes_what_it_uses_itself_after_it():
 def test_close_before_start_and_twice():
     front = FrontStage(Counter(), lambda item: item, threading.RLock())
     assert front.close(lambda: None) and front.close(lambda: None)
+
+
+def test_auto_overlaps_only_where_one_thread_falls_short():
+    from vcam.metrics import CORES
+    from vcam.pipeline import use_overlap
+
+    hd, small = (1920, 1080), (1280, 720)
+    assert use_overlap("on", small, False) and not use_overlap("off", hd, True)
+    assert use_overlap("auto", hd, True) is (CORES >= 2)
+    assert not use_overlap("auto", small, True), "720p: one thread keeps the rate"
+    assert not use_overlap("auto", hd, False), "nothing to overlap the front with"

@@ -66,7 +66,7 @@ class RunConfig:
     segmenter_model: str | None = None  # a MediaPipe Tasks .tflite segmenter instead
     mask_smoothing: bool = True
     # Run control.
-    overlap: str = "auto"  # segment and composite in a thread of their own: on, off, auto (2+ cores, above 720p)
+    overlap: str = "auto"  # segment and composite in their own thread: on, off, auto (2+ cores, > 720p, harmonize)
     max_frames: int | None = None
     stats_json: str | None = None
     status_interval: float = 5.0

@@ -10,9 +10,10 @@ network run in their own threads; the loop itself never waits for either beyond 
     keys; config file; apply_pending()   # every setting change, applied here, between frames
     outputs.pace()                    # pyvirtualcam's sleep_until_next_frame
 
-With `overlap` on (by default with two cores or more, above 720p), the front runs in a thread of its own,
-one frame ahead of the rest (`vcam.overlap.FrontStage`): frame N+1 is segmented and composited while frame
-N is harmonized and sent, at most one frame of extra latency. Off, one thread does it all, in this order.
+With `overlap` on (by default with 2+ cores above 720p with harmonization), the front runs in a thread of
+its own, one frame ahead of the rest (`vcam.overlap.FrontStage`): frame N+1 is segmented and composited
+while frame N is harmonized and sent, at most one frame of extra latency. Off, one thread does it all, in
+this order.
 
 Public hooks, so that nobody needs to replace a method: `on_frame(frame)` is called with every frame
 after it was sent; `metrics` may be passed in; `stop()` ends the loop after the current frame (from any
@@ -65,12 +66,15 @@ def _timed(frame: Frame, name: str, stage) -> Frame:
     return frame
 
 
-def use_overlap(setting: str, size: tuple[int, int]) -> bool:
+def use_overlap(setting: str, size: tuple[int, int], harmonize: bool) -> bool:
     """Whether the front runs in its own thread: "on", "off", or "auto": on with two cores or more for
-    frames larger than 720p. There one thread cannot keep 30 FPS with harmonization (1080p: 26.6 FPS on a
-    quiet 2-core machine, issue 21), while at 720p it does (30.0 FPS, p95 29-33 ms) and a second thread would
-    only add a frame in flight; with one core the two halves would only take turns on it."""
-    return setting == "on" or (setting == "auto" and CORES >= 2 and size[0] * size[1] > OVERLAP_MIN_PIXELS)
+    frames larger than 720p with harmonization. There one thread cannot keep 30 FPS (1080p: 26.6 FPS on a
+    quiet 2-core machine, issue 21). At 720p it does (30.0 FPS, p95 29-33 ms), and so it does at 1080p
+    without harmonization (29.9 FPS), where the loop would have nothing to do beside the front but hand
+    frames over (measured on the loaded machine: 25 against 33 FPS as fast as possible). With one core the
+    two halves would only take turns on it. Chosen at start: turning harmonization on later keeps it."""
+    return setting == "on" or (setting == "auto" and harmonize and CORES >= 2
+                               and size[0] * size[1] > OVERLAP_MIN_PIXELS)
 
 
 def _limit_opencv_threads() -> None:
@@ -175,7 +179,7 @@ class Pipeline:
         self.capture = Capture(source, config.size, every_frame=fast, loop=loop)
         self.size = tuple(self.capture.size)
         self.fps = float(config.fps or self.capture.fps or 30.0)
-        self.overlap = use_overlap(config.overlap, self.size)
+        self.overlap = use_overlap(config.overlap, self.size, config.harmonize)
         self.backgrounds = Backgrounds(config.background)
         self._reference = reference_mask(config.reference, self.size)
         self.outputs = Outputs(config.output, self.size, self.fps, config.vcam_backend, config.vcam_device)

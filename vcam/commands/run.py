@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--overlap", choices=("auto", "on", "off"),
                      help="segment and composite the next frame in a thread of their own while this one is "
                           "harmonized and sent (one frame of extra latency at most; default auto: on with 2+ cores "
-                          "above 720p)")
+                          "above 720p with harmonization)")
     run.add_argument("--stats-json", help="write FPS, stage p50/p95, latency and harmonizer rate here at exit")
     run.add_argument("--status-interval", type=float, help="seconds between status lines (0 = none; default 5)")
     run.add_argument("--split", action="store_true", default=None, help="preview: start in before/after view")
