@@ -4,12 +4,13 @@ smoothing as a time constant: the same response after the same time, whatever th
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from engine.harmonizer import MAX_SMOOTHING, Harmonizer
-from trainer.camera import CameraRecipe, camera_like
+from trainer.camera import CAST_RB, CameraRecipe, camera_like, light_gains, person_cast
 from trainer.distribution import format_distribution, gain_distribution, gain_row, group_of, summarize_gains
 
 
@@ -59,6 +60,44 @@ def test_camera_like_frames_are_small_noisy_and_off_in_exposure_and_reproducible
         camera_like(image.astype(np.float32), mask, np.random.default_rng(0))
     with pytest.raises(ValueError, match="mask shape"):
         camera_like(image, mask[:10], np.random.default_rng(0))
+
+
+def test_a_person_cast_leaves_the_background_and_moves_red_against_blue():
+    image, mask = _photo(np.random.default_rng(0))
+    comp = person_cast(image, mask, np.random.default_rng(5))
+    np.testing.assert_array_equal(comp, person_cast(image, mask, np.random.default_rng(5)))
+    np.testing.assert_array_equal(comp[mask == 0], image[mask == 0])  # the scene keeps its own light
+    person = mask == 1
+    log_ratio = np.log(comp[person].astype(np.float64) + 1) - np.log(image[person].astype(np.float64) + 1)
+    # in linear light the red-blue log gain is at least CAST_RB[0]; through gamma 2.2 about 1/2.2 of it
+    assert abs(np.median(log_ratio[:, 0] - log_ratio[:, 2])) > CAST_RB[0] / 2.2 * 0.8
+    expected = ((image / 255.0) ** 2.2 * np.array([2.0, 1.0, 0.5])).clip(0, 1) ** (1 / 2.2) * 255
+    np.testing.assert_allclose(light_gains(image, [2.0, 1.0, 0.5]), expected, atol=0.51)
+
+
+def test_the_casts_slice_is_written_in_the_iharmony_layout(tmp_path):
+    import importlib.util
+
+    import cv2
+
+    spec = importlib.util.spec_from_file_location(
+        "make_cast_slice", Path(__file__).resolve().parents[1] / "scripts" / "make_cast_slice.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    make_slice = script.make_slice
+
+    heldout = tmp_path / "heldout"
+    for sub in ("masks", "real_images"):
+        (heldout / sub).mkdir(parents=True)
+    image, mask = _photo(np.random.default_rng(0), 120, 160)
+    cv2.imwrite(str(heldout / "real_images" / "p_a.jpg"), image[..., ::-1])
+    cv2.imwrite(str(heldout / "masks" / "p_a_1.png"), (mask * 255).astype(np.uint8))
+    out = tmp_path / "casts"
+    assert make_slice(heldout, out) == 1
+    assert (out / "casts_test.txt").read_text() == "p_a_1_1.jpg\n"
+    comp = cv2.imread(str(out / "composite_images" / "p_a_1_1.jpg"))
+    real = cv2.imread(str(out / "real_images" / "p_a.jpg"))
+    assert comp.shape == real.shape and np.abs(comp.astype(int) - real)[mask == 1].mean() > 5
 
 
 def test_smoothing_is_a_time_constant_the_same_at_any_estimate_rate():

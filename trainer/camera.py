@@ -81,4 +81,34 @@ def relight(image: np.ndarray, rng: np.random.Generator, stops: tuple[float, flo
     return np.clip(np.round(np.clip(linear * gains, 0.0, 1.0) ** (1 / 2.2) * 255.0), 0, 255).astype(np.uint8)
 
 
-__all__ = ["DEFAULT_CAMERA", "CameraRecipe", "camera_like", "relight"]
+def light_gains(image: np.ndarray, gains) -> np.ndarray:
+    """The picture under light whose (r, g, b) gains against the old are `gains`, applied in linear light
+    (sRGB gamma 2.2); uint8 in and out."""
+    linear = (image.astype(np.float32) / 255.0) ** 2.2
+    out = np.clip(linear * np.asarray(gains, np.float32), 0.0, 1.0) ** (1 / 2.2) * 255.0
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+#: A strong cast on the person: log gain of red against blue (split evenly, opposite signs), of |0.25-0.6|
+#: (a camera white-balanced for daylight under a warm lamp, or the other way round, is about 1.0; auto white
+#: balance leaves a share of it), green +-0.08 and exposure +-0.7 stops.
+CAST_RB = (0.25, 0.6)
+CAST_GREEN = 0.08
+CAST_STOPS = 0.7
+
+
+def person_cast(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A composite whose person is under a strong colour cast (CAST_*) and whose background is the photo's
+    own: m * cast(photo) + (1 - m) * photo, uint8. The photo is the ground truth: the person filmed under
+    one light and pasted into a scene under another, the case the FFHQH recipe (mild hue and saturation
+    changes) barely covers."""
+    rb = rng.uniform(*CAST_RB) * rng.choice([-1.0, 1.0])
+    log_gains = np.array([rb / 2, rng.uniform(-CAST_GREEN, CAST_GREEN), -rb / 2])
+    gains = np.exp(log_gains) * 2.0 ** rng.uniform(-CAST_STOPS, CAST_STOPS)
+    m = np.clip(mask, 0.0, 1.0)[..., None].astype(np.float32)
+    out = m * light_gains(image, gains) + (1.0 - m) * image
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+__all__ = ["CAST_GREEN", "CAST_RB", "CAST_STOPS", "DEFAULT_CAMERA", "CameraRecipe", "camera_like", "light_gains",
+           "person_cast", "relight"]

@@ -58,11 +58,14 @@ def crop(real: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[
     return (r, m) if 0.03 <= share <= 0.97 else (real, mask)
 
 
-def draw_sample(photo: tuple, seed: int, index: int, draw: int, pixels: int, mixture: bool = False):
+def draw_sample(photo: tuple, seed: int, index: int, draw: int, pixels: int, mixture: bool = False,
+                casts: float = 0.0):
     """(features, composite pixels, true pixels) of one fresh composite of `photo` = (stem, real, mask):
     the FFHQH recipe at full strength, on a crop every other draw (the shipped prior's samples), or with
     `mixture` from trainer.mixture (every strength including none, crops, camera-like frames; measured
-    worse on the held-out photos, docs/model_card.md "Do no harm")."""
+    worse on the held-out photos, docs/model_card.md "Do no harm"). With `casts` > 0, that share of the
+    FFHQH draws puts the person under a strong colour cast instead (trainer.camera.person_cast)."""
+    from trainer.camera import person_cast
     from trainer.mixture import draw_composite
     from trainer.recolor import composite as make_composite
 
@@ -73,7 +76,9 @@ def draw_sample(photo: tuple, seed: int, index: int, draw: int, pixels: int, mix
     else:
         if draw % 2 == 1:
             real, mask = crop(real, mask, rng)
-        comp = make_composite(real, mask, rng)
+        # The extra draw only where casts are asked for: casts=0 keeps the shipped prior's samples exactly.
+        cast = casts > 0 and rng.random() < casts
+        comp = person_cast(real, mask, rng) if cast else make_composite(real, mask, rng)
     comp, real, mask = shrink(comp), shrink(real), shrink(mask.astype(np.float32))
     features = colour_features(comp, mask)
     person = np.flatnonzero(mask.reshape(-1) >= 0.5)
@@ -84,16 +89,17 @@ def draw_sample(photo: tuple, seed: int, index: int, draw: int, pixels: int, mix
 
 
 def _work(job):
-    index, draw, seed, pixels, mixture = job
-    return draw_sample(_photos[index], seed, index, draw, pixels, mixture)
+    index, draw, seed, pixels, mixture, casts = job
+    return draw_sample(_photos[index], seed, index, draw, pixels, mixture, casts)
 
 
 def draw_samples(data: Path, per_image: int, seed: int = 0, pixels: int = 2048, workers: int | None = None,
-                 progress: bool = True, mixture: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 progress: bool = True, mixture: bool = False, casts: float = 0.0
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features (N, FEATURES), composite pixels (N, P, 3) uint8, true pixels (N, P, 3) uint8) for
     N = photos x per_image fresh composites; the same for any number of workers."""
     _load_photos(str(data))
-    jobs = [(i, k, seed, pixels, mixture) for k in range(per_image) for i in range(len(_photos))]
+    jobs = [(i, k, seed, pixels, mixture, casts) for k in range(per_image) for i in range(len(_photos))]
     if not jobs:
         raise ValueError(f"no photos in {data}")
     workers = workers or min(len(os.sched_getaffinity(0)), 8)
@@ -195,9 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mixture", action="store_true", help="draw from trainer.mixture (every strength, "
                    "unchanged photos, camera-like frames) instead of the FFHQH recipe at full strength; tried "
                    "for the do-no-harm work and not kept (docs/model_card.md)")
+    p.add_argument("--casts", type=float, default=0.0, help="share of the draws whose person is under a strong "
+                   "colour cast (trainer.camera.person_cast) instead of the FFHQH recipe")
     p.add_argument("--samples", type=Path, default=None, help="cache of drawn samples (.npz): read if it "
                    "exists, else written")
     args = p.parse_args(argv)
+    if not 0.0 <= args.casts <= 1.0:
+        raise ValueError(f"--casts must be a share in [0, 1], got {args.casts}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.per_image < 1:
@@ -208,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         features, comp, real = cached["features"], cached["comp"], cached["real"]
     else:
         features, comp, real = draw_samples(args.data, args.per_image, args.seed, args.pixels, args.workers,
-                                            mixture=args.mixture)
+                                            mixture=args.mixture, casts=args.casts)
         if args.samples is not None:
             args.samples.parent.mkdir(parents=True, exist_ok=True)
             np.savez(args.samples, features=features, comp=comp, real=real)
@@ -221,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                 on_epoch=report)
     metadata = {"samples": str(len(features)), "per_image": str(args.per_image), "data": str(args.data),
                 "hidden": str(args.hidden), "epochs": str(args.epochs), "seed": str(args.seed),
-                "mixture": str(args.mixture)}
+                "mixture": str(args.mixture), "casts": str(args.casts)}
     if heldout is not None:
         metadata["heldout_psnr"] = f"{heldout_psnr(prior, heldout):.3f}"
         metadata["heldout_identity_psnr"] = f"{heldout_psnr(None, heldout):.3f}"
