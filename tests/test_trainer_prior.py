@@ -44,6 +44,19 @@ def test_samples_are_the_same_with_one_or_two_workers(photos):
         np.testing.assert_array_equal(a, b)
 
 
+def test_cast_draws_replace_a_share_of_the_recolourings_and_none_keeps_the_samples(photos):
+    plain = draw_samples(photos, per_image=2, pixels=32, workers=1, progress=False)
+    again = draw_samples(photos, per_image=2, pixels=32, workers=1, progress=False, casts=0.0)
+    for a, b in zip(plain, again):
+        np.testing.assert_array_equal(a, b)  # casts=0 draws nothing extra: the shipped prior's samples
+    cast = draw_samples(photos, per_image=2, pixels=32, workers=1, progress=False, casts=1.0)
+    assert not np.array_equal(cast[1], plain[1])
+    # a cast moves red against blue (in either direction) by far more than the FFHQH recipe's mild hue
+    def red_blue(comp, real):
+        return np.abs(np.log1p(comp[..., 0] / (comp[..., 2] + 1.0)) - np.log1p(real[..., 0] / (real[..., 2] + 1.0)))
+    assert np.median(red_blue(cast[1].astype(float), cast[2])) > np.median(red_blue(plain[1].astype(float), plain[2]))
+
+
 def test_fit_learns_to_undo_the_recolouring(photos):
     features, comp, real = draw_samples(photos, per_image=16, pixels=64, workers=1, progress=False)
     before = np.mean((comp.astype(np.float64) - real) ** 2)
