@@ -1,7 +1,9 @@
 """Does the old room's colour ride along into the new composite's edge? Measured where the truth is known.
 
     nice -n 10 .venv/bin/python scripts/edge_colour.py --json out/edge_colour.json \
-        [--per-group 4] [--frames 12] [--video-frames 40] [--picture docs/img/edges_before_after.jpg]
+        [--per-group 4] [--frames 8] [--video-frames 30] [--variants camera,estimate]
+    nice -n 10 .venv/bin/python scripts/edge_colour.py --real 60 --json out/edge_real.json
+    .venv/bin/python scripts/edge_colour.py --picture docs/img/edges_before_after.jpg
 
 Three sets, each with the true composite known at the edge:
 1. The benchmark of `scripts/mask_motion.py`: held-out people with published masks pasted on a real room
@@ -21,7 +23,8 @@ variant: `camera` (the camera picture blended with the soft mask, as before the 
 1/4 resolution, 3x3, blended with the mask), `estimate` (as shipped: the same, with the edge's weight
 lowered where the pixel's colour says room, `vcam.composite.colour_alpha`) and `reaching_alpha` (a
 candidate, not shipped: the same lowering also on pixels the mask calls certain, within 2 px of its
-edge). In a band of `BAND_PX` on either side of the true edge:
+edge) and `decontaminated` (a candidate, not shipped: those certain pixels, within 3 px, keep alpha 1 but
+have the room's part of their colour replaced by the person's); `--variants a,b` runs some. In a band of `BAND_PX` on either side of the true edge:
 - `mae`: the mean absolute difference to the true composite (0-255 levels, per channel);
 - `mae_soft`: the same on vcam's soft pixels only (0 < mask < 1: where the colour treatment acts);
 - `room_share`: how much of the old room's colour is in the composite, sum <C - T, A - T> / sum |A - T|^2
@@ -53,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mask_motion import BACKGROUNDS, NOISE_SIGMA, SIZE, cutouts, edge_band, paste, paths  # noqa: E402
 from rim_eval import PREVIOUS_EDGE, cover  # noqa: E402
 
-from vcam.composite import composite, composite_person  # noqa: E402
+from vcam.composite import colour_alpha, composite, composite_person  # noqa: E402
 from vcam.segment import Segmenter  # noqa: E402
 
 BAND_PX = 6
@@ -99,15 +102,52 @@ def reaching_alpha(image, background, mask, box, reach: int = 2, scale: int = 4,
     return composite_person(image, background, out_mask, box, lower_alpha=False)
 
 
-def variants() -> dict:
-    """Name -> composite(image, background, mask, box) for each way of treating the edge's colour."""
-    return {
+def decontaminated(image, background, mask, box, reach: int = 3, scale: int = 4, radius: int = 1):
+    """Candidate: pixels the mask calls certain person within `reach` px of its edge keep alpha 1, but
+    their colour is un-mixed: with a their share of person told by colour (`vcam.composite.colour_alpha`'s
+    test and correction), the room's part (1-a)·B^ is replaced by the person's, I + (1-a)·(F^ - B^)."""
+    if box is None:
+        return composite_person(image, background, mask, box)
+    y0, y1, x0, x1 = box
+    m = mask[y0:y1, x0:x1]
+    person = image[y0:y1, x0:x1].astype(np.float32)
+    h, w = m.shape
+    lw, lh = max(w // scale, 1), max(h // scale, 1)
+    image_low = cv2.resize(person, (lw, lh), interpolation=cv2.INTER_LINEAR)
+    mask_low = cv2.resize(m, (lw, lh), interpolation=cv2.INTER_LINEAR)
+    k = (2 * radius + 1,) * 2
+    weight = cv2.blur(mask_low, k)
+    weight2 = cv2.blur(mask_low * mask_low, k)
+    p_sum = cv2.blur(image_low * mask_low[..., None], k)
+    i_sum = cv2.blur(image_low, k)
+    hard = (m >= 1.0).astype(np.uint8)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1,) * 2)
+    ys, xs = np.nonzero((hard > 0) & (cv2.erode(hard, kernel) == 0))
+    if ys.size == 0:
+        return composite_person(image, background, mask, box)
+    ly, lx = ys * lh // h, xs * lw // w
+    wv, w2 = weight[ly, lx], weight2[ly, lx]
+    f_hat = p_sum[ly, lx] / np.maximum(wv, 1e-3)[:, None]
+    b_hat = (i_sum[ly, lx] - p_sum[ly, lx]) / np.maximum(1 - wv, 1e-3)[:, None]
+    pixels = person[ys, xs]
+    share = colour_alpha(pixels, f_hat, b_hat, np.ones_like(wv), wv, w2)
+    fixed = image.copy()
+    fixed[y0 + ys, x0 + xs] = np.clip(pixels + (1 - share)[:, None] * (f_hat - b_hat) + 0.5, 0, 255).astype(np.uint8)
+    return composite_person(fixed, background, mask, box)
+
+
+def variants(names: tuple[str, ...] | None = None) -> dict:
+    """Name -> composite(image, background, mask, box) for each way of treating the edge's colour (those in
+    `names`; None: all)."""
+    ways = {
         "camera": lambda image, background, mask, box: composite(image, background, mask),
         "estimate_before": lambda image, background, mask, box: composite_person(image, background, mask, box,
                                                                                   lower_alpha=False),
         "estimate": lambda image, background, mask, box: composite_person(image, background, mask, box),
         "reaching_alpha": reaching_alpha,
+        "decontaminated": decontaminated,
     }
+    return {name: way for name, way in ways.items() if names is None or name in names}
 
 
 class Tally:
@@ -162,10 +202,11 @@ def new_backgrounds(backgrounds: Path) -> list[np.ndarray]:
             for name in NEW_BACKGROUNDS]
 
 
-def benchmark(data: Path, backgrounds: Path, per_group: int, frames: int, seed: int = 0) -> dict:
+def benchmark(data: Path, backgrounds: Path, per_group: int, frames: int, seed: int = 0,
+              names: tuple[str, ...] | None = None) -> dict:
     """Set 1: pasted people, still and at 8 px/frame; the clean room is known everywhere."""
     rng = np.random.default_rng(seed)
-    segmenter, ways, tally, news = Segmenter(), variants(), Tally(), new_backgrounds(backgrounds)
+    segmenter, ways, tally, news = Segmenter(), variants(names), Tally(), new_backgrounds(backgrounds)
     everywhere = np.ones(SIZE, bool)
     try:
         for i, (_, person, person_mask) in enumerate(cutouts(data, per_group)):
@@ -188,10 +229,10 @@ def benchmark(data: Path, backgrounds: Path, per_group: int, frames: int, seed: 
     return tally.result()
 
 
-def video(backgrounds: Path, frames: int) -> dict:
+def video(backgrounds: Path, frames: int, names: tuple[str, ...] | None = None) -> dict:
     """Set 2: the real clip with its published matte; truth only where the matte is 0 or 1."""
     captures = [cv2.VideoCapture(str(VIDEO / f"harmonizer_{part}.mp4")) for part in ("foreground", "mask")]
-    segmenter, ways, tally, news = Segmenter(), variants(), Tally(), new_backgrounds(backgrounds)
+    segmenter, ways, tally, news = Segmenter(), variants(names), Tally(), new_backgrounds(backgrounds)
     try:
         for _ in range(frames):
             reads = [capture.read() for capture in captures]
@@ -212,13 +253,14 @@ def video(backgrounds: Path, frames: int) -> dict:
     return tally.result()
 
 
-def video_recomposited(backgrounds: Path, frames: int, room_name: str = "nyu_densedepth_1_image.jpg") -> dict:
+def video_recomposited(backgrounds: Path, frames: int, names: tuple[str, ...] | None = None,
+                       room_name: str = "nyu_densedepth_1_image.jpg") -> dict:
     """Set 3: the clip's frames as the person's colours F and its matte as the true alpha, put in front of
     a real room A (camera = F·a + A·(1-a), as matting benchmarks compose): the room's colour in the hair is
     known exactly, soft alpha included; the true composite is F·a + B·(1-a)."""
     captures = [cv2.VideoCapture(str(VIDEO / f"harmonizer_{part}.mp4")) for part in ("foreground", "mask")]
     room = cover(cv2.cvtColor(cv2.imread(str(backgrounds / room_name)), cv2.COLOR_BGR2RGB), SIZE)
-    segmenter, ways, tally, news = Segmenter(), variants(), Tally(), new_backgrounds(backgrounds)
+    segmenter, ways, tally, news = Segmenter(), variants(names), Tally(), new_backgrounds(backgrounds)
     everywhere = np.ones(SIZE, bool)
     try:
         for _ in range(frames):
@@ -317,8 +359,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/portraits_more"))
     parser.add_argument("--backgrounds", type=Path, default=Path("../shared/data/backgrounds"))
     parser.add_argument("--per-group", type=int, default=4, help="held-out photos of each group (ccp, humanseg)")
-    parser.add_argument("--frames", type=int, default=12, help="frames per path and photo (the first 2 unscored)")
-    parser.add_argument("--video-frames", type=int, default=40)
+    parser.add_argument("--frames", type=int, default=8, help="frames per path and photo (the first 2 unscored)")
+    parser.add_argument("--video-frames", type=int, default=30)
+    parser.add_argument("--variants", default=None, help="comma list of the variants to run (default all)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--picture", type=Path, default=None, help="only draw before | now | truth (a jpg)")
     parser.add_argument("--real", type=int, default=0, metavar="FRAMES",
@@ -335,10 +378,11 @@ def main(argv=None) -> dict:
     if args.picture is not None:
         picture(args.backgrounds, args.picture)
         return {}
+    names = tuple(args.variants.split(",")) if args.variants else None
     result = {"band_px": BAND_PX, "new_backgrounds": list(NEW_BACKGROUNDS),
-              "benchmark": benchmark(args.data, args.backgrounds, args.per_group, args.frames),
-              "video": video(args.backgrounds, args.video_frames),
-              "video_recomposited": video_recomposited(args.backgrounds, args.video_frames)}
+              "benchmark": benchmark(args.data, args.backgrounds, args.per_group, args.frames, names=names),
+              "video": video(args.backgrounds, args.video_frames, names),
+              "video_recomposited": video_recomposited(args.backgrounds, args.video_frames, names)}
     for part in ("benchmark", "video", "video_recomposited"):
         for name, stats in result[part].items():
             print(f"{part:18s} {name:14s} " + " ".join(

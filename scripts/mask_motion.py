@@ -260,7 +260,7 @@ def evaluate(data: Path, backgrounds: Path, per_group: int = 4, frames: int = 40
     finally:
         segmenter.close()
         fresh.close()
-    return {"photos": [stem for stem, _, _ in people], "size": list(SIZE), "band_px": band,
+    return {"photos": [stem for stem, _, _ in people], "size": list(SIZE), "band_px": band, "seed": seed,
             "smoothing": smoothing, "zoom": zoom, "noise_sigma": NOISE_SIGMA,
             "paths": {name: summarize(per_frame) for name, per_frame in results.items()}}
 
@@ -334,6 +334,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--per-group", type=int, default=4, help="held-out photos of each group (ccp, humanseg)")
     parser.add_argument("--frames", type=int, default=40, help="frames per path")
     parser.add_argument("--band", type=int, default=3, help="boundary F-score tolerance, px")
+    parser.add_argument("--seed", type=int, default=0, help="the camera noise's seed (the figures' spread)")
     parser.add_argument("--no-smoothing", action="store_true")
     parser.add_argument("--no-zoom", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
@@ -352,7 +353,7 @@ def main(argv=None) -> dict:
         print(json.dumps(result, indent=1))
         return result
     result = evaluate(args.data, args.backgrounds, args.per_group, args.frames, args.band,
-                      smoothing=not args.no_smoothing, zoom=not args.no_zoom)
+                      smoothing=not args.no_smoothing, zoom=not args.no_zoom, seed=args.seed)
     for name, stats in result["paths"].items():
         print(f"{name:14s} " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                                         for k, v in stats.items()))
