@@ -194,11 +194,12 @@ class Pipeline:
         if harmonizer is not None:
             self.harmonize = self._stage(harmonizer, config)
         self._placeholder = make_placeholder(self.size)
-        log.info("input %s (%s) %dx%d @ %.1f fps%s; background %s; output %s; harmonize %s",
+        log.info("input %s (%s) %dx%d @ %.1f fps%s; background %s; output %s; harmonize %s; %s",
                  config.input, source.kind, self.size[0], self.size[1], self.fps,
                  ", every frame" if fast else "", self.backgrounds.current.name, ", ".join(config.output),
                  f"{self.harmonize.mode} on {self.harmonize.status()['backend']}"
-                 if self.harmonize and config.harmonize else "off")
+                 if self.harmonize and config.harmonize else "off",
+                 "segment and composite one frame ahead in a thread (overlap)" if self.overlap else "one thread")
 
     @staticmethod
     def _create_harmonizer(config: RunConfig):
