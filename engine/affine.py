@@ -1,7 +1,7 @@
 """The affine colour-transform head's maths: a low-resolution grid of 3x4 colour transforms, applied per pixel.
 
 A PHNet with ``output="affine"`` does not re-draw the person: it predicts, on a grid 1/``factor`` of its
-input, the 12 coefficients of an affine colour transform per cell, laid out as in engine.lift's
+input, the 12 coefficients of an affine colour transform per cell, laid out as in engine.corrections'
 "affine-grid" (``[c_r(3), c_g(3), c_b(3), bias(3)]``, so ``out = c_r*r + c_g*g + c_b*b + bias`` per output
 channel). The harmonized image is that grid, upsampled bilinearly (half-pixel centres, edges clamped: the
 convention of ``F.interpolate(align_corners=False)`` and ``cv2.resize``) and applied to the composite.

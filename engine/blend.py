@@ -23,6 +23,15 @@ def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
+def person_box(mask: np.ndarray, min_peak: float) -> tuple[int, int, int, int] | None:
+    """The mask's box (`mask_box`), or None where the mask nowhere reaches `min_peak` (no person: a soft
+    mask's faint noise on an empty frame)."""
+    box = mask_box(mask)
+    if box is None or float(mask[box[0]:box[1], box[2]:box[3]].max()) < min_peak:
+        return None
+    return box
+
+
 def round_u8(values: np.ndarray) -> np.ndarray:
     """Float values in 0..255 rounded half up and saturated to uint8 (what cv2's blends do)."""
     return np.clip(values + 0.5, 0, 255).astype(np.uint8)

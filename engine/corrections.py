@@ -390,6 +390,36 @@ def contrast_gain(params: LiftParams, image_low: np.ndarray, mask_low: np.ndarra
     return float(np.clip(after.std() / spread, *limits))
 
 
+def apply_blend(params: LiftParams, composite: np.ndarray, mask: np.ndarray, strength: float,
+                box: tuple[int, int, int, int], detail_scale: int = 0) -> np.ndarray:
+    """composite + mask * strength * (T(composite) - composite) in the box, as uint8: the correction blended
+    into the composite (engine.Harmonizer.apply without the person's own colours).
+
+    The camera-rate methods take their uint8 SIMD paths (`apply_affine_blend`, `apply_delta_blend`); "poly"
+    the float reference (`apply_lift`). Wherever the mask is 0 the composite's pixel is kept bit for bit.
+
+    Args:
+        params: a correction; composite: (H, W, 3) uint8; mask: (y1 - y0, x1 - x0) float32 of the box in
+        [0, 1]; strength: in [0, 1]; box: (y0, y1, x0, x1); detail_scale: as `apply_affine_blend`'s.
+
+    Returns:
+        (y1 - y0, x1 - x0, 3) uint8.
+    """
+    y0, y1, x0, x1 = box
+    weight = mask * np.float32(strength)
+    if params.method == "affine-grid":
+        return apply_affine_blend(params, composite, weight, box, detail_scale)
+    if params.method == "delta":
+        return apply_delta_blend(params, composite, weight, box)
+    corrected = apply_lift(params, composite, box)
+    np.nan_to_num(corrected, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+    comp = composite[y0:y1, x0:x1].astype(np.float32) * np.float32(1 / 255)
+    blended = comp + weight[..., None] * (corrected - comp)
+    region = composite[y0:y1, x0:x1].copy()
+    np.copyto(region, np.clip(blended * 255 + 0.5, 0, 255).astype(np.uint8), where=mask[..., None] > 0)
+    return region
+
+
 def apply_person(params: LiftParams, foreground: np.ndarray, background: np.ndarray, mask: np.ndarray,
                  strength: float, box: tuple[int, int, int, int], detail_scale: int = 0) -> np.ndarray:
     """Correct the person's own colours, then composite: m * T(foreground) + (1 - m) * background, in the box.
@@ -425,7 +455,7 @@ def apply_person(params: LiftParams, foreground: np.ndarray, background: np.ndar
 
 
 __all__ = ["GREY", "IDENTITY12", "METHODS", "REFERENCE_GAIN_LIMITS", "LiftParams", "affine_corrected",
-           "affine_corrected_fast", "apply_affine_blend", "apply_affine_grid", "apply_delta", "apply_delta_blend",
+           "affine_corrected_fast", "apply_affine_blend", "apply_blend", "apply_affine_grid", "apply_delta", "apply_delta_blend",
            "apply_lift", "apply_person", "apply_poly", "blend_linear", "blend_linear_torch", "blend_params",
            "contrast_gain", "delta_corrected", "ema", "monomials", "poly_features", "reference_light_gain",
            "reference_light_gain_torch", "scale_grid_outputs", "scale_grid_outputs_torch", "transform",

@@ -36,7 +36,9 @@ import torch
 from engine import colour_prior
 from engine import gate as gate_mod
 from engine.device_harmonizer import DeviceHarmonizer
-from engine.harmonizer import MAX_SMOOTHING, net_shape
+from engine.harmonizer import MAX_SMOOTHING
+from engine.inputs import check_image, mask_for_upload
+from engine.resampling import net_shape
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 CHANNELS = ("rgb", "bgr")
@@ -122,7 +124,7 @@ class GpuFramePath:
         device: "cuda", "cuda:N" or "cpu".
         precision: the network's "fp32", "fp16" or "bf16"; None: fp16 on CUDA, fp32 on a CPU. The image
             maths runs in fp16 on CUDA unless precision is fp32 (0..255 integers are exact in fp16).
-        net_size: the network's longer side (engine.harmonizer.net_shape).
+        net_size: the network's longer side (engine.resampling.net_shape).
         smoothing: time constant of the temporal smoothing in seconds, as the Harmonizer's; the path runs
             on every frame, so each frame's momentum is exp(-1 / (fps * smoothing)).
         fps: the camera's frame rate (the time between two frames the smoothing assumes).
@@ -263,26 +265,10 @@ class GpuFramePath:
     # -- per frame ----------------------------------------------------------------------------------------
 
     def _check_image(self, image, name: str) -> None:
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-            raise TypeError(f"{name} must be a uint8 numpy array, got "
-                            f"{getattr(image, 'dtype', type(image).__name__)}")
-        if image.shape != (*self.frame_shape, 3):
-            raise ValueError(f"{name} must be {(*self.frame_shape, 3)} (height, width, 3), got {image.shape}")
+        check_image(image, name, (*self.frame_shape, 3))
 
     def _mask_array(self, mask) -> np.ndarray:
-        if not isinstance(mask, np.ndarray):
-            raise TypeError(f"mask must be a numpy array (uint8 or float32 in [0,1]), got {type(mask).__name__}")
-        if mask.ndim == 3 and mask.shape[2] == 1:
-            mask = mask[..., 0]
-        if mask.shape != self.frame_shape:
-            raise ValueError(f"mask must be {self.frame_shape} (height, width), got {mask.shape}")
-        if mask.dtype == np.bool_:
-            return mask.astype(np.uint8) * np.uint8(255)
-        if mask.dtype in (np.float16, np.float64):
-            return mask.astype(np.float32)
-        if mask.dtype not in (np.uint8, np.float32):
-            raise TypeError(f"mask must be uint8 0..255, float in [0, 1] or bool, got dtype {mask.dtype}")
-        return mask
+        return mask_for_upload(mask, self.frame_shape)
 
     def submit(self, image: np.ndarray, mask: np.ndarray, background: np.ndarray | None = None,
                timing: bool = False) -> PendingFrame:

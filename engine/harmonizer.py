@@ -6,24 +6,27 @@
     out = h.apply(correction, later_composite, later_mask)  # ... applied cheaply to every camera frame
 
 What happens to a frame:
-1. Validate (uint8 RGB H x W x 3; mask H x W float in [0,1] or uint8 0..255, or bool).
+1. Validate (engine.inputs: uint8 RGB H x W x 3; mask H x W float in [0,1] or uint8 0..255, or bool).
 2. Resize to the network size keeping the aspect ratio: the longer side becomes `net_size` and the
    shorter the nearest multiple of 8 (an aspect error of at most 4 px in 256). Not a square resize, which
    stretches the person and changes what each PN patch covers, and not padding, whose pixels would enter
    the convolutions and need masking out of every statistic; a 16:9 frame is also 44 % fewer pixels.
    Frames smaller than `net_size` are not upsampled (only rounded up to a multiple of 8).
+   (engine.resampling: net_shape, network_resize.)
 3. Run the backend with the temporal state: the smoothed PN statistics (`stats`), momentum =
    exp(-dt / smoothing) for the time dt since the last estimate (`smoothing` is a time constant in seconds:
    the same response at 30 estimates a second on a GPU and at the few a CPU worker manages),
-   except on the first frame, after `reset()` and after a scene change (momentum 0 there).
+   except on the first frame, after `reset()` and after a scene change (engine.scene; momentum 0 there).
 4. Turn the network's output into a colour correction that applies at full resolution: the "affine" head
    (the shipped weights) predicts one directly, a grid of 3x4 colour transforms (engine.affine); an
-   image head's output gets a lift fitted at low resolution (engine.lift, `lift`, default DEFAULT_LIFT).
+   image head's output gets a lift fitted at low resolution (engine.lifts, `lift`, default DEFAULT_LIFT).
    Average it with the previous correction at the same momentum (the correction is temporal state too)
    and return it as a `Correction`.
-5. `apply`: evaluate the correction at full resolution inside the person's bounding box, blend
-   `composite + strength * mask * (corrected - composite)`, and copy the composite wherever mask == 0, so
-   the background is bit-exact.
+5. `apply` (engine.corrections): evaluate the correction at full resolution inside the person's bounding
+   box, blend `composite + strength * mask * (corrected - composite)` (or, given the person's own colours,
+   composite `m * T(foreground) + (1 - m) * background`), the composite's own pixels wherever mask == 0.
+
+The GPU frame path (engine.gpu_frame, engine.device_harmonizer) runs the same steps in their torch form.
 
 Thread use: `estimate` mutates the temporal state (call it from one thread); `apply` only reads its
 arguments, so the app's main loop can apply the newest Correction while a worker runs `estimate`.
@@ -37,16 +40,16 @@ import math
 import time
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
-from engine import colour_prior
+from engine import colour_prior, corrections, lifts, scene
 from engine import gate as gate_mod
-from engine import lift as lift_mod
 from engine import sharpness as sharpness_mod
 from engine.backends import create_backend
 from engine.backends.base import host_hwc
-from engine.blend import mask_box
+from engine.blend import person_box
+from engine.inputs import check_image, mask_float
+from engine.resampling import net_shape, network_inputs
 from engine.weights import resolve_runtime_model
 
 log = logging.getLogger(__name__)
@@ -57,7 +60,7 @@ NO_PERSON = 0.05
 #: A reference region (by default the background) covering less than this share of the frame leaves
 #: nothing to match the person to: the composite is returned unchanged (a face filling the frame).
 NO_REFERENCE = 0.01
-#: How far a chosen reference region's light moves the person (engine.lift.reference_light_gain): half-way
+#: How far a chosen reference region's light moves the person (engine.corrections.reference_light_gain): half-way
 #: in log terms, so a region twice as red as the room makes the person sqrt(2) times redder.
 REFERENCE_ADAPTATION = 0.5
 #: Scene-change threshold: the mean colour (0..1 per channel, max over the channels and the 2x2 quadrants)
@@ -80,7 +83,7 @@ class Correction:
     Attributes:
         size: (height, width) of the frame it was estimated on.
         net_size: (height, width) the network ran at.
-        params: the fitted lift (engine.lift.LiftParams), or None when there was no person (identity).
+        params: the fitted lift (engine.corrections.LiftParams), or None when there was no person (identity).
         momentum: the momentum the network ran with (0 on a first frame or after a reset).
         scene_change: whether this estimate reset the temporal state.
         unsharpen: how much of a detected sharpening of the person `apply` undoes first (0..1;
@@ -91,85 +94,11 @@ class Correction:
 
     size: tuple[int, int]
     net_size: tuple[int, int]
-    params: lift_mod.LiftParams | None
+    params: corrections.LiftParams | None
     momentum: float = 0.0
     scene_change: bool = False
     unsharpen: float = 0.0
     amount: float = 1.0
-
-
-def _unsharpened(image: np.ndarray, mask_f: np.ndarray, box: tuple[int, int, int, int],
-                 strength: float) -> np.ndarray:
-    """A copy of `image` with the person (mask > 0, inside `box`) un-sharpened (engine.sharpness); every
-    pixel where the mask is 0 is the image's own."""
-    y0, y1, x0, x1 = box
-    out = image.copy()
-    part = image[y0:y1, x0:x1]
-    np.copyto(out[y0:y1, x0:x1], sharpness_mod.unsharpen(part, strength=strength),
-              where=mask_f[y0:y1, x0:x1, None] > 0)
-    return out
-
-
-def net_shape(height: int, width: int, net_size: int) -> tuple[int, int]:
-    """(h, w) the network runs at for a frame: longer side net_size (or less for small frames), the
-    shorter side the nearest multiple of 8, both >= 8."""
-    long_side = max(height, width)
-    target = min(net_size, max(8, -(-long_side // 8) * 8))
-    scale = target / long_side
-    h = max(8, int(round(height * scale / 8)) * 8)
-    w = max(8, int(round(width * scale / 8)) * 8)
-    return (target, w) if height >= width else (h, target)
-
-
-def _to_network_size(composite: np.ndarray, mask: np.ndarray, reference: np.ndarray | None,
-                     shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(composite float32 in [0,1], mask, reference) at the network's (h, w); reference defaults to 1 - mask."""
-    h, w = shape
-    interp = cv2.INTER_AREA if h <= composite.shape[0] and w <= composite.shape[1] else cv2.INTER_LINEAR
-    comp_low = cv2.resize(composite, (w, h), interpolation=interp).astype(np.float32) * np.float32(1 / 255)
-    mask_low = np.clip(cv2.resize(mask, (w, h), interpolation=interp), 0, 1)
-    ref_low = 1 - mask_low if reference is None else np.clip(cv2.resize(reference, (w, h), interpolation=interp), 0, 1)
-    return comp_low, mask_low, ref_low
-
-
-def _validate_image(composite) -> np.ndarray:
-    if not isinstance(composite, np.ndarray):
-        raise TypeError(f"composite must be a numpy array (H x W x 3 uint8 RGB), got {type(composite).__name__}")
-    if composite.dtype != np.uint8:
-        raise TypeError(f"composite must be uint8 RGB, got dtype {composite.dtype}")
-    if composite.ndim != 3 or composite.shape[2] != 3 or composite.shape[0] < 1 or composite.shape[1] < 1:
-        raise ValueError(f"composite must be H x W x 3, got shape {composite.shape}")
-    return composite
-
-
-def _validate_mask(mask, size: tuple[int, int], name: str = "mask") -> np.ndarray:
-    """Any accepted mask -> float32 H x W in [0, 1] (NaN -> 0)."""
-    if not isinstance(mask, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array (H x W float in [0,1] or uint8), got {type(mask).__name__}")
-    if mask.ndim == 3 and mask.shape[2] == 1:
-        mask = mask[..., 0]
-    if mask.ndim != 2 or mask.shape != tuple(size):
-        raise ValueError(f"{name} must be H x W = {tuple(size)} like the composite, got shape {mask.shape}")
-    if mask.dtype == np.uint8:
-        return mask.astype(np.float32) * np.float32(1 / 255)
-    if mask.dtype == np.bool_:
-        return mask.astype(np.float32)
-    if mask.dtype in (np.float32, np.float64, np.float16):
-        m = np.clip(mask.astype(np.float32, copy=False), 0.0, 1.0)
-        # One reduction finds a NaN anywhere (it propagates into the sum); the full nan_to_num pass is
-        # paid only then. This runs on every camera frame.
-        if not np.isfinite(m.sum(dtype=np.float32)):
-            m = np.nan_to_num(m, nan=0.0)
-        return m
-    raise TypeError(f"{name} must be float in [0,1], uint8 0..255 or bool, got dtype {mask.dtype}")
-
-
-def _person_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """The mask's box (engine.blend.mask_box), or None when there is no person in it."""
-    box = mask_box(mask)
-    if box is None or float(mask[box[0]:box[1], box[2]:box[3]].max()) < NO_PERSON:
-        return None
-    return box
 
 
 class Harmonizer:
@@ -188,7 +117,7 @@ class Harmonizer:
             ones at momentum exp(-dt / smoothing), dt = the time since the last estimate: a change of the
             light is followed to 90 % after 2.3 x smoothing, however often the network runs.
         strength: 0 returns the composite, 1 the full harmonization.
-        lift: how an image head's low-resolution result is lifted to full resolution (engine.lift.METHODS);
+        lift: how an image head's low-resolution result is lifted to full resolution (engine.corrections.METHODS);
             unused by the "affine" head, whose colour transforms apply at any resolution as they are.
         threads: CPU threads for ONNX Runtime (None: its default). The app passes 1 so that the network
             leaves the other cores to the camera-rate frame loop.
@@ -215,8 +144,8 @@ class Harmonizer:
                  sharpness: bool = True, prior: bool = True, gate=True):
         if not isinstance(net_size, int) or isinstance(net_size, bool) or net_size < 8 or net_size % 8:
             raise ValueError(f"net_size must be a positive multiple of 8, got {net_size!r}")
-        if lift not in lift_mod.METHODS:
-            raise ValueError(f"lift must be one of {', '.join(lift_mod.METHODS)}, got {lift!r}")
+        if lift not in corrections.METHODS:
+            raise ValueError(f"lift must be one of {', '.join(corrections.METHODS)}, got {lift!r}")
         self.net_size = net_size
         self.lift = lift
         self.smoothing = smoothing
@@ -230,7 +159,7 @@ class Harmonizer:
         self._device = self._backend.device
         self.threads = threads  # ONNX Runtime gets it here; the app's CPU worker gives torch the same count
         self._stats = None  # the backend's kind: NumPy on the CPU, torch tensors on a CUDA device
-        self._params: lift_mod.LiftParams | None = None  # the last (smoothed) correction
+        self._params: corrections.LiftParams | None = None  # the last (smoothed) correction
         self.sharpness = bool(sharpness)
         self._unsharpen = 0.0  # the last (smoothed) share of a detected sharpening to undo
         self._scene: tuple[tuple[int, int], tuple[np.ndarray, np.ndarray]] | None = None
@@ -293,35 +222,6 @@ class Harmonizer:
         dt = MIN_INTERVAL if last is None or not now > last else now - last
         return math.exp(-dt / self._smoothing)
 
-    def _scene_signature(self, composite_low: np.ndarray, reference_low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The network-size picture and where it is surely reference (background), for the next comparison."""
-        return composite_low, reference_low > 0.9
-
-    def _is_scene_change(self, size, signature: tuple[np.ndarray, np.ndarray]) -> bool:
-        """A new background or a cut: the mean colour of the background both frames share, per 2x2 quadrant.
-
-        Only pixels that are background in both estimates are compared, so a person moving (uncovering and
-        covering background) changes nothing on a static background, while a new background or a cut
-        changes the same pixels. A quadrant with too little shared background is not judged.
-        """
-        if self._scene is None:
-            return False
-        last_size, (last_picture, last_background) = self._scene
-        picture, background = signature
-        if last_size != size or last_picture.shape != picture.shape:
-            return True
-        shared = background & last_background
-        h, w = shared.shape
-        for ys, xs in ((slice(0, h // 2 or 1), slice(0, w // 2 or 1)), (slice(0, h // 2 or 1), slice(w // 2, w)),
-                       (slice(h // 2, h), slice(0, w // 2 or 1)), (slice(h // 2, h), slice(w // 2, w))):
-            where = shared[ys, xs]
-            if where.sum() <= 0.05 * where.size:  # too little shared background there to judge
-                continue
-            change = np.abs(picture[ys, xs][where].mean(0) - last_picture[ys, xs][where].mean(0)).max()
-            if float(change) > SCENE_CHANGE:
-                return True
-        return False
-
     # -- estimate / apply ----------------------------------------------------------------------------------
 
     def estimate(self, composite: np.ndarray, mask: np.ndarray, reference: np.ndarray | None = None,
@@ -348,14 +248,14 @@ class Harmonizer:
             TypeError, ValueError: inputs of the wrong type, dtype or shape.
             RuntimeError: the backend failed.
         """
-        composite = _validate_image(composite)
+        composite = check_image(composite)
         size = composite.shape[:2]
-        mask_f = _validate_mask(mask, size)
-        ref_f = None if reference is None else _validate_mask(reference, size, "reference")
+        mask_f = mask_float(mask, size)
+        ref_f = None if reference is None else mask_float(reference, size, "reference")
         h, w = net_shape(*size, self.net_size)
         if float(mask_f.max()) < NO_PERSON:
             return Correction(size=size, net_size=(h, w), params=None)
-        comp_low, mask_low, ref_low = _to_network_size(composite, mask_f, ref_f, (h, w))
+        comp_low, mask_low, ref_low = network_inputs(composite, mask_f, ref_f, (h, w))
         if float(ref_low.mean()) < NO_REFERENCE:
             return Correction(size=size, net_size=(h, w), params=None)
         scene_change = self._track_scene(size, comp_low, ref_low)
@@ -394,7 +294,7 @@ class Harmonizer:
         if params is None or not np.isfinite(params.data).all():
             log.warning("correction was not finite; this frame is left as the composite")
             return None
-        return lift_mod.blend_params(previous, params, momentum)
+        return corrections.blend_params(previous, params, momentum)
 
     def _colour_features(self, comp_low: np.ndarray, mask_low: np.ndarray, reference: np.ndarray | None):
         """The composite's colour statistics (engine.colour_prior.colour_features), computed once for the
@@ -411,12 +311,12 @@ class Harmonizer:
         matrix = colour_prior.IDENTITY + self._prior.change(features).reshape(4, 3)
         return colour_prior.recolour(comp_low, mask_low, matrix), matrix
 
-    def _gated(self, params: lift_mod.LiftParams, features, comp_low, mask_low) -> tuple[lift_mod.LiftParams, float]:
+    def _gated(self, params: corrections.LiftParams, features, comp_low, mask_low) -> tuple[corrections.LiftParams, float]:
         """(the correction moved towards the identity by the gate's amount, the amount); as it is without a
         gate. The gate sees the composite's statistics and the person as the whole correction leaves them."""
         if self._gate is None or features is None or not np.isfinite(params.data).all():
             return params, 1.0
-        corrected = lift_mod.apply_lift(params, comp_low)
+        corrected = corrections.apply_lift(params, comp_low)
         amount = float(self._gate(gate_mod.gate_features(features, corrected, mask_low)))
         if not np.isfinite(amount):
             return params, 1.0
@@ -425,14 +325,14 @@ class Harmonizer:
         gain = amount * params.detail_gain + (1.0 - amount)
         return dataclasses.replace(params, data=data, detail_gain=float(gain)), amount
 
-    def _affine_params(self, output, prior_matrix, comp_low, mask_low, chosen) -> lift_mod.LiftParams:
+    def _affine_params(self, output, prior_matrix, comp_low, mask_low, chosen) -> corrections.LiftParams:
         """The affine head's grid as a correction: after the prior's transform (if any), with the kept
         texture's gain (keep_detail)."""
         params = self._coefficients(output, chosen)
         if prior_matrix is not None:  # the prior's transform first, then the network's grid
             params = dataclasses.replace(params, data=colour_prior.compose(prior_matrix, params.data))
         if self._keep_detail > 0:  # the kept texture follows the transforms' stretch of the contrast
-            gain = lift_mod.contrast_gain(params, comp_low, mask_low, max(1, round(self._keep_detail)))
+            gain = corrections.contrast_gain(params, comp_low, mask_low, max(1, round(self._keep_detail)))
             params = dataclasses.replace(params, detail_gain=gain)
         return params
 
@@ -451,18 +351,20 @@ class Harmonizer:
         return self._backend.from_host(a)
 
     def _track_scene(self, size, comp_low: np.ndarray, ref_low: np.ndarray) -> bool:
-        """Reset the temporal state on a scene change; returns whether there was one."""
-        signature = self._scene_signature(comp_low, ref_low)
-        scene_change = self._is_scene_change(size, signature)
+        """Reset the temporal state on a scene change (engine.scene, or a new frame size); returns whether
+        there was one."""
+        last = self._scene
+        scene_change = last is not None and (last[0] != size or scene.scene_changed(last[1], comp_low, ref_low,
+                                                                                      SCENE_CHANGE))
         if scene_change:
             log.info("scene change detected: temporal statistics reset")
             self._stats = None
             self._params = None
-        self._scene = (size, signature)
+        self._scene = (size, scene.signature(comp_low, ref_low))
         return scene_change
 
     @staticmethod
-    def _coefficients(output, chosen=None) -> lift_mod.LiftParams:
+    def _coefficients(output, chosen=None) -> corrections.LiftParams:
         """The affine head's grid (1, 12, h, w) as an "affine-grid" correction: no fitting, exact at any
         resolution (the grid is applied to the full-resolution frame).
 
@@ -472,11 +374,11 @@ class Harmonizer:
         docs/notes/runtime.md)."""
         grid = host_hwc(output)
         if chosen is not None:
-            grid = lift_mod.scale_grid_outputs(grid, lift_mod.reference_light_gain(*chosen, REFERENCE_ADAPTATION))
-        return lift_mod.LiftParams("affine-grid", grid)
+            grid = corrections.scale_grid_outputs(grid, corrections.reference_light_gain(*chosen, REFERENCE_ADAPTATION))
+        return corrections.LiftParams("affine-grid", grid)
 
-    def _fit_lift(self, output, comp_low, mask_low, previous) -> lift_mod.LiftParams:
-        """An image head's output -> a correction fitted at network resolution (engine.lift)."""
+    def _fit_lift(self, output, comp_low, mask_low, previous) -> corrections.LiftParams:
+        """An image head's output -> a correction fitted at network resolution (engine.lifts)."""
         harm_low = host_hwc(output)
         if not np.isfinite(harm_low).all():
             log.warning("backend returned non-finite values; replaced (frame kept as composite there)")
@@ -485,7 +387,7 @@ class Harmonizer:
         options = {}
         if self.lift == "poly" and previous is not None:
             options["centre"] = previous.centre  # a shared centre makes the fits averageable
-        return lift_mod.fit_lift(self.lift, comp_low, harm_low, mask_low, **options)
+        return lifts.fit_lift(self.lift, comp_low, harm_low, mask_low, **options)
 
     def apply(self, correction: Correction, composite: np.ndarray, mask: np.ndarray, *,
               foreground: np.ndarray | None = None, background: np.ndarray | None = None,
@@ -514,60 +416,41 @@ class Harmonizer:
         """
         if not isinstance(correction, Correction):
             raise TypeError(f"correction must be a Correction from estimate(), got {type(correction).__name__}")
-        composite = _validate_image(composite)
+        composite = check_image(composite)
         size = composite.shape[:2]
         if tuple(size) != tuple(correction.size):
             raise ValueError(f"correction was estimated on a {correction.size[0]}x{correction.size[1]} frame, "
                              f"got {size[0]}x{size[1]} (call estimate again after a size change)")
-        mask_f = _validate_mask(mask, size)
+        mask_f = mask_float(mask, size)
         person = (foreground, background) if foreground is not None or background is not None else None
         if person is not None and (any(a is None for a in person) or
-                                   any(_validate_image(a).shape != composite.shape for a in person)):
+                                   any(check_image(a).shape != composite.shape for a in person)):
             raise ValueError("foreground and background must both be given, each H x W x 3 like the composite")
         out = composite.copy()
         if correction.params is None or self._strength == 0.0:
             return out
-        box = _person_box(mask_f) if box is None else box
+        box = person_box(mask_f, NO_PERSON) if box is None else box
         if box is None:
             return out
         y0, y1, x0, x1 = box
         if correction.unsharpen > 0.01:  # the person's own pixels, un-sharpened before the colour transform
             source = composite if person is None else person[0]
-            source = _unsharpened(source, mask_f, box, correction.unsharpen)
+            source = sharpness_mod.unsharpen_person(source, mask_f, box, correction.unsharpen)
             composite, person = (source, None) if person is None else (composite, (source, person[1]))
         scale = self._detail_scale(size, correction.net_size)
         if person is not None and correction.params.method in ("delta", "affine-grid"):
-            out[y0:y1, x0:x1] = lift_mod.apply_person(correction.params, *person, mask_f[y0:y1, x0:x1],
-                                                      self._strength, box, scale)
+            out[y0:y1, x0:x1] = corrections.apply_person(correction.params, *person, mask_f[y0:y1, x0:x1],
+                                                         self._strength, box, scale)
             return out
-        return self._apply_blend(correction.params, composite, mask_f, box, out, scale)
+        out[y0:y1, x0:x1] = corrections.apply_blend(correction.params, composite, mask_f[y0:y1, x0:x1],
+                                                    self._strength, box, scale)
+        return out
 
     def _detail_scale(self, size, net_size) -> int:
         """keep_detail (network pixels) as the full-resolution scale the transforms re-colour at; 0 = off."""
         if self._keep_detail <= 0:
             return 0
         return max(2, int(round(self._keep_detail * max(size) / max(net_size))))
-
-    def _apply_blend(self, params, composite, mask_f, box, out, detail_scale: int = 0) -> np.ndarray:
-        """composite + m * strength * (T(composite) - composite) in the box, into `out`."""
-        y0, y1, x0, x1 = box
-        weight = mask_f[y0:y1, x0:x1] * np.float32(self._strength)
-        if params.method == "affine-grid":  # the camera-rate paths (uint8 SIMD kernels, box only)
-            out[y0:y1, x0:x1] = lift_mod.apply_affine_blend(params, composite, weight, box, detail_scale)
-            return out
-        if params.method == "delta":
-            out[y0:y1, x0:x1] = lift_mod.apply_delta_blend(params, composite, weight, box)
-            return out
-        corrected = lift_mod.apply_lift(params, composite, box)
-        np.nan_to_num(corrected, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
-        comp = composite[y0:y1, x0:x1].astype(np.float32) * np.float32(1 / 255)
-        m = mask_f[y0:y1, x0:x1, None] * np.float32(self._strength)
-        blended = comp + m * (corrected - comp)
-        blended = np.clip(blended * 255 + 0.5, 0, 255).astype(np.uint8)
-        # Bit-exact background: wherever the mask is 0 the composite's own pixel is kept.
-        region = out[y0:y1, x0:x1]
-        np.copyto(region, blended, where=mask_f[y0:y1, x0:x1, None] > 0)
-        return out
 
     def harmonize(self, composite: np.ndarray, mask: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
         """`apply(estimate(composite, mask, reference), composite, mask)`.

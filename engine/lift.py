@@ -2,8 +2,8 @@
 
 engine.lift held resampling, corrections and lifts together; each now lives in the module named for it:
 engine.resampling (resizes and the grid's upsample), engine.corrections (what a correction is and how it
-is applied, NumPy beside torch) and engine.lifts (fitting an image head's output). engine.harmonizer
-(being edited for issue 20) and vcam.segment still import this name; new code imports the modules.
+is applied, NumPy beside torch) and engine.lifts (fitting an image head's output). vcam.segment
+(resize_box) and tests/test_colour_prior.py still import this name; new code imports the modules.
 Nothing is defined here.
 """
 

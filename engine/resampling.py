@@ -24,6 +24,17 @@ RESIZE_WHOLE_MAX_PIXELS = 1920 * 1080
 
 # -- the frame to the network's size ------------------------------------------------------------------------
 
+def net_shape(height: int, width: int, net_size: int) -> tuple[int, int]:
+    """(h, w) the network runs at for a frame: longer side net_size (or less for small frames), the
+    shorter side the nearest multiple of 8, both >= 8 (engine.Harmonizer's step 2 says why)."""
+    long_side = max(height, width)
+    target = min(net_size, max(8, -(-long_side // 8) * 8))
+    scale = target / long_side
+    h = max(8, int(round(height * scale / 8)) * 8)
+    w = max(8, int(round(width * scale / 8)) * 8)
+    return (target, w) if height >= width else (h, target)
+
+
 def network_interpolation(size: tuple[int, int], net: tuple[int, int]) -> int:
     """cv2's interpolation from a (H, W) frame to the network's (h, w): INTER_AREA when shrinking both sides
     (every source pixel counts: no aliasing of the person's texture into the statistics), else INTER_LINEAR."""
@@ -34,6 +45,17 @@ def network_resize(image: np.ndarray, net: tuple[int, int]) -> np.ndarray:
     """`image` (H, W[, C]) at the network's (h, w) (cv2.resize; a uint8 frame comes back rounded to uint8)."""
     h, w = net
     return cv2.resize(image, (w, h), interpolation=network_interpolation(image.shape[:2], net))
+
+
+def network_inputs(composite: np.ndarray, mask: np.ndarray, reference: np.ndarray | None,
+                   net: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The network's inputs at (h, w): (composite float32 in [0, 1] from its uint8 resize, mask, reference
+    clipped to [0, 1]); the reference defaults to 1 - mask. The GPU path's twin is `network_resize_torch`
+    with uint8_planes=3 (engine.device_harmonizer)."""
+    comp_low = network_resize(composite, net).astype(np.float32) * np.float32(1 / 255)
+    mask_low = np.clip(network_resize(mask, net), 0, 1)
+    ref_low = 1 - mask_low if reference is None else np.clip(network_resize(reference, net), 0, 1)
+    return comp_low, mask_low, ref_low
 
 
 def resize_matrices(size: tuple[int, int], net: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -187,6 +209,7 @@ def grid_at_low_res(grid: np.ndarray, size: tuple[int, int], box: tuple[int, int
     return _warp_box(grid, warp, (low_h, low_w))
 
 
-__all__ = ["RESIZE_WHOLE_MAX_PIXELS", "aligned_crop_resize", "grid_at_low_res", "interp_matrix", "network_interpolation",
+__all__ = ["RESIZE_WHOLE_MAX_PIXELS", "aligned_crop_resize", "grid_at_low_res", "interp_matrix", "net_shape",
+           "network_inputs", "network_interpolation",
            "network_resize", "network_resize_torch", "resize_box", "resize_matrices", "taps", "upsample_box",
            "upsample_grid_torch"]

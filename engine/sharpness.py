@@ -77,6 +77,17 @@ def unsharpen(image: np.ndarray, factor: float = DEFAULT_FACTOR, strength: float
     return cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_REFLECT)
 
 
+def unsharpen_person(image: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int],
+                     strength: float) -> np.ndarray:
+    """A copy of uint8 `image` with the person (mask > 0, inside `box` = (y0, y1, x0, x1)) un-sharpened by
+    `strength` (`unsharpen`); every pixel where the mask is 0 is the image's own."""
+    y0, y1, x0, x1 = box
+    out = image.copy()
+    np.copyto(out[y0:y1, x0:x1], unsharpen(image[y0:y1, x0:x1], strength=strength),
+              where=mask[y0:y1, x0:x1, None] > 0)
+    return out
+
+
 def _band_energies(grey: np.ndarray, region: np.ndarray) -> np.ndarray:
     """Mean squared fine (x - smooth(x)), middle (G0.8 - G1.6) and coarse (G1.6 - G3.2) bands over region."""
     fine = grey - cv2.filter2D(grey, -1, SMOOTH_KERNEL, borderType=cv2.BORDER_REFLECT)

@@ -122,8 +122,9 @@ def pipeline_part(args, log: Log, box_s: float, carry: Path) -> dict:
     import torch
 
     from engine.gpu_frame import GpuFramePath
-    from engine.harmonizer import Harmonizer, net_shape
+    from engine.harmonizer import Harmonizer
     from engine.phnet import create_model, output_names
+    from engine.resampling import net_shape
     from engine.weights import DEFAULT_WEIGHTS, load_weights
     from vcam.composite import composite
 

@@ -154,26 +154,3 @@ def test_the_scene_test_is_one_test(case, expected):
     assert bool(changed) == expected
     assert np.array_equal(background.numpy(), scene.signature(*now)[1])
 
-
-def test_the_harmonizers_own_copies_agree_until_it_calls_these():
-    """engine.harmonizer (edited for issue 20 elsewhere) still carries its own resize to the network and its
-    own scene test; until it calls engine.resampling and engine.scene, this holds the copies together.
-    Delete it when engine/harmonizer.py imports them."""
-    from types import SimpleNamespace
-
-    from engine.harmonizer import Harmonizer, _to_network_size
-
-    rng = np.random.default_rng(6)
-    image = rng.integers(0, 256, (360, 640, 3), dtype=np.uint8)
-    mask = cv2.GaussianBlur((rng.random((360, 640)) > 0.5).astype(np.float32), (0, 0), 3)
-    comp_low, mask_low, _ = _to_network_size(image, mask, None, (144, 256))
-    assert np.array_equal(comp_low, resampling.network_resize(image, (144, 256)).astype(np.float32) * np.float32(1 / 255))
-    assert np.array_equal(mask_low, np.clip(resampling.network_resize(mask, (144, 256)), 0, 1))
-    still = rng.random((72, 128, 3), dtype=np.float32)
-    last = _scene_frame(10, still)
-    decisions = []
-    for now in (_scene_frame(40, still), _scene_frame(40, still * 0.3)):  # the person moves; a new background
-        own = Harmonizer._is_scene_change(SimpleNamespace(_scene=((72, 128), scene.signature(*last))), (72, 128),
-                                          scene.signature(*now))
-        decisions.append((own, scene.scene_changed(scene.signature(*last), *now, SCENE_CHANGE)))
-    assert decisions == [(False, False), (True, True)]
