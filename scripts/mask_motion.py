@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import zlib
@@ -311,20 +312,26 @@ def time_against(other: Path, data: Path, backgrounds: Path, frames: int = 60, s
     rng = np.random.default_rng(0)
     segmenters = {"this": Segmenter(), "other": module.Segmenter()}
     times: dict[str, dict[str, list[float]]] = {name: {"moving": [], "still": []} for name in segmenters}
+    # the process's CPU time too (every thread: MediaPipe's included), less moved by other processes' load
+    cpu: dict[str, dict[str, list[float]]] = {name: {"moving": [], "still": []} for name in segmenters}
     steps = paths(person.shape[1], frames)
     for phase, key in (("moving", f"{speed}px"), ("still", "0px")):
         for positions in steps[key]:
             frame, truth = background.copy(), np.zeros(SIZE, bool)
             paste(frame, truth, person, mask, int(round(positions[0][0])))
             noisy = np.clip(frame + rng.normal(0.0, NOISE_SIGMA, frame.shape), 0, 255).astype(np.uint8)
-            for name, segmenter in segmenters.items():
-                start = time.perf_counter()
+            order = list(segmenters.items())
+            for name, segmenter in order if len(times["this"][phase]) % 2 else order[::-1]:  # each first in turn
+                start, start_cpu = time.perf_counter(), time.process_time()
                 segmenter.mask_for(noisy)
                 times[name][phase].append(1e3 * (time.perf_counter() - start))
+                cpu[name][phase].append(1e3 * (time.process_time() - start_cpu))
     for segmenter in segmenters.values():
         segmenter.close()
     return {"photo": stem, "other": str(other), **{
-        f"{name}_{phase}_ms_p50": float(np.median(values)) for name, by in times.items() for phase, values in by.items()}}
+        f"{name}_{phase}_ms_p50": float(np.median(values)) for name, by in times.items() for phase, values in by.items()},
+        **{f"{name}_{phase}_cpu_ms_mean": float(np.mean(values)) for name, by in cpu.items()
+           for phase, values in by.items()}, "load": list(os.getloadavg())}
 
 
 def main(argv=None) -> dict:
