@@ -110,3 +110,16 @@ def person_over(person: np.ndarray, background: np.ndarray, mask: np.ndarray) ->
         person = np.ascontiguousarray(person)
         blend_edge(out, index, take_pixels(person, index).astype(np.float32), mask[ys, xs])
     return out
+
+
+def person_over_torch(person, background, mask):
+    """`person_over` on a device, for the whole frame: person and background (B, 3, H, W) float at 0..255
+    (whole numbers), mask (B, 1, H, W) float32 in [0, 1]. The same three cases from the same uint8 levels
+    of the mask (the person where it is 255, the background where 0, the rounded blend between)."""
+    import torch
+
+    levels = torch.round(mask * 255.0)  # cv2.convertScaleAbs: rounded half to even, as torch.round
+    w = mask
+    blend = torch.floor((person * w + background * (1 - w)) * (1 / (1 + 1e-5)) + 0.5).clamp(0, 255)
+    return torch.where(levels >= 255, person, torch.where(levels <= 0, background, blend))
+

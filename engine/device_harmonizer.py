@@ -6,17 +6,20 @@ each one, built from the same steps as the CPU path: the resize to the network's
 scene-change test (engine.scene), the colour prior and the gate (engine.colour_prior, engine.gate), the
 chosen region's light (engine.corrections.reference_light_gain_torch), the temporal average of the
 statistics and the correction (engine.corrections.ema, the Harmonizer's momentum for the frames since the
-last estimate), the grid's upsample (engine.resampling.upsample_grid_torch), the transforms applied at
-0..255 and rounded (engine.corrections.transform_torch) and the blend through mask x strength
-(engine.corrections.blend_linear_torch). Each of those is tested against its NumPy twin on the CPU
-(tests/test_resampling.py), and the whole against engine.Harmonizer on a moving person
+last estimate), the kept texture's gain (engine.recolour.contrast_gain_torch, keep_detail), and the app's
+apply: the person's own colours re-coloured through the frame's 1/scale image
+(engine.recolour.affine_corrected_fast_torch, with keep_detail the finer texture kept), mixed with them
+by the strength, and composited over the background again (engine.blend.person_over_torch), as
+`Harmonizer.apply(..., foreground=, background=)` does. Each of those is tested against its NumPy twin on
+the CPU (tests/test_resampling.py), and the whole against engine.Harmonizer on a moving person
 (tests/test_gpu_frame.py).
 
 Every data-dependent decision is a `torch.where` on the device rather than a Python `if` on a tensor,
 which would wait for the GPU and break a CUDA graph.
 
-Not here yet (engine.Harmonizer has them): keep_detail (the shipped weights' kept texture), the person's
-own colours composited a second time (Harmonizer.apply's foreground), the sharpness undo, image heads.
+Not here (engine.Harmonizer has them): the sharpness undo (the app turns it off: its full-resolution
+detector costs 3-6 ms a 720p frame), image heads (a lift fitted per frame), the blend of a correction into
+a composite without the person's own colours (Harmonizer.apply without foreground).
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ import math
 import numpy as np
 import torch
 
-from engine import colour_prior, scene
+from engine import colour_prior, recolour, scene
 from engine import gate as gate_mod
+from engine.blend import person_over_torch
 from engine.corrections import (
     blend_linear_torch,
     ema,
@@ -70,12 +74,28 @@ class DeviceHarmonizer:
         self.strength = torch.ones((), device=dev)
         h, w = net_shape
         factor = model.config.affine_factor
+        self._apply_constants(frame_shape, net_shape, (h // factor, w // factor), model.config.keep_detail)
         self.state = {"stats": torch.zeros(1, int(model.stats_size), device=dev),
+                      "detail_gain": torch.ones((), device=dev),
                       "coefficients": torch.zeros(1, 12, h // factor, w // factor, device=dev),
                       "scene": torch.zeros(1, 3, h, w, device=dev),
                       "background": torch.zeros(h, w, dtype=torch.bool, device=dev),
                       "frames": torch.zeros((), device=dev),  # frames since the last estimate
                       **{f"has_{k}": torch.zeros((), dtype=torch.bool, device=dev) for k in ("stats", "params", "scene")}}
+
+    def _apply_constants(self, frame_shape, net_shape, grid_shape, keep_detail: float) -> None:
+        """What Harmonizer.apply derives from the sizes, made once: the blocks the person is re-coloured at
+        (engine.recolour: keep_detail's scale, or the fast apply's) and the grid's weights at their centres;
+        with keep_detail, the network picture's resize to the scale the texture's gain is measured at."""
+        dev = self.device
+        self.keep_detail = keep_detail > 0
+        self.scale = recolour.detail_scale(frame_shape, net_shape, keep_detail) or recolour.FAST_SCALE
+        self._wy, self._wx = (torch.from_numpy(recolour.grid_weights(n, g, self.scale)).to(dev)
+                              for n, g in zip(frame_shape, grid_shape))
+        if self.keep_detail:  # Harmonizer._affine_params: contrast_gain at round(keep_detail) network pixels
+            k = max(1, round(keep_detail))
+            small = (max(net_shape[0] // k, 1), max(net_shape[1] // k, 1))
+            self._contrast = tuple(torch.from_numpy(m).to(dev) for m in resize_matrices(net_shape, small))
 
     def set_smoothing(self, smoothing: float, fps: float) -> None:
         """The time constant in seconds at `fps` frames a second (a kernel with the value as argument)."""
@@ -87,24 +107,34 @@ class DeviceHarmonizer:
             self.state[k].fill_(False)
 
     def step(self, image, background, mask_f, harmonize: bool):
-        """(1, 3, H, W) 0..255 in self.dtype, RGB: the composite of image over background through mask_f
-        (H, W) float32 in [0, 1], harmonized when `harmonize`."""
+        """(1, 3, H, W) 0..255, RGB: the composite of `image` (the person's own colours) over `background`
+        (both (1, 3, H, W) uint8 values in self.dtype) through mask_f (H, W) float32 in [0, 1], harmonized
+        when `harmonize`."""
         mask = mask_f.to(self.dtype)[None, None]
         # vcam.composite's blend, rounded to uint8 (integers are exact in fp16).
         composite = blend_linear_torch(image, background, mask)
         self.state["frames"].add_(1)  # time passes with harmonization off too (the momentum follows it)
         if not harmonize:
             return composite
-        coefficients, use = self._estimate(composite, mask, mask_f.amax() >= NO_PERSON)
-        # Harmonizer.apply + corrections.apply_affine_blend at 0..255: the transforms applied and rounded to
-        # uint8, then blended by mask x strength and rounded again.
-        c = upsample_grid_torch(coefficients.to(self.dtype), tuple(composite.shape[-2:]))
-        corrected = torch.round(transform_torch(c, composite, 255.0).clamp(0, 255))
-        weight = mask * torch.where(use, self.strength, 0.0).to(self.dtype)
-        return blend_linear_torch(corrected, composite, weight)
+        coefficients, gain, use = self._estimate(composite, mask, mask_f.amax() >= NO_PERSON)
+        person = self._apply(coefficients, gain, image.float(), background.float(), mask_f[None, None])
+        # Harmonizer.apply returns the composite without a correction or at strength 0.
+        return torch.where(use & (self.strength > 0), person.to(composite.dtype), composite)
+
+    def _apply(self, coefficients, gain, image, background, mask):
+        """engine.recolour.apply_person on the whole frame, in float32 (fp16 would move its sums by ~0.1
+        level): the person's colours re-coloured, mixed with them by the strength, composited again."""
+        if self.keep_detail:
+            matrix = gain * torch.eye(3, device=self.device)
+        else:  # recolour.gain_matrix: the grid's mean transform
+            matrix = coefficients[0, :9].mean(dim=(1, 2)).reshape(3, 3).T
+        person = recolour.affine_corrected_fast_torch(coefficients, image, self.scale, matrix, self._wy, self._wx)
+        person = torch.round(image * (1 - self.strength) + person * self.strength)  # cv2.addWeighted; exact at 1
+        return person_over_torch(person, background, mask)
 
     def _estimate(self, composite, mask, person):
-        """Harmonizer.estimate: (smoothed coefficients (1, 12, h/f, w/f) fp32, whether to apply them).
+        """Harmonizer.estimate: (smoothed coefficients (1, 12, h/f, w/f) fp32, the kept texture's smoothed
+        gain, whether to apply them).
 
         The state moves exactly where the Harmonizer's does: not without a person or a reference (the
         Harmonizer returns before touching it); a scene change forgets the statistics and the correction;
@@ -119,24 +149,26 @@ class DeviceHarmonizer:
         had_stats, had_params = s["has_stats"] & ~change, s["has_params"] & ~change
         # Harmonizer.momentum: exp(-dt / smoothing) for the time since the last estimate.
         momentum = self.per_frame_momentum ** s["frames"] * had_stats.float()
-        output, stats_out = self._network(comp_low, mask_low, ref_low, momentum)
+        output, gain, stats_out = self._network(comp_low, mask_low, ref_low, momentum)
         m = momentum * had_params.float()  # corrections.blend_params: the previous correction only with momentum
-        blended = ema(s["coefficients"], output, m)
+        blended, blended_gain = ema(s["coefficients"], output, m), ema(s["detail_gain"], gain, m)
         stats_ok, params_ok = torch.isfinite(stats_out).all(), torch.isfinite(blended).all()
         s["stats"].copy_(torch.where(active & stats_ok, stats_out, s["stats"]))
         s["has_stats"].copy_(torch.where(active, stats_ok, s["has_stats"]))
         s["coefficients"].copy_(torch.where(active & params_ok, blended, s["coefficients"]))
+        s["detail_gain"].copy_(torch.where(active & params_ok, blended_gain, s["detail_gain"]))
         s["has_params"].copy_(torch.where(active, params_ok, s["has_params"]))
         s["scene"].copy_(torch.where(active, comp_low, s["scene"]))
         s["background"].copy_(torch.where(active, background, s["background"]))
         s["has_scene"].copy_(s["has_scene"] | active)
         s["frames"].copy_(torch.where(active, 0.0, s["frames"]))
         use = active & params_ok
-        return torch.where(use, blended, s["coefficients"]), use
+        return blended, blended_gain, use
 
     def _network(self, comp_low, mask_low, ref_low, momentum):
         """The network's correction as the Harmonizer makes it: the prior's re-colouring first, the chosen
-        region's light, the prior's transform composed, the gate; and the new statistics (fp32)."""
+        region's light, the prior's transform composed, the kept texture's gain, the gate; (coefficients,
+        gain, the new statistics), fp32."""
         mdt = self._model_dtype
         net_in, prior_matrix, features = comp_low, None, None
         chosen = None if self._reference_low is None else ref_low
@@ -152,20 +184,25 @@ class DeviceHarmonizer:
             output = scale_grid_outputs_torch(output, gain)
         if prior_matrix is not None:
             output = colour_prior.compose_torch(prior_matrix, output)
+        gain = torch.ones((), device=self.device)
+        if self.keep_detail:  # the kept texture follows the transforms' stretch of the contrast
+            gain = recolour.contrast_gain_torch(output, comp_low, mask_low, *self._contrast)
         if self._gate is not None:
-            output = self._gated(output, comp_low, mask_low, chosen, features)
-        return output, stats_out
+            output, amount = self._gated(output, comp_low, mask_low, chosen, features)
+            gain = amount * gain + (1 - amount)
+        return output, gain, stats_out
 
     def _gated(self, coefficients, comp_low, mask_low, chosen, features):
-        """Harmonizer._gated: the coefficients moved towards the identity by the gate's amount, judged on
-        the person as the whole correction leaves them at network size."""
+        """Harmonizer._gated: (the coefficients moved towards the identity by the gate's amount, the amount),
+        judged on the person as the whole correction leaves them at network size."""
         if features is None:
             features = colour_prior.colour_features_torch(comp_low, mask_low, chosen, self._gate.constants)
         c = upsample_grid_torch(coefficients, tuple(comp_low.shape[-2:]))
         corrected = transform_torch(c, comp_low).clamp(0, 1)
         amount = self._gate.amount(features, corrected, mask_low)
         amount = torch.where(torch.isfinite(amount), amount, 1.0)
-        return ema(coefficients, self._identity, amount)  # gate.scale_correction: amount * c + (1 - amount) * I
+        # gate.scale_correction: amount * c + (1 - amount) * I
+        return ema(coefficients, self._identity, amount), amount
 
 
 __all__ = ["DeviceHarmonizer"]

@@ -10,8 +10,11 @@ resolution) and runs the network in a worker thread. On a GPU the network is che
 and what costs is moving 1080p frames and launching small kernels. So here the whole frame's work runs on
 the device: the camera picture and the mask are uploaded once (from pinned host memory), and the
 composite over the background (uploaded once), the resize to the network size, the network, the affine
-head's colour transforms applied at full resolution and the blend through the mask all stay on the GPU in
-half precision; the output is downloaded once. On CUDA the device part is one CUDA graph (one launch
+head's colour transforms applied to the person's own colours at full resolution and the person composited
+over the background again all stay on the GPU; the output is downloaded once. The picture is
+`engine.Harmonizer.apply(estimate(composite, mask), composite, mask, foreground=image,
+background=background)`'s: `image` is the person's own colours (the camera picture, or vcam.composite's
+foreground estimate at the soft edge). On CUDA the device part is one CUDA graph (one launch
 instead of hundreds of small kernels), and nothing waits for the GPU except `result()` (the download).
 
 The maths is engine.device_harmonizer's: the CPU path's steps (engine.resampling, engine.corrections,
@@ -27,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -151,12 +153,6 @@ class GpuFramePath:
                  channels: str = "rgb", cuda_graph: bool = True, depth: int = 2, prior: bool = True,
                  fps: float = 30.0, gate: bool = True):
         width, height, precision = _check_arguments(model, size, device, precision, net_size, channels, depth)
-        if getattr(model.config, "keep_detail", 0.0) > 0:
-            # Not on the device path yet: it applies the transforms to every pixel, as keep_detail 0 does
-            # (engine.Harmonizer keeps the finer texture instead). Said once, where the path is built.
-            logging.getLogger(__name__).warning(
-                "the GPU frame path does not apply keep_detail=%s yet: the person's finest texture follows "
-                "the model's transforms", model.config.keep_detail)
         self.device = torch.device(device)
         cuda = self.device.type == "cuda"
         self.size, self.frame_shape = (width, height), (height, width)

@@ -22,7 +22,7 @@ What happens to a frame:
    image head's output gets a lift fitted at low resolution (engine.lifts, `lift`, default DEFAULT_LIFT).
    Average it with the previous correction at the same momentum (the correction is temporal state too)
    and return it as a `Correction`.
-5. `apply` (engine.corrections): evaluate the correction at full resolution inside the person's bounding
+5. `apply` (engine.recolour): evaluate the correction at full resolution inside the person's bounding
    box, blend `composite + strength * mask * (corrected - composite)` (or, given the person's own colours,
    composite `m * T(foreground) + (1 - m) * background`), the composite's own pixels wherever mask == 0.
 
@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine import colour_prior, corrections, lifts, scene
+from engine import colour_prior, corrections, lifts, recolour, scene
 from engine import gate as gate_mod
 from engine import sharpness as sharpness_mod
 from engine.backends import create_backend
@@ -332,7 +332,7 @@ class Harmonizer:
         if prior_matrix is not None:  # the prior's transform first, then the network's grid
             params = dataclasses.replace(params, data=colour_prior.compose(prior_matrix, params.data))
         if self._keep_detail > 0:  # the kept texture follows the transforms' stretch of the contrast
-            gain = corrections.contrast_gain(params, comp_low, mask_low, max(1, round(self._keep_detail)))
+            gain = recolour.contrast_gain(params, comp_low, mask_low, max(1, round(self._keep_detail)))
             params = dataclasses.replace(params, detail_gain=gain)
         return params
 
@@ -437,20 +437,14 @@ class Harmonizer:
             source = composite if person is None else person[0]
             source = sharpness_mod.unsharpen_person(source, mask_f, box, correction.unsharpen)
             composite, person = (source, None) if person is None else (composite, (source, person[1]))
-        scale = self._detail_scale(size, correction.net_size)
+        scale = recolour.detail_scale(size, correction.net_size, self._keep_detail)
         if person is not None and correction.params.method in ("delta", "affine-grid"):
-            out[y0:y1, x0:x1] = corrections.apply_person(correction.params, *person, mask_f[y0:y1, x0:x1],
-                                                         self._strength, box, scale)
+            out[y0:y1, x0:x1] = recolour.apply_person(correction.params, *person, mask_f[y0:y1, x0:x1],
+                                                      self._strength, box, scale)
             return out
-        out[y0:y1, x0:x1] = corrections.apply_blend(correction.params, composite, mask_f[y0:y1, x0:x1],
-                                                    self._strength, box, scale)
+        out[y0:y1, x0:x1] = recolour.apply_blend(correction.params, composite, mask_f[y0:y1, x0:x1],
+                                                 self._strength, box, scale)
         return out
-
-    def _detail_scale(self, size, net_size) -> int:
-        """keep_detail (network pixels) as the full-resolution scale the transforms re-colour at; 0 = off."""
-        if self._keep_detail <= 0:
-            return 0
-        return max(2, int(round(self._keep_detail * max(size) / max(net_size))))
 
     def harmonize(self, composite: np.ndarray, mask: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
         """`apply(estimate(composite, mask, reference), composite, mask)`.

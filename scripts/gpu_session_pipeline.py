@@ -7,7 +7,6 @@ fp32 eager; the network alone at the network's shape; the device path's agreemen
 
 from __future__ import annotations
 
-import copy
 import queue
 import threading
 import time
@@ -208,20 +207,17 @@ def pipeline_part(args, log: Log, box_s: float, carry: Path) -> dict:
     # the clip's real frames and masks.
     agreement = {}
     try:
-        # The device path does not apply keep_detail yet (engine/device_harmonizer.py), nor the stills-only sharpness
-        # step (off in the app, as here): compare like with like.
-        reference_model = copy.deepcopy(shipped)
-        if hasattr(reference_model.config, "keep_detail"):
-            reference_model.config.keep_detail = 0.0
-        harmonizer = Harmonizer(model=reference_model, backend="torch", device="cpu", smoothing=0.1,
-                                sharpness=False)
+        # The app's harmonizer and apply (the person's own colours corrected, composited again; keep_detail as
+        # the weights say; no sharpness step, off in the app as in the device path).
+        harmonizer = Harmonizer(model=shipped, backend="torch", device="cpu", smoothing=0.1, sharpness=False)
         path = GpuFramePath(shipped, (width, height), background=background_rgb, device=device, smoothing=0.1)
         diffs = []
         for i, (frame, mask) in enumerate(zip(in_memory[:args.agreement_frames], masks)):
             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
             comp = composite(rgb, background_rgb, mask.astype(np.float32) / 255)
             # frames 1/fps apart, as the device path assumes (the smoothing is a time constant)
-            reference = harmonizer.apply(harmonizer.estimate(comp, mask, timestamp=i / path.fps), comp, mask)
+            correction = harmonizer.estimate(comp, mask, timestamp=i / path.fps)
+            reference = harmonizer.apply(correction, comp, mask, foreground=rgb, background=background_rgb)
             diffs.append(np.abs(path.process(rgb, mask).astype(np.int16) - reference))
         d = np.stack(diffs)
         agreement = {"frames": len(diffs), "max_levels": int(d.max()), "mean_levels": float(d.mean()),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine import affine, corrections
+from engine import affine, corrections, recolour
 from engine.export import example_inputs
 from engine.harmonizer import Harmonizer
 from engine.phnet import create_model, harmonized_image, output_names
@@ -48,13 +48,13 @@ def test_camera_rate_blend_matches_the_float_reference():
     box = (10, 80, 20, 150)
     weight = rng.random((70, 130), dtype=np.float32)
     params = corrections.LiftParams("affine-grid", grid)
-    got = corrections.apply_affine_blend(params, frame, weight, box)
+    got = recolour.apply_affine_blend(params, frame, weight, box)
     corrected = corrections.apply_lift(params, frame, box) * 255
     part = frame[10:80, 20:150].astype(np.float32)
     expected = part + weight[..., None] * (corrected - part)
     assert got.dtype == np.uint8
     assert np.abs(got.astype(np.float32) - expected).max() <= 2.0  # uint8 rounding twice, 1/32 px positions
-    zero = corrections.apply_affine_blend(params, frame, np.zeros_like(weight), box)
+    zero = recolour.apply_affine_blend(params, frame, np.zeros_like(weight), box)
     assert np.array_equal(zero, frame[10:80, 20:150])  # weight 0 is the composite bit for bit
 
 
@@ -170,8 +170,8 @@ def test_keep_detail_restores_the_frames_texture_under_a_flattening_transform():
         a = a.astype(np.float32)
         return a - cv2.GaussianBlur(a, (0, 0), 3)
 
-    flat = corrections.apply_affine_blend(params, frame, weight, box)
-    kept = corrections.apply_affine_blend(params, frame, weight, box, detail_scale=4)
+    flat = recolour.apply_affine_blend(params, frame, weight, box)
+    kept = recolour.apply_affine_blend(params, frame, weight, box, detail_scale=4)
     assert high(flat).std() < 0.6 * high(frame).std()
     assert abs(high(kept).std() / high(frame).std() - 1) < 0.1
     assert abs(kept.mean() - flat.mean()) < 2.0  # the colour change itself is the same

@@ -276,7 +276,7 @@ def test_apply_with_foreground_corrects_the_person_then_composites(harmonizer):
     """With the foreground and background, apply = m * T(foreground) + (1 - m) * background: at the soft
     edge the correction per unit of person equals the inside's, where blending T(composite) with the mask
     gives the edge the correction of a mix of person and background."""
-    from engine.corrections import apply_person
+    from engine.recolour import apply_person
 
     person, mask = _scene(120, 160, seed=4)
     background = np.full_like(person, (40, 60, 160))

@@ -250,7 +250,8 @@ def test_delta_drops_the_networks_lost_texture_but_keeps_the_colour_change():
 def test_apply_person_corrects_the_person_then_composites(method, strength):
     """m * T_s(foreground) + (1 - m) * background within 1 level (T_s: T blended with the identity by the
     strength); the background bit for bit where m is 0; the edge gets the inside's correction."""
-    from engine.corrections import LiftParams, affine_corrected_fast, apply_person, delta_corrected
+    from engine.corrections import LiftParams, delta_corrected
+    from engine.recolour import affine_corrected_fast, apply_person
 
     rng = np.random.default_rng(5)
     foreground = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
@@ -281,7 +282,8 @@ def test_the_camera_rate_affine_path_is_close_to_the_exact_one():
     grid that varies over the frame, off by about a level on average."""
     from skimage import data
 
-    from engine.corrections import LiftParams, affine_corrected, affine_corrected_fast
+    from engine.corrections import LiftParams, affine_corrected
+    from engine.recolour import affine_corrected_fast
 
     photo = np.ascontiguousarray(data.astronaut()[:, 64:448])  # 512 x 384 RGB uint8
     base = np.float32([0.85, 0.05, 0.0, 0.02, 0.9, 0.0, 0.0, 0.05, 1.1, 0.06, -0.03, 0.02])
@@ -335,7 +337,8 @@ def test_scaled_grid_outputs_equal_the_grid_then_the_gain():
 
 
 def test_contrast_gain_is_the_grids_stretch_of_the_persons_grey_contrast():
-    from engine.corrections import LiftParams, contrast_gain
+    from engine.corrections import LiftParams
+    from engine.recolour import contrast_gain
 
     image = _texture(60, 90, smooth=True)
     mask = np.zeros((60, 90), np.float32)
@@ -355,7 +358,8 @@ def test_contrast_gain_is_the_grids_stretch_of_the_persons_grey_contrast():
 
 
 def test_kept_detail_follows_the_detail_gain_and_the_gain_is_averaged_over_time():
-    from engine.corrections import LiftParams, affine_corrected_fast, blend_params
+    from engine.corrections import LiftParams, blend_params
+    from engine.recolour import affine_corrected_fast
 
     photo = (np.clip(_texture(96, 128), 0, 1) * 255).astype(np.uint8)
     grid = np.tile(np.float32([0.9, 0, 0, 0, 0.9, 0, 0, 0, 0.9, 0.05, 0.05, 0.05]), (4, 6, 1))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine import corrections, resampling, scene
+from engine import blend, corrections, recolour, resampling, scene
 from engine.harmonizer import REFERENCE_ADAPTATION, SCENE_CHANGE
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -95,6 +95,64 @@ def test_the_blend_is_one_blend():
     got = corrections.blend_linear_torch(_chw(a).float(), _chw(b).float(), _chw(weight))
     assert np.array_equal(_hwc(got).astype(np.uint8), expected)
     assert np.array_equal(expected[:8], b[:8])
+
+
+def _photo_like(height: int, width: int, seed: int) -> np.ndarray:
+    """Smooth shading with texture on it (a camera picture's two scales), uint8."""
+    rng = np.random.default_rng(seed)
+    smooth = cv2.resize(rng.uniform(30, 220, (6, 9, 3)).astype(np.float32), (width, height))
+    return np.clip(smooth + rng.normal(0, 12, (height, width, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("keep_detail", [False, True])
+@pytest.mark.parametrize("size, scale", [((180, 320), 4), ((720, 1280), 15), ((250, 333), 7)])
+def test_the_fast_apply_is_one_apply_wherever_the_box_lies(size, scale, keep_detail):
+    """recolour.affine_corrected_fast (the CPU: the blocks around the person's box) and its torch twin (the
+    GPU path: the whole frame) within a level on under 0.5 % of the values; and two boxes give the same
+    pixels where they overlap, bit for bit: the 1/scale image is the frame's, not the box's. The last size
+    is no multiple of the scale (the frame's last blocks are filled with its edge)."""
+    height, width = size
+    image = _photo_like(height, width, 4)
+    params = corrections.LiftParams("affine-grid", _grid(9, 16, seed=5), detail_gain=1.3)
+    gain = recolour.gain_matrix(params.data, keep_detail, params.detail_gain)
+    wy, wx = (torch.from_numpy(recolour.grid_weights(n, g, scale)) for n, g in zip(size, params.data.shape[:2]))
+    whole = _hwc(recolour.affine_corrected_fast_torch(_chw(params.data), _chw(image).float(), scale,
+                                                     torch.from_numpy(gain), wy, wx))
+    boxes = [(0, height, 0, width), (height // 5, height - 3, width // 3 + 1, width), (7, height // 2, 5, width // 2)]
+    parts = [recolour.affine_corrected_fast(params, image, box, scale, keep_detail) for box in boxes]
+    for (y0, y1, x0, x1), part in zip(boxes, parts):
+        diff = np.abs(part.astype(np.int16) - whole[y0:y1, x0:x1])
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.005, (diff.max(), (diff > 0).mean())
+    y0, y1, x0, x1 = boxes[1]
+    assert np.array_equal(parts[1], parts[0][y0:y1, x0:x1])
+
+
+def test_the_person_composite_is_one_composite():
+    """blend.person_over (the soft edge alone, from the mask's uint8 levels) and person_over_torch (every
+    pixel): equal on every value, the mask's certain and empty pixels and ties included."""
+    rng = np.random.default_rng(7)
+    person, background = (rng.integers(0, 256, (64, 96, 3), dtype=np.uint8) for _ in range(2))
+    mask = rng.random((64, 96), dtype=np.float32)
+    mask[:8], mask[8:16], mask[16:24] = 0.0, 1.0, 0.5
+    mask[24:32] = rng.integers(0, 256, (8, 96)) / np.float32(255)  # exactly on the levels
+    expected = blend.person_over(person, background, mask)
+    got = blend.person_over_torch(_chw(person).float(), _chw(background).float(), _chw(mask))
+    assert np.array_equal(_hwc(got).astype(np.uint8), expected)
+
+
+@pytest.mark.parametrize("person", [True, False])
+def test_the_kept_textures_gain_is_one_gain(person):
+    """recolour.contrast_gain and contrast_gain_torch: the grid's stretch of the person's grey contrast at
+    1/3 of the network picture; 1 where there is nobody to measure."""
+    image = _photo_like(144, 256, 8).astype(np.float32) / 255
+    mask = np.zeros((144, 256), np.float32)
+    mask[30:130, 80:180] = 1.0 if person else 0.0
+    grid = _grid(9, 16, seed=9)
+    expected = recolour.contrast_gain(corrections.LiftParams("affine-grid", grid), image, mask, 3)
+    ry, rx_t = (torch.from_numpy(m) for m in resampling.resize_matrices((144, 256), (48, 85)))
+    got = float(recolour.contrast_gain_torch(_chw(grid), _chw(image), _chw(mask), ry, rx_t))
+    assert got == pytest.approx(expected, rel=2e-3)
+    assert (expected != 1.0) == person
 
 
 @pytest.mark.parametrize("empty", [False, True])
