@@ -155,6 +155,7 @@ class Harmonizer:
         self._keep_detail = float(getattr(getattr(self._model, "config", None), "keep_detail", 0.0))
         self._prior = colour_prior.prior_for(self._model) if prior else None
         self._gate = gate_mod.gate_for(self._model) if gate is True else (gate or None)
+        self._own_gate = gate is True  # the weights' own gate (the GPU frame path loads the same)
         self._backend = create_backend(backend, self._model, device, precision, threads, max_size=net_size)
         self._device = self._backend.device
         self.threads = threads  # ONNX Runtime gets it here; the app's CPU worker gives torch the same count
@@ -454,6 +455,26 @@ class Harmonizer:
             RuntimeError: the backend failed.
         """
         return self.apply(self.estimate(composite, mask, reference), composite, mask)
+
+    def frame_path(self, size: tuple[int, int], reference: np.ndarray | None = None):
+        """This harmonizer's work as a GPU frame path (engine.gpu_frame.GpuFramePath, which the app runs
+        inline on CUDA) for frames of `size` = (width, height) on its device: the same weights, net_size,
+        smoothing, strength, colour prior and gate; `reference` fixed for the stream. None where the path
+        cannot run this model (an image head, or a custom gate), or without torch."""
+        if self._gate is not None and not self._own_gate:
+            return None  # a gate passed in as a callable: the device path only runs the weights' own
+        try:
+            from engine.gpu_frame import GpuFramePath
+        except ImportError:  # the lean runtime: no torch, no device path
+            return None
+        model = self._model.module() if hasattr(self._model, "module") else self._model
+        if self._backend.output_names[0] != "coefficients":
+            return None
+        index = getattr(self._device, "index", None)  # a torch.device, or the lean runtime's own Device
+        device = self._device.type if index is None else f"{self._device.type}:{index}"
+        return GpuFramePath(model, size, device=device, net_size=self.net_size, smoothing=self._smoothing,
+                            strength=self._strength, reference=reference, prior=self._prior is not None,
+                            gate=self._gate is not None)
 
     def close(self) -> None:
         """Release the backend. Safe to call more than once."""

@@ -326,3 +326,35 @@ def test_a_moving_person_matches_the_cpu_path_within_one_level(strong_model):
     # The walk is one scene: the state is carried throughout (frame 4 has no person: no estimate).
     assert moved == [False, True, True, True, False, True, True, True]
     harmonizer.close()
+
+
+def test_the_app_stage_runs_the_gpu_frame_path_as_its_inline_estimate_and_apply(strong_model):
+    """vcam.harmonize's inline stage with the GPU frame path (on CUDA by default; here forced on the CPU
+    torch device) sends what the same stage sends with estimate + apply, within a level, through the
+    walk, a strength change and a reset from the control page."""
+    from vcam.frame import Frame
+    from vcam.harmonize import HarmonizeStage
+
+    clip, background = _moving_person(6)
+    stages = [HarmonizeStage(Harmonizer(model=strong_model, backend="torch", device="cpu", sharpness=False,
+                                        smoothing=0.5), mode="inline", gpu_frames=gpu) for gpu in (True, False)]
+    assert [s.gpu_frames for s in stages] == [True, False]
+    for i, (image, mask) in enumerate(clip):
+        if i == 2:
+            for stage in stages:
+                stage.configure(strength=0.6)
+        if i == 4:
+            for stage in stages:
+                stage.reset()
+        outputs = []
+        for stage in stages:
+            frame = Frame(i, i / 30, image, mask=mask, foreground=image, background=background,
+                          composite=composite(image, background, mask))
+            outputs.append(stage(frame).output)
+        assert not any(s.failed for s in stages)
+        diff = np.abs(outputs[0].astype(np.int16) - outputs[1])
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.005, (i, diff.max(), (diff > 0).mean())
+    assert stages[0]._frames is not None and stages[0]._frames.strength == 0.6
+    for stage in stages:
+        stage.close()
+    assert stages[0]._frames is None

@@ -2,6 +2,10 @@
 
 Two ways to run, chosen from where the network runs (`harmonizer.device`, never a backend's name):
 - "inline" (a GPU, or an offline job such as the demo): `harmonize()` on every frame, in the frame loop.
+  On CUDA the frame goes through the GPU frame path instead (`Harmonizer.frame_path`, engine.gpu_frame):
+  the person's colours, the mask and the background are uploaded, the composite, the network, the
+  correction and the second composite run on the device, the output is downloaded; the same picture as
+  estimate + apply within a level (tests/test_gpu_frame.py).
 - "worker" (a CPU): the network is slower than the camera, and harmonization changes slowly. A worker
   thread runs `estimate()` on the newest composite at most `refresh_hz` times a second, and fewer (down to
   3 Hz) while the frame loop is short of CPU (`vcam.refresh.RefreshGovernor`); every frame gets `apply(latest
@@ -252,6 +256,8 @@ class HarmonizeStage:
         retry_initial, retry_max: after an engine error, seconds until the next try (doubling up to the max).
         overlapped: the names of the stages that run in a thread of their own, beside this one's (the
             pipeline's front with overlap on): the refresh governor reads the loop's pace from the busier side.
+        gpu_frames: inline, run each frame through the harmonizer's GPU frame path; None: where the network
+            runs on CUDA (False where the harmonizer has no such path for its model).
 
     Raises:
         ValueError: an unknown mode.
@@ -259,7 +265,7 @@ class HarmonizeStage:
 
     def __init__(self, harmonizer, mode: str = "auto", refresh_hz: float = 10.0,
                  reference: np.ndarray | None = None, enabled: bool = True, retry_initial: float = 1.0,
-                 retry_max: float = 60.0, overlapped=()):
+                 retry_max: float = 60.0, overlapped=(), gpu_frames: bool | None = None):
         if mode not in ("auto", "inline", "worker"):
             raise ValueError(f"mode must be auto, inline or worker, got {mode!r}")
         self.harmonizer = harmonizer
@@ -279,6 +285,12 @@ class HarmonizeStage:
         self._worker: _Worker | None = None
         self._inline_ms = Window(TIMING_WINDOW)
         self._started = time.perf_counter()
+        if gpu_frames is None:
+            gpu_frames = self.mode == "inline" and device_type(harmonizer) == "cuda"
+        self.gpu_frames = bool(gpu_frames) and self.mode == "inline"
+        self._frames = None  # the GPU frame path for the current frame size, made on the first frame
+        self._frames_generation = 0  # the reset generation the frame path has applied
+        self._frames_reference = None  # the reference region the frame path was made with
 
     # -- live settings (queued to the owner of the temporal state) ----------------------------------
     def configure(self, *, smoothing: float | None = None, strength: float | None = None,
@@ -354,11 +366,42 @@ class HarmonizeStage:
 
     def _inline_step(self, frame: Frame) -> np.ndarray:
         started = time.perf_counter()
-        correction = self.harmonizer.estimate(frame.composite, frame.mask, self._reference_for(frame),
-                                              timestamp=frame.captured_at)
-        output = self._apply(correction, frame)
+        output = self._gpu_step(frame) if self.gpu_frames else None
+        if output is None:
+            correction = self.harmonizer.estimate(frame.composite, frame.mask, self._reference_for(frame),
+                                                  timestamp=frame.captured_at)
+            output = self._apply(correction, frame)
         self._inline_ms.append((time.perf_counter() - started) * 1000.0)  # a window: bounded for hours
         return output
+
+    def _gpu_step(self, frame: Frame) -> np.ndarray | None:
+        """The frame through the GPU frame path (None where the frame lacks the person's own colours, or the
+        harmonizer has no frame path: then never again). The path follows the harmonizer's live settings and
+        the stage's resets here, between two frames."""
+        if frame.foreground is None or frame.background is None:
+            return None
+        height, width = frame.composite.shape[:2]
+        path = self._frames
+        # The reference region is fixed for a path's stream: a new one (a live setting) makes a new path.
+        if path is None or path.size != (width, height) or self._frames_reference is not self.reference:
+            if path is not None:
+                path.close()
+            make = getattr(self.harmonizer, "frame_path", None)  # optional in the stage's harmonizer contract
+            path = self._frames = make((width, height), self._reference_for(frame)) if make else None
+            self._frames_generation, self._frames_reference = self._generation, self.reference
+            if path is None:
+                log.info("no GPU frame path for this model: harmonizing with estimate + apply")
+                self.gpu_frames = False
+                return None
+        if self._frames_generation != self._generation:
+            path.reset()
+            self._frames_generation = self._generation
+        if path.strength != self.harmonizer.strength:
+            path.strength = self.harmonizer.strength
+        if path.smoothing != self.harmonizer.smoothing:
+            path.smoothing = self.harmonizer.smoothing
+        # A copy: the path's pinned buffer is reused two frames later, and the output may be held longer.
+        return path.process(frame.foreground, frame.mask, frame.background).copy()
 
     def _worker_step(self, frame: Frame) -> np.ndarray | None:
         if self._worker is None:
@@ -420,6 +463,9 @@ class HarmonizeStage:
         running); idempotent."""
         worker, self._worker = self._worker, None
         harmonizer, self.harmonizer = self.harmonizer, None
+        frames, self._frames = self._frames, None
+        if frames is not None:
+            frames.close()
         if worker is not None:
             worker.close(close_harmonizer=harmonizer is not None)
         elif harmonizer is not None:
