@@ -3,6 +3,7 @@
     nice -n 10 .venv/bin/python scripts/edge_colour.py --json out/edge_colour.json \
         [--per-group 4] [--frames 8] [--video-frames 30] [--variants camera,estimate]
     nice -n 10 .venv/bin/python scripts/edge_colour.py --real 60 --json out/edge_real.json
+    nice -n 10 .venv/bin/python scripts/edge_colour.py --flicker
     .venv/bin/python scripts/edge_colour.py --picture docs/img/edges_before_after.jpg
 
 Three sets, each with the true composite known at the edge:
@@ -33,6 +34,9 @@ have the room's part of their colour replaced by the person's); `--variants a,b`
   picture where the matte is 0, i.e. the background side only). 0: none of the room; 1: the room itself.
   `room_share_soft` and `room_share_certain` split it by where vcam's mask is soft or 0/1 (the latter is
   the mask's position: a colour treatment of the soft edge cannot reach it).
+
+`--flicker`: on the benchmark's still person, the edge flicker of the segmenter's mask and of the
+composite's alpha (the lowered weight), and the composite's own frame-to-frame change at the edge.
 
 Set 4, `--real FRAMES`: real clips of `../shared/data/videos` (no truth): what the lowering does there and
 its cost, `composite_person` timed both ways frame for frame.
@@ -280,6 +284,39 @@ def video_recomposited(backgrounds: Path, frames: int, names: tuple[str, ...] | 
     return tally.result()
 
 
+def flicker(data: Path, backgrounds: Path, per_group: int, frames: int = 16, seed: int = 0) -> dict:
+    """A still person (the benchmark's still path, camera noise): the edge flicker (mean |x_t - x_t-1| in the
+    6 px band around the true edge, from the 6th frame on, as mask_motion's edge_flicker_steady) of the
+    segmenter's mask and of the composite's alpha (the mask lowered by colour), and the composite's own
+    frame-to-frame change there (levels; the camera's noise is most of it)."""
+    rng = np.random.default_rng(seed)
+    segmenter, new = Segmenter(), new_backgrounds(backgrounds)[0]
+    sums: dict[str, list[float]] = {"mask": [], "alpha": [], "composite_before": [], "composite_now": []}
+    try:
+        for i, (_, person, person_mask) in enumerate(cutouts(data, per_group)):
+            room = cover(cv2.cvtColor(cv2.imread(str(backgrounds / BACKGROUNDS[i % len(BACKGROUNDS)])),
+                                      cv2.COLOR_BGR2RGB), SIZE)
+            segmenter.reset()
+            previous = None
+            for index, positions in enumerate(paths(person.shape[1], frames)["0px"]):
+                frame, truth = room.copy(), np.zeros(SIZE, bool)
+                paste(frame, truth, person, person_mask, int(round(positions[0][0])))
+                noisy = np.clip(frame + rng.normal(0.0, NOISE_SIGMA, frame.shape), 0, 255).astype(np.uint8)
+                mask = segmenter.mask_for(noisy)
+                alpha = mask.copy()
+                now = composite_person(noisy, new, mask, segmenter.box, alpha=alpha).astype(np.float32)
+                before = composite_person(noisy, new, mask, segmenter.box, lower_alpha=False).astype(np.float32)
+                current = {"mask": mask, "alpha": alpha, "composite_before": before, "composite_now": now}
+                if previous is not None and index >= 5:  # mask_motion's STEADY_AFTER
+                    band = edge_band(truth)
+                    for key, value in current.items():
+                        sums[key].append(float(np.abs(value - previous[key])[band].mean()))
+                previous = current
+    finally:
+        segmenter.close()
+    return {key: float(np.mean(values)) for key, values in sums.items()}
+
+
 def real_videos(videos: Path, backgrounds: Path, frames: int, names: tuple[str, ...] = REAL_VIDEOS) -> dict:
     """Set 4, no truth: real webcam-like clips at 720p, composited before (the estimate with the mask as
     it is) and now, frame for frame in turn: what the lowering does there (the share of soft pixels
@@ -367,7 +404,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--real", type=int, default=0, metavar="FRAMES",
                         help="only set 4: this many frames of each real clip in ../shared/data/videos, timed")
     parser.add_argument("--videos", type=Path, default=Path("../shared/data/videos"))
+    parser.add_argument("--flicker", action="store_true", help="only the still person's edge flicker, mask and alpha")
     args = parser.parse_args(argv)
+    if args.flicker:
+        result = flicker(args.data, args.backgrounds, args.per_group)
+        print(json.dumps(result, indent=1))
+        return result
     if args.real:
         result = real_videos(args.videos, args.backgrounds, args.real)
         print(json.dumps(result, indent=1))

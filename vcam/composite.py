@@ -6,6 +6,9 @@ hair and shoulders. So the person's own colour is estimated there first (`estima
 of the approximate fast foreground colour estimation by blurs, Forte & Pitié 2021 / Germer et al.,
 computed at a quarter of the box's resolution and evaluated only on the edge pixels), and the foreground
 is blended instead of the camera picture. Where m is 1 the foreground is the camera picture bit for bit.
+The blend's weight at the edge is the mask lowered where the pixel's colour says it holds more of the room
+than the mask does (`colour_alpha`: a hair strand the segmenter spread over the room); the frame's mask is
+updated to it, so a later stage that recomposes m·foreground + (1-m)·background gets the same composite.
 
 Work is limited to the person's box (the segmenter's `box`): outside it the composite is the background.
 Inside it, one uint8 copy of the mask sorts the pixels: the camera picture is copied where the person is
