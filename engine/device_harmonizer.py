@@ -17,9 +17,10 @@ the CPU (tests/test_resampling.py), and the whole against engine.Harmonizer on a
 Every data-dependent decision is a `torch.where` on the device rather than a Python `if` on a tensor,
 which would wait for the GPU and break a CUDA graph.
 
-Not here (engine.Harmonizer has them): the sharpness undo (the app turns it off: its full-resolution
-detector costs 3-6 ms a 720p frame), image heads (a lift fitted per frame), the blend of a correction into
-a composite without the person's own colours (Harmonizer.apply without foreground).
+With `sharpness` (off by default, as in the app) the person's sharpening is detected on the whole frame and
+undone before the transforms (engine.sharpness's torch twins). Not here (engine.Harmonizer has them): image
+heads (a lift fitted per frame), the blend of a correction into a composite without the person's own
+colours (Harmonizer.apply without foreground).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch
 
 from engine import colour_prior, recolour, scene
 from engine import gate as gate_mod
+from engine import sharpness as sharpness_mod
 from engine.blend import person_over_torch
 from engine.corrections import (
     blend_linear_torch,
@@ -56,8 +58,9 @@ class DeviceHarmonizer:
     """
 
     def __init__(self, model: torch.nn.Module, frame_shape: tuple[int, int], net_shape: tuple[int, int],
-                 dtype: torch.dtype, reference: np.ndarray | None, prior, gate):
+                 dtype: torch.dtype, reference: np.ndarray | None, prior, gate, sharpness: bool = False):
         dev = next(model.parameters()).device
+        self.sharpness = sharpness
         self.device, self.dtype, self.net_shape = dev, dtype, net_shape
         self._model, self._model_dtype = model, next(model.parameters()).dtype
         ry, rx_t = (torch.from_numpy(m).to(dev) for m in resize_matrices(frame_shape, net_shape))
@@ -77,6 +80,7 @@ class DeviceHarmonizer:
         self._apply_constants(frame_shape, net_shape, (h // factor, w // factor), model.config.keep_detail)
         self.state = {"stats": torch.zeros(1, int(model.stats_size), device=dev),
                       "detail_gain": torch.ones((), device=dev),
+                      "unsharpen": torch.zeros((), device=dev),  # the smoothed share of a sharpening to undo
                       "coefficients": torch.zeros(1, 12, h // factor, w // factor, device=dev),
                       "scene": torch.zeros(1, 3, h, w, device=dev),
                       "background": torch.zeros(h, w, dtype=torch.bool, device=dev),
@@ -116,8 +120,12 @@ class DeviceHarmonizer:
         self.state["frames"].add_(1)  # time passes with harmonization off too (the momentum follows it)
         if not harmonize:
             return composite
-        coefficients, gain, use = self._estimate(composite, mask, mask_f.amax() >= NO_PERSON)
-        person = self._apply(coefficients, gain, image.float(), background.float(), mask_f[None, None])
+        coefficients, gain, unsharpen, use = self._estimate(composite, mask, mask_f.amax() >= NO_PERSON)
+        source = image.float()
+        if self.sharpness:  # Harmonizer.apply: the person's own pixels un-sharpened before the transform
+            undo = (unsharpen > 0.01) & (mask_f[None, None] > 0)
+            source = torch.where(undo, sharpness_mod.unsharpen_torch(source, unsharpen), source)
+        person = self._apply(coefficients, gain, source, background.float(), mask_f[None, None])
         # Harmonizer.apply returns the composite without a correction or at strength 0.
         return torch.where(use & (self.strength > 0), person.to(composite.dtype), composite)
 
@@ -134,7 +142,7 @@ class DeviceHarmonizer:
 
     def _estimate(self, composite, mask, person):
         """Harmonizer.estimate: (smoothed coefficients (1, 12, h/f, w/f) fp32, the kept texture's smoothed
-        gain, whether to apply them).
+        gain, the share of a sharpening to undo, whether to apply them).
 
         The state moves exactly where the Harmonizer's does: not without a person or a reference (the
         Harmonizer returns before touching it); a scene change forgets the statistics and the correction;
@@ -149,7 +157,7 @@ class DeviceHarmonizer:
         had_stats, had_params = s["has_stats"] & ~change, s["has_params"] & ~change
         # Harmonizer.momentum: exp(-dt / smoothing) for the time since the last estimate.
         momentum = self.per_frame_momentum ** s["frames"] * had_stats.float()
-        output, gain, stats_out = self._network(comp_low, mask_low, ref_low, momentum)
+        output, gain, amount, stats_out = self._network(comp_low, mask_low, ref_low, momentum)
         m = momentum * had_params.float()  # corrections.blend_params: the previous correction only with momentum
         blended, blended_gain = ema(s["coefficients"], output, m), ema(s["detail_gain"], gain, m)
         stats_ok, params_ok = torch.isfinite(stats_out).all(), torch.isfinite(blended).all()
@@ -163,12 +171,22 @@ class DeviceHarmonizer:
         s["has_scene"].copy_(s["has_scene"] | active)
         s["frames"].copy_(torch.where(active, 0.0, s["frames"]))
         use = active & params_ok
-        return blended, blended_gain, use
+        return blended, blended_gain, self._unsharpen_share(composite, mask, momentum, amount, use), use
+
+    def _unsharpen_share(self, composite, mask, momentum, amount, update):
+        """Harmonizer._unsharpen_share: the detector's share on this frame, averaged with the statistics'
+        momentum where the state moves (`update`), scaled by the gate's amount; 0 with sharpness off."""
+        if not self.sharpness:
+            return torch.zeros((), device=self.device)
+        found = sharpness_mod.sharpness_features_torch(composite.float(), mask.float())
+        share = ema(self.state["unsharpen"], sharpness_mod.undo_share_torch(*found), momentum)
+        self.state["unsharpen"].copy_(torch.where(update, share, self.state["unsharpen"]))
+        return amount.clamp(max=1.0) * self.state["unsharpen"]
 
     def _network(self, comp_low, mask_low, ref_low, momentum):
         """The network's correction as the Harmonizer makes it: the prior's re-colouring first, the chosen
         region's light, the prior's transform composed, the kept texture's gain, the gate; (coefficients,
-        gain, the new statistics), fp32."""
+        gain, the gate's amount, the new statistics), fp32."""
         mdt = self._model_dtype
         net_in, prior_matrix, features = comp_low, None, None
         chosen = None if self._reference_low is None else ref_low
@@ -184,13 +202,13 @@ class DeviceHarmonizer:
             output = scale_grid_outputs_torch(output, gain)
         if prior_matrix is not None:
             output = colour_prior.compose_torch(prior_matrix, output)
-        gain = torch.ones((), device=self.device)
+        gain, amount = torch.ones((), device=self.device), torch.ones((), device=self.device)
         if self.keep_detail:  # the kept texture follows the transforms' stretch of the contrast
             gain = recolour.contrast_gain_torch(output, comp_low, mask_low, *self._contrast)
         if self._gate is not None:
             output, amount = self._gated(output, comp_low, mask_low, chosen, features)
             gain = amount * gain + (1 - amount)
-        return output, gain, stats_out
+        return output, gain, amount, stats_out
 
     def _gated(self, coefficients, comp_low, mask_low, chosen, features):
         """Harmonizer._gated: (the coefficients moved towards the identity by the gate's amount, the amount),

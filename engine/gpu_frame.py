@@ -141,6 +141,8 @@ class GpuFramePath:
             compose the transforms, as engine.Harmonizer does (False: as Harmonizer(prior=False)).
         gate: scale the correction by the harmony gate fitted for the weights (engine.gate), as
             engine.Harmonizer does (False: as Harmonizer(gate=False)).
+        sharpness: undo a sharpening of the person, as Harmonizer(sharpness=True) (engine.sharpness; off
+            by default, as in the app: the detector filters the whole frame every frame).
 
     Raises:
         TypeError, ValueError: an unusable model or argument (names expected vs actual).
@@ -151,7 +153,7 @@ class GpuFramePath:
                  device: str | torch.device = "cuda", precision: str | None = None, net_size: int = 256,
                  smoothing: float = 0.0, strength: float = 1.0, reference: np.ndarray | None = None,
                  channels: str = "rgb", cuda_graph: bool = True, depth: int = 2, prior: bool = True,
-                 fps: float = 30.0, gate: bool = True):
+                 fps: float = 30.0, gate: bool = True, sharpness: bool = False):
         width, height, precision = _check_arguments(model, size, device, precision, net_size, channels, depth)
         self.device = torch.device(device)
         cuda = self.device.type == "cuda"
@@ -170,7 +172,7 @@ class GpuFramePath:
                       torch.float32: torch.zeros(height, width, dtype=torch.float32, device=dev)}
         self._mask_is_u8 = torch.zeros((), dtype=torch.bool, device=dev)
         self._out = torch.zeros(height, width, 3, dtype=torch.uint8, device=dev)
-        self._harmonizer = self._device_harmonizer(model, reference, prior, gate)
+        self._harmonizer = self._device_harmonizer(model, reference, prior, gate, sharpness)
         self.fps = _checked_fps(fps)
         self.smoothing, self.strength = smoothing, strength
         if background is not None:
@@ -186,7 +188,7 @@ class GpuFramePath:
         if self._cuda_graph:
             self._capture(self.harmonizing)
 
-    def _device_harmonizer(self, model, reference, prior: bool, gate: bool) -> DeviceHarmonizer:
+    def _device_harmonizer(self, model, reference, prior: bool, gate: bool, sharpness: bool) -> DeviceHarmonizer:
         """The model on the device in its precision, with the colour prior the weights were trained behind and
         the gate fitted for them (engine.colour_prior, engine.gate), as engine.Harmonizer loads them."""
         if reference is not None:
@@ -199,7 +201,7 @@ class GpuFramePath:
         self.stats_size = int(device_model.stats_size)
         return DeviceHarmonizer(device_model, self.frame_shape, self.net_shape, self._dtype, reference,
                                 colour_prior.prior_for(model) if prior else None,
-                                gate_mod.gate_for(model) if gate else None)
+                                gate_mod.gate_for(model) if gate else None, sharpness)
 
     def _allocate_host(self, height: int, width: int, depth: int, cuda: bool) -> None:
         # Host side: pinned slots on CUDA (asynchronous copies need page-locked memory).

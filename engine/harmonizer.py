@@ -459,7 +459,7 @@ class Harmonizer:
     def frame_path(self, size: tuple[int, int], reference: np.ndarray | None = None):
         """This harmonizer's work as a GPU frame path (engine.gpu_frame.GpuFramePath, which the app runs
         inline on CUDA) for frames of `size` = (width, height) on its device: the same weights, net_size,
-        smoothing, strength, colour prior and gate; `reference` fixed for the stream. None where the path
+        smoothing, strength, colour prior, gate and sharpness; `reference` fixed for the stream. None where the path
         cannot run this model (an image head, or a custom gate), or without torch."""
         if self._gate is not None and not self._own_gate:
             return None  # a gate passed in as a callable: the device path only runs the weights' own
@@ -474,7 +474,7 @@ class Harmonizer:
         device = self._device.type if index is None else f"{self._device.type}:{index}"
         return GpuFramePath(model, size, device=device, net_size=self.net_size, smoothing=self._smoothing,
                             strength=self._strength, reference=reference, prior=self._prior is not None,
-                            gate=self._gate is not None)
+                            gate=self._gate is not None, sharpness=self.sharpness)
 
     def close(self) -> None:
         """Release the backend. Safe to call more than once."""

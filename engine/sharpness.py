@@ -38,6 +38,9 @@ MODEL_PATH = Path(__file__).resolve().parent / "weights" / "sharpness.json"
 # an all-or-nothing p > 0.5 decision 29.28 (whole inverse) or 29.18 (three quarters, the first rule).
 UNDO_STRENGTH = 1.0
 UNDO_RAMP = (0.0, 1.0)
+RADIUS = 3  # the inverse filter's half size (inverse_sharpen_kernel's default)
+#: cv2.cvtColor's RGB -> grey for uint8, fixed point (15 bits): the weights of 0.299, 0.587, 0.114.
+GREY_FIXED = (9798, 19235, 3735)
 FEATURES = ("fg fine/middle", "fg middle/coarse", "bg fine/middle", "bg middle/coarse", "fine fg/bg")
 
 
@@ -49,7 +52,7 @@ def sharpen(image: np.ndarray, factor: float) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
-def inverse_sharpen_kernel(factor: float = DEFAULT_FACTOR, radius: int = 3) -> np.ndarray:
+def inverse_sharpen_kernel(factor: float = DEFAULT_FACTOR, radius: int = RADIUS) -> np.ndarray:
     """(2r+1)² float32 kernel with ``S_f``'s inverse response, from the exact inverse sampled on a 64² grid
     (its taps fall off by about 4x per pixel for f = 4: a 7x7 kernel leaves under 1 % of the response)."""
     if factor <= 0:
@@ -82,9 +85,13 @@ def unsharpen_person(image: np.ndarray, mask: np.ndarray, box: tuple[int, int, i
     """A copy of uint8 `image` with the person (mask > 0, inside `box` = (y0, y1, x0, x1)) un-sharpened by
     `strength` (`unsharpen`); every pixel where the mask is 0 is the image's own."""
     y0, y1, x0, x1 = box
+    height, width = image.shape[:2]
+    # The filter reads RADIUS pixels around the box too: the box's own edge is not reflected, and the
+    # result is the whole frame's filter (the GPU path's, unsharpen_torch) within the box.
+    a0, a1, b0, b1 = max(y0 - RADIUS, 0), min(y1 + RADIUS, height), max(x0 - RADIUS, 0), min(x1 + RADIUS, width)
+    filtered = unsharpen(image[a0:a1, b0:b1], strength=strength)[y0 - a0:y1 - a0, x0 - b0:x1 - b0]
     out = image.copy()
-    np.copyto(out[y0:y1, x0:x1], unsharpen(image[y0:y1, x0:x1], strength=strength),
-              where=mask[y0:y1, x0:x1, None] > 0)
+    np.copyto(out[y0:y1, x0:x1], filtered, where=mask[y0:y1, x0:x1, None] > 0)
     return out
 
 
@@ -133,3 +140,82 @@ def oversharpened(features: np.ndarray | None, path: Path = MODEL_PATH) -> float
     mean, weights, bias = _model(path)
     z = float((features - mean) @ weights + bias)
     return float(1.0 / (1.0 + np.exp(-np.clip(z, -50, 50))))
+
+
+# -- the same on a torch device (engine.device_harmonizer): whole frames, no host round trip -------------------
+
+def _pad(x, r: int, mode: str):
+    """(B, C, H, W) padded by r: "reflect" is cv2's BORDER_REFLECT_101 (GaussianBlur's default), "symmetric"
+    cv2's BORDER_REFLECT (the edge pixel repeated; filter2D here)."""
+    import torch
+    import torch.nn.functional as F
+
+    if mode == "reflect":
+        return F.pad(x, (r, r, r, r), mode="reflect")
+    x = torch.cat([x[..., :r].flip(-1), x, x[..., -r:].flip(-1)], dim=-1)
+    return torch.cat([x[..., :r, :].flip(-2), x, x[..., -r:, :].flip(-2)], dim=-2)
+
+
+def _filter(x, kernel, mode: str):
+    """x (B, C, H, W) filtered by a 2-D kernel (k, k) tensor per channel, cv2.filter2D's correlation."""
+    import torch.nn.functional as F
+
+    r, channels = kernel.shape[-1] // 2, x.shape[1]
+    weight = kernel.to(x.dtype).expand(channels, 1, *kernel.shape[-2:])
+    return F.conv2d(_pad(x, r, mode), weight, groups=channels)
+
+
+def _gaussian(x, sigma: float):
+    """cv2.GaussianBlur(x, (0, 0), sigma) of a float picture (its kernel size rule and its own weights)."""
+    import torch
+
+    size = int(round(sigma * 8 + 1)) | 1
+    taps = torch.from_numpy(cv2.getGaussianKernel(size, sigma, cv2.CV_32F).ravel()).to(x.device)
+    return _filter(x, taps[:, None] * taps[None, :], "reflect")
+
+
+def sharpness_features_torch(image, mask):
+    """`sharpness_features` on a device: image (1, 3, H, W) RGB at 0..255 (whole numbers), mask (1, 1, H, W)
+    in [0, 1]. Returns (features (5,), whether there were enough of both regions) as tensors."""
+    import torch
+    import torch.nn.functional as F
+
+    r, g, b = GREY_FIXED
+    grey = torch.floor((image[:, 0:1] * r + image[:, 1:2] * g + image[:, 2:3] * b + 16384) / 32768)
+    person = (mask >= 0.5).float()
+    # cv2.erode's 5x5 with its default border (outside counts as set): a min-pool that ignores the padding.
+    inside, outside = (-F.max_pool2d(-p, 5, stride=1, padding=2) for p in (person, 1 - person))
+    smooth = _filter(grey, torch.from_numpy(SMOOTH_KERNEL).to(grey.device), "symmetric")
+    g1, g2, g3 = (_gaussian(grey, s) for s in (0.8, 1.6, 3.2))
+    bands = torch.cat([grey - smooth, g1 - g2, g2 - g3], dim=1) ** 2  # (1, 3, H, W)
+
+    def energies(region):
+        return (bands * region).sum(dim=(0, 2, 3)) / region.sum().clamp_min(1) + 1e-3
+
+    fg, bg = energies(inside), energies(outside)
+    features = torch.log(torch.stack([fg[0] / fg[1], fg[1] / fg[2], bg[0] / bg[1], bg[1] / bg[2], fg[0] / bg[0]]))
+    return features, (inside.mean() >= 0.01) & (outside.mean() >= 0.01)
+
+
+def undo_share_torch(features, valid, path: Path = MODEL_PATH):
+    """`undo_share(oversharpened(...))` on a device: 0 where the features are missing or not finite."""
+    import torch
+
+    mean, weights, bias = (torch.as_tensor(v, dtype=torch.float32, device=features.device) for v in _model(path))
+    p = torch.sigmoid(((features - mean) @ weights + bias).clamp(-50, 50))
+    p = torch.where(valid & torch.isfinite(features).all(), p, torch.zeros_like(p))
+    lo, hi = UNDO_RAMP
+    return UNDO_STRENGTH * ((p - lo) / (hi - lo)).clamp(0, 1)
+
+
+def unsharpen_torch(image, strength, factor: float = DEFAULT_FACTOR):
+    """`unsharpen` of the whole frame on a device: image (1, 3, H, W) at 0..255, strength a 0-d tensor;
+    rounded and saturated as cv2.filter2D's uint8 result."""
+    import torch
+
+    kernel = torch.from_numpy(inverse_sharpen_kernel(float(factor))).to(image.device)
+    identity = torch.zeros_like(kernel)
+    identity[RADIUS, RADIUS] = 1.0
+    kernel = identity + strength.float() * (kernel - identity)
+    return torch.round(_filter(image.float(), kernel, "symmetric")).clamp(0, 255)
+

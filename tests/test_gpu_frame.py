@@ -358,3 +358,22 @@ def test_the_app_stage_runs_the_gpu_frame_path_as_its_inline_estimate_and_apply(
     for stage in stages:
         stage.close()
     assert stages[0]._frames is None
+
+
+def test_the_sharpness_undo_matches_the_cpu_path(model):
+    """With sharpness on (Harmonizer's default; off in the app) both paths detect the walking person's
+    sharpening on the whole frame and undo the same share of it before the transforms: within a level."""
+    from engine.sharpness import sharpen
+
+    clip, background = _moving_person(3)
+    harmonizer = Harmonizer(model=model, backend="torch", device="cpu", sharpness=True, smoothing=0.5)
+    path = GpuFramePath(model, (320, 180), background=background, device="cpu", smoothing=0.5, sharpness=True)
+    for i, (image, mask) in enumerate(clip):
+        image = np.where(mask[..., None] > 0, np.clip(sharpen(image, 4.0), 0, 255), image).astype(np.uint8)
+        comp = composite(image, background, mask)
+        correction = harmonizer.estimate(comp, mask, timestamp=i / 30)
+        assert correction.unsharpen > 0.5  # the detector acts on this person
+        ref = harmonizer.apply(correction, comp, mask, foreground=image, background=background)
+        diff = np.abs(path.process(image, mask).astype(np.int16) - ref)
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.005, (i, diff.max(), (diff > 0).mean())
+    harmonizer.close()

@@ -212,3 +212,48 @@ def test_the_scene_test_is_one_test(case, expected):
     assert bool(changed) == expected
     assert np.array_equal(background.numpy(), scene.signature(*now)[1])
 
+
+
+def _sharpened_person(height=120, width=160, seed=10):
+    """A photo-like picture whose person (an ellipse, soft edge) was sharpened as the FFHQH recipe does."""
+    from engine import sharpness
+
+    image = _photo_like(height, width, seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    mask = cv2.GaussianBlur(((((yy - 70) / 40.0) ** 2 + ((xx - 80) / 30.0) ** 2) <= 1).astype(np.float32), (0, 0), 2)
+    sharp = np.clip(sharpness.sharpen(image, 4.0), 0, 255).astype(np.uint8)
+    return np.where(mask[..., None] > 0.5, sharp, image).astype(np.uint8), mask
+
+
+def test_the_sharpness_detector_is_one_detector():
+    """sharpness_features / undo_share(oversharpened) and their torch twins on a sharpened person; and no
+    features (share 0) where the person fills nothing."""
+    from engine import sharpness
+
+    image, mask = _sharpened_person()
+    expected = sharpness.sharpness_features(image, mask)
+    features, valid = sharpness.sharpness_features_torch(_chw(image).float(), _chw(mask))
+    assert bool(valid)
+    np.testing.assert_allclose(features.numpy(), expected, rtol=1e-4, atol=1e-4)
+    share = sharpness.undo_share(sharpness.oversharpened(expected))
+    assert float(sharpness.undo_share_torch(features, valid)) == pytest.approx(share, abs=1e-5)
+    assert share > 0.5  # the detector does see this sharpening
+    nobody = np.zeros_like(mask)
+    assert sharpness.sharpness_features(image, nobody) is None
+    assert float(sharpness.undo_share_torch(*sharpness.sharpness_features_torch(_chw(image).float(), _chw(nobody)))) == 0.0
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.4])
+def test_the_unsharpen_is_one_filter(strength):
+    """engine.sharpness.unsharpen_person (the person's box, RADIUS pixels of margin) and unsharpen_torch (the
+    whole frame): the same pixels, the frame's edges included (the box touches the left edge)."""
+    from engine import sharpness
+
+    image, mask = _sharpened_person()
+    mask[:, :60] = np.maximum(mask[:, :60], 0.7)  # the person reaches the frame's left edge
+    box = blend.mask_box(mask)
+    expected = sharpness.unsharpen_person(image, mask, box, strength)
+    whole = _hwc(sharpness.unsharpen_torch(_chw(image).float(), torch.tensor(strength)))
+    got = np.where(mask[..., None] > 0, whole, image)
+    diff = np.abs(got.astype(np.int16) - expected)
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.001
