@@ -61,6 +61,7 @@ class DeviceHarmonizer:
                  dtype: torch.dtype, reference: np.ndarray | None, prior, gate, sharpness: bool = False):
         dev = next(model.parameters()).device
         self.sharpness = sharpness
+        self._sharpness = sharpness_mod.torch_constants(dev) if sharpness else None
         self.device, self.dtype, self.net_shape = dev, dtype, net_shape
         self._model, self._model_dtype = model, next(model.parameters()).dtype
         ry, rx_t = (torch.from_numpy(m).to(dev) for m in resize_matrices(frame_shape, net_shape))
@@ -124,7 +125,7 @@ class DeviceHarmonizer:
         source = image.float()
         if self.sharpness:  # Harmonizer.apply: the person's own pixels un-sharpened before the transform
             undo = (unsharpen > 0.01) & (mask_f[None, None] > 0)
-            source = torch.where(undo, sharpness_mod.unsharpen_torch(source, unsharpen), source)
+            source = torch.where(undo, sharpness_mod.unsharpen_torch(source, unsharpen, self._sharpness), source)
         person = self._apply(coefficients, gain, source, background.float(), mask_f[None, None])
         # Harmonizer.apply returns the composite without a correction or at strength 0.
         return torch.where(use & (self.strength > 0), person.to(composite.dtype), composite)
@@ -178,8 +179,8 @@ class DeviceHarmonizer:
         momentum where the state moves (`update`), scaled by the gate's amount; 0 with sharpness off."""
         if not self.sharpness:
             return torch.zeros((), device=self.device)
-        found = sharpness_mod.sharpness_features_torch(composite.float(), mask.float())
-        share = ema(self.state["unsharpen"], sharpness_mod.undo_share_torch(*found), momentum)
+        found = sharpness_mod.sharpness_features_torch(composite.float(), mask.float(), self._sharpness)
+        share = ema(self.state["unsharpen"], sharpness_mod.undo_share_torch(*found, self._sharpness), momentum)
         self.state["unsharpen"].copy_(torch.where(update, share, self.state["unsharpen"]))
         return amount.clamp(max=1.0) * self.state["unsharpen"]
 

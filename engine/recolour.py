@@ -45,6 +45,7 @@ from engine.corrections import (
 
 #: Full-resolution pixels per block of the fast apply without keep_detail.
 FAST_SCALE = 4
+_GREY = tuple(float(v) for v in GREY)  # the grey weights as Python numbers (constants in a traced step)
 
 
 def detail_scale(size: tuple[int, int], net: tuple[int, int], keep_detail: float) -> int:
@@ -211,11 +212,10 @@ def contrast_gain_torch(coefficients, image_low, mask_low, ry, rx_t, limits: tup
     person = ((ry @ mask_low @ rx_t) > 0.5).float()
     c = upsample_grid_torch(coefficients, tuple(small.shape[-2:]))
     after = torch.round(transform_torch(c, small, 255.0).clamp(0, 255))
-    grey = torch.tensor(GREY, device=small.device).view(1, 3, 1, 1)
     count = person.sum()
 
-    def spread(x):
-        x = (x * grey).sum(dim=1, keepdim=True)
+    def spread(x):  # GREY as Python numbers: no tensor made from the host inside the step (CUDA graphs)
+        x = x[:, 0:1] * _GREY[0] + x[:, 1:2] * _GREY[1] + x[:, 2:3] * _GREY[2]
         mean = (x * person).sum() / count.clamp_min(1)
         return torch.sqrt(((x - mean) ** 2 * person).sum() / count.clamp_min(1))
 

@@ -165,18 +165,29 @@ def _filter(x, kernel, mode: str):
     return F.conv2d(_pad(x, r, mode), weight, groups=channels)
 
 
-def _gaussian(x, sigma: float):
-    """cv2.GaussianBlur(x, (0, 0), sigma) of a float picture (its kernel size rule and its own weights)."""
+def torch_constants(device, factor: float = DEFAULT_FACTOR, path: Path = MODEL_PATH) -> dict:
+    """The filters' kernels and the detector's model as tensors on `device`, made once: a host-to-device
+    copy inside the frame's step would wait for the host and cannot be captured in a CUDA graph."""
     import torch
 
-    size = int(round(sigma * 8 + 1)) | 1
-    taps = torch.from_numpy(cv2.getGaussianKernel(size, sigma, cv2.CV_32F).ravel()).to(x.device)
-    return _filter(x, taps[:, None] * taps[None, :], "reflect")
+    def tensor(a):
+        return torch.as_tensor(np.asarray(a, np.float32), device=device)
+
+    def gaussian(sigma: float):  # cv2.GaussianBlur(x, (0, 0), sigma) of a float picture: its size rule, its weights
+        taps = cv2.getGaussianKernel(int(round(sigma * 8 + 1)) | 1, sigma, cv2.CV_32F).ravel()
+        return tensor(np.outer(taps, taps))
+
+    identity = np.zeros((2 * RADIUS + 1,) * 2, np.float32)
+    identity[RADIUS, RADIUS] = 1.0
+    mean, weights, bias = _model(path)
+    return {"smooth": tensor(SMOOTH_KERNEL), "gaussians": [gaussian(s) for s in (0.8, 1.6, 3.2)],
+            "inverse": tensor(inverse_sharpen_kernel(float(factor))), "identity": tensor(identity),
+            "mean": tensor(mean), "weights": tensor(weights), "bias": float(bias)}
 
 
-def sharpness_features_torch(image, mask):
+def sharpness_features_torch(image, mask, constants: dict):
     """`sharpness_features` on a device: image (1, 3, H, W) RGB at 0..255 (whole numbers), mask (1, 1, H, W)
-    in [0, 1]. Returns (features (5,), whether there were enough of both regions) as tensors."""
+    in [0, 1], `torch_constants`. Returns (features (5,), whether there were enough of both regions)."""
     import torch
     import torch.nn.functional as F
 
@@ -185,8 +196,8 @@ def sharpness_features_torch(image, mask):
     person = (mask >= 0.5).float()
     # cv2.erode's 5x5 with its default border (outside counts as set): a min-pool that ignores the padding.
     inside, outside = (-F.max_pool2d(-p, 5, stride=1, padding=2) for p in (person, 1 - person))
-    smooth = _filter(grey, torch.from_numpy(SMOOTH_KERNEL).to(grey.device), "symmetric")
-    g1, g2, g3 = (_gaussian(grey, s) for s in (0.8, 1.6, 3.2))
+    smooth = _filter(grey, constants["smooth"], "symmetric")
+    g1, g2, g3 = (_filter(grey, kernel, "reflect") for kernel in constants["gaussians"])
     bands = torch.cat([grey - smooth, g1 - g2, g2 - g3], dim=1) ** 2  # (1, 3, H, W)
 
     def energies(region):
@@ -197,25 +208,23 @@ def sharpness_features_torch(image, mask):
     return features, (inside.mean() >= 0.01) & (outside.mean() >= 0.01)
 
 
-def undo_share_torch(features, valid, path: Path = MODEL_PATH):
-    """`undo_share(oversharpened(...))` on a device: 0 where the features are missing or not finite."""
+def undo_share_torch(features, valid, constants: dict):
+    """`undo_share(oversharpened(...))` on a device (`torch_constants`): 0 where the features are missing or
+    not finite."""
     import torch
 
-    mean, weights, bias = (torch.as_tensor(v, dtype=torch.float32, device=features.device) for v in _model(path))
-    p = torch.sigmoid(((features - mean) @ weights + bias).clamp(-50, 50))
+    z = (features - constants["mean"]) @ constants["weights"] + constants["bias"]
+    p = torch.sigmoid(z.clamp(-50, 50))
     p = torch.where(valid & torch.isfinite(features).all(), p, torch.zeros_like(p))
     lo, hi = UNDO_RAMP
     return UNDO_STRENGTH * ((p - lo) / (hi - lo)).clamp(0, 1)
 
 
-def unsharpen_torch(image, strength, factor: float = DEFAULT_FACTOR):
-    """`unsharpen` of the whole frame on a device: image (1, 3, H, W) at 0..255, strength a 0-d tensor;
-    rounded and saturated as cv2.filter2D's uint8 result."""
+def unsharpen_torch(image, strength, constants: dict):
+    """`unsharpen` of the whole frame on a device: image (1, 3, H, W) at 0..255, strength a 0-d tensor,
+    `torch_constants`; rounded and saturated as cv2.filter2D's uint8 result."""
     import torch
 
-    kernel = torch.from_numpy(inverse_sharpen_kernel(float(factor))).to(image.device)
-    identity = torch.zeros_like(kernel)
-    identity[RADIUS, RADIUS] = 1.0
-    kernel = identity + strength.float() * (kernel - identity)
+    identity = constants["identity"]
+    kernel = identity + strength.float() * (constants["inverse"] - identity)
     return torch.round(_filter(image.float(), kernel, "symmetric")).clamp(0, 255)
-

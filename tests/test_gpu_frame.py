@@ -8,6 +8,8 @@ and what is left is float summation order and where a rounding tie falls.
 
 from __future__ import annotations
 
+import copy
+
 import cv2
 import numpy as np
 import pytest
@@ -181,12 +183,19 @@ def test_reference_region_matches_the_cpu_path(model, photo):
     _agree(path.process(person, mask), _app_apply(harmonizer, person, backgrounds[1], mask, reference))
 
 
-def test_the_device_step_has_no_host_round_trip(model, photo):
+@pytest.mark.parametrize("options", ["as the app", "keep_detail and sharpness"])
+def test_the_device_step_has_no_host_round_trip(model, photo, options):
     """Every decision is a torch.where: dynamo traces the whole step as ONE graph (fullgraph raises on a
     `.item()`, a `bool(tensor)` or a Python `if` on a tensor, which would wait for the GPU and break the
-    CUDA graph). backend="eager" only traces: no compiler is needed."""
+    CUDA graph). backend="eager" only traces: no compiler is needed. Constants are made once, outside the
+    step (a tensor copied from the host inside it could not be captured)."""
     person, mask, backgrounds = photo
-    path = GpuFramePath(model, (640, 360), background=backgrounds[0], device="cpu", smoothing=0.5)
+    sharpness = options != "as the app"
+    if sharpness:
+        model = copy.deepcopy(model)
+        model.config.keep_detail = 3.0
+    path = GpuFramePath(model, (640, 360), background=backgrounds[0], device="cpu", smoothing=0.5,
+                        sharpness=sharpness)
     path.process(person, mask)
     expected = path._out.clone()
     path.reset()

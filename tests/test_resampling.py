@@ -232,15 +232,17 @@ def test_the_sharpness_detector_is_one_detector():
 
     image, mask = _sharpened_person()
     expected = sharpness.sharpness_features(image, mask)
-    features, valid = sharpness.sharpness_features_torch(_chw(image).float(), _chw(mask))
+    constants = sharpness.torch_constants("cpu")
+    features, valid = sharpness.sharpness_features_torch(_chw(image).float(), _chw(mask), constants)
     assert bool(valid)
     np.testing.assert_allclose(features.numpy(), expected, rtol=1e-4, atol=1e-4)
     share = sharpness.undo_share(sharpness.oversharpened(expected))
-    assert float(sharpness.undo_share_torch(features, valid)) == pytest.approx(share, abs=1e-5)
+    assert float(sharpness.undo_share_torch(features, valid, constants)) == pytest.approx(share, abs=1e-5)
     assert share > 0.5  # the detector does see this sharpening
     nobody = np.zeros_like(mask)
     assert sharpness.sharpness_features(image, nobody) is None
-    assert float(sharpness.undo_share_torch(*sharpness.sharpness_features_torch(_chw(image).float(), _chw(nobody)))) == 0.0
+    found = sharpness.sharpness_features_torch(_chw(image).float(), _chw(nobody), constants)
+    assert float(sharpness.undo_share_torch(*found, constants)) == 0.0
 
 
 @pytest.mark.parametrize("strength", [1.0, 0.4])
@@ -253,7 +255,7 @@ def test_the_unsharpen_is_one_filter(strength):
     mask[:, :60] = np.maximum(mask[:, :60], 0.7)  # the person reaches the frame's left edge
     box = blend.mask_box(mask)
     expected = sharpness.unsharpen_person(image, mask, box, strength)
-    whole = _hwc(sharpness.unsharpen_torch(_chw(image).float(), torch.tensor(strength)))
+    whole = _hwc(sharpness.unsharpen_torch(_chw(image).float(), torch.tensor(strength), sharpness.torch_constants("cpu")))
     got = np.where(mask[..., None] > 0, whole, image)
     diff = np.abs(got.astype(np.int16) - expected)
     assert diff.max() <= 1 and (diff > 0).mean() < 0.001
