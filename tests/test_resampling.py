@@ -1,5 +1,6 @@
 """One implementation per per-frame step: each NumPy function the CPU path runs against the torch function the
-GPU frame path runs for the same step (engine.resampling, engine.corrections, engine.scene), on the CPU.
+GPU frame path runs for the same step (engine.resampling, engine.corrections, engine.recolour, engine.blend,
+engine.sharpness, engine.scene), on the CPU.
 
 Tolerances: float maths, 1e-5 relative to the values' range (summation order); uint8 results equal, or
 within 1 level on under 0.5 % of the values where a float rounding tie can fall either way."""
