@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine import colour_prior as cp
-from engine.lift import LiftParams, apply_affine_grid
+from engine.corrections import LiftParams, apply_affine_grid
 from trainer.recolor import composite as recolour_composite
 
 

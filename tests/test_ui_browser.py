@@ -110,7 +110,7 @@ def session(person_video, tmp_path_factory):
     background = home / "red_blue.png"
     cv2.imwrite(str(background), cv2.cvtColor(_background(), cv2.COLOR_RGB2BGR))
     # The shipped weights, as a user gets them: the person takes on the dragged region's light
-    # (engine.lift.reference_light_gain on top of the network's correction).
+    # (engine.corrections.reference_light_gain on top of the network's correction).
     args = ["--input", person_video, "--size", f"{SIZE[0]}x{SIZE[1]}", "--output", "null", "--loop",
             "--background", str(background), "--smoothing", "0.5", "--status-interval", "0"]
     with vcam_ui(args, home) as (process, url):

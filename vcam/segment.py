@@ -51,7 +51,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.lift import resize_box
+from engine.resampling import resize_box
 from vcam import mp_tasks
 from vcam.frame import Frame
 from vcam.zoom import (
