@@ -369,6 +369,52 @@ def test_the_app_stage_runs_the_gpu_frame_path_as_its_inline_estimate_and_apply(
     assert stages[0]._frames is None
 
 
+class _BrokenPathHarmonizer(Harmonizer):
+    """A harmonizer whose GPU frame path fails on its first frame, as a CUDA graph capture might on a card
+    nobody tested."""
+
+    def frame_path(self, size, reference=None):
+        return _FailingPath(size)
+
+
+class _FailingPath:
+    def __init__(self, size):
+        self.size, self.strength, self.smoothing, self.closed = size, 1.0, 0.0, False
+
+    def process(self, foreground, mask, background):
+        raise RuntimeError("CUDA graph capture failed")
+
+    def reset(self):
+        pass
+
+    def close(self):
+        self.closed = True
+
+
+def test_a_failing_gpu_frame_path_falls_back_to_estimate_and_apply(model, caplog):
+    """The GPU frame path has never run on a real GPU: where it fails, the stage logs one line and sends
+    what estimate + apply sends, on that frame and every later one, never an error or the raw camera."""
+    from vcam.frame import Frame
+    from vcam.harmonize import HarmonizeStage
+
+    clip, background = _moving_person(3)
+    broken = HarmonizeStage(_BrokenPathHarmonizer(model=model, backend="torch", device="cpu", sharpness=False),
+                            mode="inline", gpu_frames=True)
+    plain = HarmonizeStage(Harmonizer(model=model, backend="torch", device="cpu", sharpness=False),
+                           mode="inline", gpu_frames=False)
+    for i, (image, mask) in enumerate(clip):
+        frames = [Frame(i, i / 30, image, mask=mask, foreground=image, background=background,
+                        composite=composite(image, background, mask)) for _ in range(2)]
+        outputs = [stage(f).output for stage, f in zip((broken, plain), frames)]
+        assert not broken.failed
+        np.testing.assert_array_equal(outputs[0], outputs[1])
+    assert broken.gpu_frames is False and broken._frames is None
+    assert sum("GPU frame path failed (RuntimeError: CUDA graph capture failed)" in r.message
+               for r in caplog.records) == 1
+    for stage in (broken, plain):
+        stage.close()
+
+
 def test_the_sharpness_undo_matches_the_cpu_path(model):
     """With sharpness on (Harmonizer's default; off in the app) both paths detect the walking person's
     sharpening on the whole frame and undo the same share of it before the transforms: within a level."""

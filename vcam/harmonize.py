@@ -380,6 +380,19 @@ class HarmonizeStage:
         the stage's resets here, between two frames."""
         if frame.foreground is None or frame.background is None:
             return None
+        try:
+            return self._gpu_path_output(frame)
+        except Exception as exc:  # noqa: BLE001 - never run on a real GPU yet: estimate + apply is the tested way
+            log.warning("GPU frame path failed (%s: %s): harmonizing with estimate + apply from now on",
+                        type(exc).__name__, exc)
+            self.gpu_frames = False
+            frames, self._frames = self._frames, None
+            if frames is not None:
+                frames.close()
+            return None
+
+    def _gpu_path_output(self, frame: Frame) -> np.ndarray | None:
+        """`_gpu_step`'s work: the path for this frame size and reference (made or kept), the frame through it."""
         height, width = frame.composite.shape[:2]
         path = self._frames
         # The reference region is fixed for a path's stream: a new one (a live setting) makes a new path.
