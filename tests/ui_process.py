@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
+from queue import Empty, Queue
 
 import cv2
 import numpy as np
@@ -25,15 +26,26 @@ def vcam_ui(args: list[str], home):
     process = subprocess.Popen([sys.executable, "-m", "vcam", "run", "--ui", "--ui-port", "0", *args],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines = []
+    # A thread reads the lines: select() on the pipe cannot see lines that an earlier readline() already
+    # pulled into Python's buffer (on a loaded machine the start-up line and the address arrive together,
+    # and the address would then wait there unseen until the timeout).
+    queue: Queue = Queue()
+    threading.Thread(target=_read_lines, args=(process.stdout, queue), daemon=True).start()
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         url = None
-        while url is None and time.monotonic() < deadline and process.poll() is None:
-            if select.select([process.stdout], [], [], 1.0)[0]:
-                line = process.stdout.readline()
-                lines.append(line)
-                if "control page at " in line:
-                    url = line.split("control page at ")[1].strip().rstrip("/")
+        while url is None and time.monotonic() < deadline:
+            try:
+                line = queue.get(timeout=1.0)
+            except Empty:
+                if process.poll() is not None and queue.empty():
+                    break
+                continue
+            if line is None:  # the process closed its output
+                break
+            lines.append(line)
+            if "control page at " in line:
+                url = line.split("control page at ")[1].strip().rstrip("/")
         if url is None:
             raise RuntimeError("vcam run --ui did not print its page's address:\n" + "".join(lines[-30:]))
         yield process, url
@@ -44,6 +56,13 @@ def vcam_ui(args: list[str], home):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _read_lines(stream, queue: Queue) -> None:
+    """Every line of `stream` into `queue`, then None."""
+    for line in stream:
+        queue.put(line)
+    queue.put(None)
 
 
 def request(url: str, data=None, headers: dict | None = None, method: str | None = None):
