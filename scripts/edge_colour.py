@@ -70,12 +70,9 @@ VIDEO = Path("../shared/data/harmonization/video")
 REAL_VIDEOS = ("volcomix_Thoughtful_-_35590.mp4", "volcomix_Doctor_-_26732.mp4", "liveportrait_d0.mp4")
 
 
-def reaching_alpha(image, background, mask, box, reach: int = 2, scale: int = 4, radius: int = 1,
-                   min_contrast: float = 30.0, max_residual: float = 0.5):
-    """Candidate, not shipped: `vcam.composite.colour_alpha`'s lowering also on pixels the mask calls
-    certain within `reach` px of its 0.5 contour (full-resolution means, bilinear from 1/`scale`)."""
-    if box is None:
-        return composite_person(image, background, mask, box)
+def _low_sums(image, mask, box, scale: int, radius: int):
+    """The box's mask, its pixels (float32) and, at 1/`scale`, the window sums the edge-colour candidates
+    share: (m, person, (lh, lw), weight, weight2, person_sum, image_sum)."""
     y0, y1, x0, x1 = box
     m = mask[y0:y1, x0:x1]
     person = image[y0:y1, x0:x1].astype(np.float32)
@@ -84,9 +81,19 @@ def reaching_alpha(image, background, mask, box, reach: int = 2, scale: int = 4,
     image_low = cv2.resize(person, (lw, lh), interpolation=cv2.INTER_LINEAR)
     mask_low = cv2.resize(m, (lw, lh), interpolation=cv2.INTER_LINEAR)
     k = (2 * radius + 1,) * 2
-    weight = cv2.blur(mask_low, k)
-    p_sum = cv2.blur(image_low * mask_low[..., None], k)
-    i_sum = cv2.blur(image_low, k)
+    return (m, person, (lh, lw), cv2.blur(mask_low, k), cv2.blur(mask_low * mask_low, k),
+            cv2.blur(image_low * mask_low[..., None], k), cv2.blur(image_low, k))
+
+
+def reaching_alpha(image, background, mask, box, reach: int = 2, scale: int = 4, radius: int = 1,
+                   min_contrast: float = 30.0, max_residual: float = 0.5):
+    """Candidate, not shipped: `vcam.composite.colour_alpha`'s lowering also on pixels the mask calls
+    certain within `reach` px of its 0.5 contour (full-resolution means, bilinear from 1/`scale`)."""
+    if box is None:
+        return composite_person(image, background, mask, box)
+    y0, y1, x0, x1 = box
+    m, person, _, weight, _, p_sum, i_sum = _low_sums(image, mask, box, scale, radius)
+    h, w = m.shape
     f_hat = cv2.resize(p_sum / np.maximum(weight, 1e-3)[..., None], (w, h), interpolation=cv2.INTER_LINEAR)
     b_hat = cv2.resize((i_sum - p_sum) / np.maximum(1 - weight, 1e-3)[..., None], (w, h),
                        interpolation=cv2.INTER_LINEAR)
@@ -113,17 +120,8 @@ def decontaminated(image, background, mask, box, reach: int = 3, scale: int = 4,
     if box is None:
         return composite_person(image, background, mask, box)
     y0, y1, x0, x1 = box
-    m = mask[y0:y1, x0:x1]
-    person = image[y0:y1, x0:x1].astype(np.float32)
+    m, person, (lh, lw), weight, weight2, p_sum, i_sum = _low_sums(image, mask, box, scale, radius)
     h, w = m.shape
-    lw, lh = max(w // scale, 1), max(h // scale, 1)
-    image_low = cv2.resize(person, (lw, lh), interpolation=cv2.INTER_LINEAR)
-    mask_low = cv2.resize(m, (lw, lh), interpolation=cv2.INTER_LINEAR)
-    k = (2 * radius + 1,) * 2
-    weight = cv2.blur(mask_low, k)
-    weight2 = cv2.blur(mask_low * mask_low, k)
-    p_sum = cv2.blur(image_low * mask_low[..., None], k)
-    i_sum = cv2.blur(image_low, k)
     hard = (m >= 1.0).astype(np.uint8)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1,) * 2)
     ys, xs = np.nonzero((hard > 0) & (cv2.erode(hard, kernel) == 0))
