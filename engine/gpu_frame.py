@@ -38,8 +38,7 @@ import torch
 from engine import colour_prior
 from engine import gate as gate_mod
 from engine.device_harmonizer import DeviceHarmonizer
-from engine.harmonizer import MAX_SMOOTHING
-from engine.inputs import check_image, mask_for_upload
+from engine.inputs import check_image, mask_for_upload, smoothing_seconds, strength_share
 from engine.resampling import net_shape
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -220,10 +219,7 @@ class GpuFramePath:
 
     @smoothing.setter
     def smoothing(self, value: float) -> None:
-        value = float(value)
-        if not 0.0 <= value <= MAX_SMOOTHING:
-            raise ValueError(f"smoothing must be a time constant in seconds in [0, {MAX_SMOOTHING:g}], got {value}")
-        self._smoothing_value = value
+        value = self._smoothing_value = smoothing_seconds(value)
         with self._ordered():  # a kernel with the value as argument: no wait for the GPU
             self._harmonizer.set_smoothing(value, self.fps)
 
@@ -233,10 +229,7 @@ class GpuFramePath:
 
     @strength.setter
     def strength(self, value: float) -> None:
-        value = float(value)
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"strength must be in [0, 1], got {value}")
-        self._strength_value = value
+        value = self._strength_value = strength_share(value)
         with self._ordered():
             self._harmonizer.strength.fill_(value)
 

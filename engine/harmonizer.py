@@ -48,7 +48,7 @@ from engine import sharpness as sharpness_mod
 from engine.backends import create_backend
 from engine.backends.base import host_hwc
 from engine.blend import person_box
-from engine.inputs import check_image, mask_float
+from engine.inputs import MAX_SMOOTHING, check_image, mask_float, smoothing_seconds, strength_share
 from engine.resampling import net_shape, network_inputs
 from engine.weights import resolve_runtime_model
 
@@ -69,9 +69,6 @@ REFERENCE_ADAPTATION = 0.5
 #: compared are background in both frames), a camera's auto-exposure by a few hundredths.
 SCENE_CHANGE = 0.1
 DEFAULT_LIFT = "delta"
-#: The longest time constant `smoothing` takes (seconds): slower than this, a real change of the light
-#: would take many seconds to show.
-MAX_SMOOTHING = 2.0
 #: The time between estimates assumed when a timestamp goes backwards or repeats (a 30 FPS camera's frame).
 MIN_INTERVAL = 1 / 30
 
@@ -177,10 +174,7 @@ class Harmonizer:
 
     @smoothing.setter
     def smoothing(self, value: float) -> None:
-        value = float(value)
-        if not 0.0 <= value <= MAX_SMOOTHING:
-            raise ValueError(f"smoothing must be a time constant in seconds in [0, {MAX_SMOOTHING:g}], got {value}")
-        self._smoothing = value
+        self._smoothing = smoothing_seconds(value)
 
     @property
     def strength(self) -> float:
@@ -189,10 +183,7 @@ class Harmonizer:
 
     @strength.setter
     def strength(self, value: float) -> None:
-        value = float(value)
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"strength must be in [0, 1], got {value}")
-        self._strength = value
+        self._strength = strength_share(value)
 
     @property
     def device(self):
@@ -493,4 +484,4 @@ class Harmonizer:
                 f"net_size={self.net_size}, smoothing={self._smoothing}, strength={self._strength})")
 
 
-__all__ = ["DEFAULT_LIFT", "Correction", "Harmonizer", "net_shape"]
+__all__ = ["DEFAULT_LIFT", "MAX_SMOOTHING", "Correction", "Harmonizer", "net_shape"]

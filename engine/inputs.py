@@ -13,6 +13,34 @@ import cv2
 import numpy as np
 
 MASK_DTYPES = (np.uint8, np.bool_, np.float16, np.float32, np.float64)
+#: The longest time constant `smoothing` takes (seconds): slower than this, a real change of the light
+#: would take many seconds to show.
+MAX_SMOOTHING = 2.0
+
+
+def smoothing_seconds(value) -> float:
+    """A smoothing setting (a time constant in seconds) as a float, checked: the Harmonizer's and the GPU
+    frame path's one rule.
+
+    Raises:
+        ValueError: outside [0, MAX_SMOOTHING].
+    """
+    value = float(value)
+    if not 0.0 <= value <= MAX_SMOOTHING:
+        raise ValueError(f"smoothing must be a time constant in seconds in [0, {MAX_SMOOTHING:g}], got {value}")
+    return value
+
+
+def strength_share(value) -> float:
+    """A strength setting (0 = the composite, 1 = the full harmonization) as a float, checked.
+
+    Raises:
+        ValueError: outside [0, 1].
+    """
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {value}")
+    return value
 
 
 def check_image(image, name: str = "composite", shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -92,4 +120,5 @@ def mask_for_upload(mask, size: tuple[int, int], name: str = "mask") -> np.ndarr
     return mask
 
 
-__all__ = ["MASK_DTYPES", "check_image", "check_mask", "mask_float", "mask_for_upload"]
+__all__ = ["MASK_DTYPES", "MAX_SMOOTHING", "check_image", "check_mask", "mask_float", "mask_for_upload",
+           "smoothing_seconds", "strength_share"]

@@ -38,3 +38,14 @@ def test_other_dtypes_and_strided_views_come_back_as_float32_in_range():
     assert out[3, 4] == 0.0 and out.flags.c_contiguous
     assert mask_float(np.full((4, 4), 255, np.uint8), (4, 4)).max() == pytest.approx(1.0)
     assert mask_float(np.ones((4, 4), bool), (4, 4)).dtype == np.float32
+
+
+def test_the_live_settings_have_one_rule_for_both_frame_paths():
+    from engine.inputs import MAX_SMOOTHING, smoothing_seconds, strength_share
+
+    assert smoothing_seconds("0.25") == 0.25 and smoothing_seconds(MAX_SMOOTHING) == MAX_SMOOTHING
+    assert strength_share(1) == 1.0
+    with pytest.raises(ValueError, match=r"smoothing must be a time constant in seconds in \[0, 2\], got 2.5"):
+        smoothing_seconds(2.5)
+    with pytest.raises(ValueError, match=r"strength must be in \[0, 1\], got -0.1"):
+        strength_share(-0.1)
